@@ -1,0 +1,151 @@
+"""The ``tricklab`` command.
+
+Exit status: 0 success; 2 bad input (the message says what and where, no traceback); 1 failure during
+training (the message says why and where the log is); 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from tricklab.errors import TrainingError, UserError
+
+
+def _print_summary(summary: dict[str, Any], run_dir: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    test = summary["test"]
+    table = Table(title=f"{summary['task']} / {summary['model']} / seed {summary['seed']}", show_header=True)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    rows = [
+        ("test accuracy", f"{test['accuracy']:.4f}"),
+        ("test macro-F1", f"{test['macro_f1']:.4f}"),
+        ("test NLL", f"{test['nll']:.4f}"),
+        ("test ECE (15 bins)", f"{test['ece']:.4f}"),
+        ("test Brier", f"{test['brier']:.4f}"),
+        ("optimizer steps", str(summary["steps"])),
+        ("training time (s)", f"{summary['train_seconds']:.1f}"),
+        ("inference latency, median (ms/batch)", f"{summary['inference_latency']['median_ms']:.2f}"),
+        ("parameters", f"{summary['parameters']:,}"),
+        ("model size (bytes)", f"{summary['model_size_bytes']:,}"),
+    ]
+    conv = summary.get("convergence")
+    rows.append((f"steps to {summary['target_accuracy']:.0%} eval accuracy",
+                 f"{conv['step']} ({conv['seconds']:.1f}s)" if conv else "not reached"))
+    if summary.get("stop_reason"):
+        rows.append(("stopped", summary["stop_reason"]))
+    for k, v in rows:
+        table.add_row(k, v)
+    console = Console()
+    console.print(table)
+    console.print(f"run folder: {run_dir}")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from tricklab.lab.recipe import load_recipe
+    from tricklab.lab.runner import run
+
+    overrides = list(args.overrides)
+    if args.data_dir is not None:
+        overrides.append(f"data.data_dir={args.data_dir}")
+    recipe_path = args.recipe
+    # `tricklab run key=value` with no recipe: the first positional is an override, not a file
+    if recipe_path is not None and "=" in recipe_path and not Path(recipe_path).exists():
+        overrides.insert(0, recipe_path)
+        recipe_path = None
+    recipe = load_recipe(recipe_path, overrides)
+    result = run(recipe, out=args.out, resume=args.resume)
+    if int(os.environ.get("RANK", "0")) == 0:
+        _print_summary(result.summary, result.run_dir)
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from tricklab.data import DATASETS
+    from tricklab.lab.tasks import TASKS
+    from tricklab.models import MODELS
+    from tricklab.optim import OPTIMIZERS
+    from tricklab.schedules import SCHEDULES
+    from tricklab.techniques import TECHNIQUES
+
+    console = Console()
+    for title, reg in (("tasks", TASKS), ("datasets", DATASETS), ("models", MODELS), ("optimizers", OPTIMIZERS),
+                       ("schedules", SCHEDULES), ("techniques", TECHNIQUES)):
+        table = Table(title=title, show_header=False, title_justify="left")
+        table.add_column("name", style="bold")
+        table.add_column("summary")
+        for name in reg.names():
+            table.add_row(name, reg.summary(name))
+        console.print(table)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from tricklab import __version__
+
+    parser = argparse.ArgumentParser(prog="tricklab", description="Deep-learning techniques, composed and measured.")
+    parser.add_argument("--version", action="version", version=f"tricklab {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("run", help="train one recipe (default: MNIST-1D with the paper's CNN)")
+    p.add_argument("recipe", nargs="?", help="recipe YAML file (omit for the embedded default)")
+    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. optimizer.lr=0.001 budget.steps=500")
+    p.add_argument("--out", type=Path, default=None, help="run folder (default runs/<task>-<model>-<time>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its newest valid checkpoint")
+    p.add_argument("--data-dir", default=None, help="folder holding the data set's files (e.g. Fashion-MNIST IDX files)")
+    p.set_defaults(func=cmd_run)
+    p = sub.add_parser("list", help="print what is registered: tasks, data sets, models, optimizers, schedules, techniques")
+    p.set_defaults(func=cmd_list)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        # key=value overrides may come after options (`run --out d a=1`), which argparse cannot
+        # interleave with optional positionals: collect the leftovers that look like overrides
+        args, extra = parser.parse_known_args(argv)
+        bad = [x for x in extra if x.startswith("-") or "=" not in x or not hasattr(args, "overrides")]
+        if bad:
+            parser.error(f"unrecognized arguments: {' '.join(bad)}")
+        if extra:
+            args.overrides = list(args.overrides) + extra
+    except SystemExit as e:  # argparse already printed its message; its code is 2 for bad usage
+        return int(e.code or 0)
+    try:
+        return int(args.func(args))
+    except UserError as e:
+        print(f"tricklab: error: {e}", file=sys.stderr)
+        return 2
+    except TrainingError as e:
+        print(f"tricklab: training failed: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("tricklab: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - the last line of defence: log the traceback, say where
+        out = getattr(args, "out", None)
+        log = Path(out) / "error.log" if out else Path("tricklab-error.log")
+        try:
+            log.parent.mkdir(parents=True, exist_ok=True)
+            log.write_text(traceback.format_exc(), encoding="utf-8")
+            where = f"; the traceback is in {log}"
+        except OSError:
+            where = ""
+        print(f"tricklab: training failed: {type(e).__name__}: {e}{where}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,21 @@
+"""Built-in data sets. Importing this package registers them in :data:`tricklab.data.base.DATASETS`.
+
+Each module imports its optional dependency (mnist1d, scikit-learn) only inside the loader function, so
+registering every data set costs nothing and a missing extra is reported only when that set is loaded.
+"""
+
+from __future__ import annotations
+
+from tricklab.data.datasets.fashion_mnist import load_fashion_mnist, read_idx
+from tricklab.data.datasets.mnist1d import load_mnist1d, load_mnist1d_shuffled
+from tricklab.data.datasets.sklearn_sets import load_breast_cancer, load_digits, load_wine
+
+__all__ = [
+    "load_breast_cancer",
+    "load_digits",
+    "load_fashion_mnist",
+    "load_mnist1d",
+    "load_mnist1d_shuffled",
+    "load_wine",
+    "read_idx",
+]

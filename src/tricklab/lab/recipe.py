@@ -1,0 +1,306 @@
+"""Recipes: YAML validated into dataclasses, ``key=value`` overrides, a canonical hash.
+
+A recipe names every component by registry name. Validation happens before anything is built, and every
+error says where (file and line for YAML syntax, the dotted key for a bad value) and what would fix it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import inspect
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import yaml
+
+from tricklab.errors import ConfigError
+
+
+@dataclass
+class ModelSpec:
+    name: str = "cnn"
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class OptimizerSpec:
+    name: str = "adam"
+    lr: float = 1e-2
+    weight_decay: float = 0.0
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ScheduleSpec:
+    name: str = "constant"
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TechniqueSpec:
+    name: str
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class BudgetSpec:
+    steps: int | None = None
+    epochs: int | None = None
+    seconds: float | None = None
+
+
+@dataclass
+class DataSpec:
+    data_dir: str | None = None
+    val_fraction: float = 0.0
+
+
+@dataclass
+class CheckpointSpec:
+    every_steps: int = 500
+    keep_last: int = 3
+
+
+@dataclass
+class Recipe:
+    """One training run, fully specified."""
+
+    task: str = "mnist1d"
+    model: ModelSpec = field(default_factory=ModelSpec)
+    optimizer: OptimizerSpec = field(default_factory=OptimizerSpec)
+    schedule: ScheduleSpec = field(default_factory=ScheduleSpec)
+    techniques: list[TechniqueSpec] = field(default_factory=list)
+    budget: BudgetSpec = field(default_factory=lambda: BudgetSpec(steps=6000))
+    batch_size: int = 100
+    eval_every: int | None = 500
+    eval_batch_size: int = 1000
+    log_every: int = 50
+    seed: int = 0
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    deterministic: bool = False
+    device: str = "cpu"
+    target_accuracy: float = 0.9
+    progress: bool = True
+    data: DataSpec = field(default_factory=DataSpec)
+    checkpoint: CheckpointSpec = field(default_factory=CheckpointSpec)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def hash(self) -> str:
+        """SHA-256 (first 16 hex digits) of the canonical recipe without its seeds: runs of one recipe with
+        different seeds share the hash."""
+        d = self.to_dict()
+        d.pop("seed"), d.pop("seeds"), d.pop("progress")
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------------------------- typing
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return "null"
+    if tp is float:
+        return "a number"
+    if tp is int:
+        return "an integer"
+    if tp is bool:
+        return "true/false"
+    if tp is str:
+        return "a string"
+    if origin in (list, tuple):
+        return "a list"
+    if origin is dict or tp is dict:
+        return "a mapping"
+    return getattr(tp, "__name__", str(tp))
+
+
+def coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check ``value`` against the annotation ``tp`` (int, float, bool, str, None, unions, lists, dicts,
+    dataclasses); numbers written as strings (from overrides) are parsed. Raises ConfigError naming ``where``."""
+    if tp is Any or tp is inspect.Parameter.empty:
+        return value
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return coerce(value, a, where)
+            except ConfigError as e:
+                errors.append(e)
+        raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r} ({type(value).__name__})")
+    if dataclasses.is_dataclass(tp):
+        return build_dataclass(tp, value, where)
+    bad = ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r} ({type(value).__name__})")
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        raise bad
+    if tp is int:
+        if isinstance(value, bool):
+            raise bad
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                raise bad from None
+        raise bad
+    if tp is float:
+        if isinstance(value, bool):
+            raise bad
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)  # "1e-3" (PyYAML reads it as a string)
+            except ValueError:
+                raise bad from None
+        raise bad
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise bad
+    if origin in (list, tuple) or tp in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise bad
+        (item,) = typing.get_args(tp)[:1] or (Any,)
+        return [coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise bad
+        return dict(value)
+    if isinstance(tp, type) and isinstance(value, tp):
+        return value
+    raise bad
+
+
+def _closest(key: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(key, options, n=2, cutoff=0.5)
+    return f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+
+
+def build_dataclass(cls: Any, data: Any, where: str) -> Any:
+    """Validate a mapping into dataclass ``cls``; shorthand: a string is taken as ``{name: string}``."""
+    names = [f.name for f in dataclasses.fields(cls)]
+    if isinstance(data, str) and "name" in names:
+        data = {"name": data}
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping with keys {names}, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    unknown = [k for k in data if k not in names]
+    if unknown:
+        k = unknown[0]
+        raise ConfigError(f"{where}: unknown key {k!r}{_closest(str(k), names)}; valid keys: {names}")
+    kwargs = {k: coerce(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()}
+    try:
+        return cls(**kwargs)
+    except TypeError as e:
+        raise ConfigError(f"{where}: {e}") from e
+
+
+# ----------------------------------------------------------------------------------------- loading
+def parse_yaml(text: str, source: str = "<recipe>") -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{source}, line {mark.line + 1}, column {mark.column + 1}" if mark else source
+        problem = getattr(e, "problem", None) or str(e)
+        raise ConfigError(f"malformed YAML in {where}: {problem}") from None
+
+
+def apply_override(data: dict[str, Any], override: str) -> None:
+    """Apply one ``dotted.key=value`` override in place; the value is parsed as YAML."""
+    if "=" not in override:
+        raise ConfigError(f"override {override!r} must look like key=value (e.g. optimizer.lr=0.001)")
+    key, raw = override.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"override {override!r} has an empty key")
+    value = parse_yaml(raw, f"override {override!r}") if raw.strip() else None
+    if key == "techniques" and isinstance(value, str):
+        value = [v.strip() for v in value.split(",") if v.strip()]
+    parts = key.split(".")
+    node = data
+    for p in parts[:-1]:
+        if not isinstance(node.get(p), dict):
+            node[p] = {} if node.get(p) is None else node[p]
+            if not isinstance(node[p], dict):
+                raise ConfigError(f"override {override!r}: {p!r} is not a mapping")
+        node = node[p]
+    node[parts[-1]] = value
+
+
+def _normalise_techniques(value: Any) -> Any:
+    if value is None:
+        return []
+    if isinstance(value, list):
+        return [{"name": v} if isinstance(v, str) else v for v in value]
+    if isinstance(value, dict):  # {ema: {decay: 0.99}, grad_clip: {}}
+        return [{"name": k, "args": v or {}} for k, v in value.items()]
+    return value
+
+
+def recipe_from_dict(data: dict[str, Any] | None) -> Recipe:
+    data = dict(data or {})
+    if "techniques" in data:
+        data["techniques"] = _normalise_techniques(data["techniques"])
+    if isinstance(data.get("budget"), (int, float)) and not isinstance(data.get("budget"), bool):
+        data["budget"] = {"steps": data["budget"]}
+    recipe = build_dataclass(Recipe, data, "")
+    b = recipe.budget
+    if b.steps is None and b.epochs is None and b.seconds is None:
+        raise ConfigError("budget: set one of budget.steps, budget.epochs or budget.seconds")
+    for label, v in (("budget.steps", b.steps), ("budget.epochs", b.epochs), ("batch_size", recipe.batch_size),
+                     ("log_every", recipe.log_every), ("eval_batch_size", recipe.eval_batch_size)):
+        if v is not None and v < 1:
+            raise ConfigError(f"{label} must be a positive integer, got {v}")
+    if b.seconds is not None and b.seconds <= 0:
+        raise ConfigError(f"budget.seconds must be positive, got {b.seconds}")
+    if recipe.eval_every is not None and recipe.eval_every < 1:
+        raise ConfigError(f"eval_every must be a positive integer or null, got {recipe.eval_every}")
+    if recipe.seed < 0:
+        raise ConfigError(f"seed must be non-negative, got {recipe.seed}")
+    if not 0.0 <= recipe.data.val_fraction < 1.0:
+        raise ConfigError(f"data.val_fraction must be in [0, 1), got {recipe.data.val_fraction}")
+    return recipe
+
+
+def load_recipe(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+    """Read a recipe file (or the embedded default when ``path`` is None) and apply overrides."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"recipe file {str(p)!r} does not exist")
+        loaded = parse_yaml(p.read_text(encoding="utf-8"), str(p))
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{p}: a recipe must be a YAML mapping, got {type(loaded).__name__}")
+        data = loaded or {}
+    for o in overrides:
+        apply_override(data, o)
+    return recipe_from_dict(data)

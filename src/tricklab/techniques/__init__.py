@@ -1,0 +1,29 @@
+"""Composable training techniques, one file each, registered by name for recipes.
+
+Each has a functional core usable in any loop (e.g. ``ema_update_``, ``update_scale``) and a Technique shell
+that declares its events and state slots (see ``tricklab.train.technique``).
+"""
+
+from __future__ import annotations
+
+from tricklab.registry import Registry
+from tricklab.techniques.checkpointing import Checkpointing
+from tricklab.techniques.early_stopping import EarlyStopping
+from tricklab.techniques.ema import EMA, ema_update_
+from tricklab.techniques.grad_accumulation import GradAccumulation
+from tricklab.techniques.grad_clip import GradClip
+from tricklab.techniques.label_smoothing import LabelSmoothing
+from tricklab.techniques.lr_schedule import LRSchedule
+from tricklab.techniques.metrics_log import MetricsLog
+from tricklab.techniques.mixed_precision import MixedPrecision
+from tricklab.techniques.nan_guard import NanGuard
+from tricklab.techniques.progress import Progress
+from tricklab.train.technique import Technique
+
+TECHNIQUES: Registry[type[Technique]] = Registry("technique")
+for _cls in (MixedPrecision, GradAccumulation, GradClip, NanGuard, EMA, EarlyStopping, LabelSmoothing,
+             LRSchedule, Checkpointing, MetricsLog, Progress):
+    TECHNIQUES.register(_cls.name, _cls)
+
+__all__ = ["EMA", "TECHNIQUES", "Checkpointing", "EarlyStopping", "GradAccumulation", "GradClip", "LRSchedule",
+           "LabelSmoothing", "MetricsLog", "MixedPrecision", "NanGuard", "Progress", "ema_update_"]

@@ -1,0 +1,55 @@
+"""The learning-rate schedule owner: sets each group's lr to base_lr * factor(step) before every step.
+
+It writes the exclusive ``lr`` slot, so two schedule owners in one recipe are refused before training.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, ClassVar
+
+from tricklab.schedules import SCHEDULES
+from tricklab.train.state import TrainState
+from tricklab.train.technique import Technique
+
+
+class LRSchedule(Technique):
+    """Own the learning rate: lr = base_lr * schedule(step, total_steps, **args)."""
+
+    name: ClassVar[str] = "lr_schedule"
+    writes = frozenset({"lr"})
+
+    def __init__(self, schedule: str = "cosine", total_steps: int | None = None, **args: Any) -> None:
+        self.schedule_name = schedule
+        fn = SCHEDULES.get(schedule)
+        self.fn = functools.partial(fn, **args)
+        self.args = args
+        self.total_steps = total_steps
+        self.base_lrs: list[float] = []
+
+    def on_fit_start(self, state: TrainState) -> None:
+        self.base_lrs = [float(g["lr"]) for g in state.optimizer.param_groups]
+        if self.total_steps is None:
+            if state.max_steps is None:
+                loader = state.extras["trainer"].loader
+                if state.max_epochs is None:
+                    raise ValueError("lr_schedule needs total_steps when the budget is wall-clock seconds")
+                self.total_steps = state.max_epochs * len(loader) // state.accum_steps
+            else:
+                self.total_steps = state.max_steps
+        self._apply(state)
+
+    def _apply(self, state: TrainState) -> None:
+        factor = self.fn(state.step, self.total_steps)
+        for g, base in zip(state.optimizer.param_groups, self.base_lrs):
+            g["lr"] = base * factor
+
+    def on_before_step(self, state: TrainState) -> None:
+        self._apply(state)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"base_lrs": list(self.base_lrs), "total_steps": self.total_steps}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.base_lrs = [float(x) for x in state["base_lrs"]]
+        self.total_steps = state["total_steps"]
