@@ -67,7 +67,7 @@ def test_conflicting_techniques_are_refused_naming_both(tmp_path: Path) -> None:
     # two weight averagers: both write the exclusive eval_weights slot
     r = tricklab("run", "techniques=[{name: ema, args: {decay: 0.99}}, {name: ema, args: {decay: 0.9}}]",
                  "--out", str(tmp_path / "a"))
-    assert_bad_input(r, "techniques 'ema' and 'ema' conflict", "eval_weights")
+    assert_bad_input(r, "techniques 'ema' and 'ema#2' conflict", "eval_weights")
     assert not (tmp_path / "a").exists()  # refused before anything ran
 
 

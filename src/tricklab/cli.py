@@ -69,6 +69,89 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ablate(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from tricklab.lab.ablate import (
+        DEFAULT_TECHNIQUES,
+        load_base,
+        make_plan,
+        run_ablation,
+        verdict_table,
+        write_outputs,
+    )
+
+    overrides = list(args.overrides)
+    recipe_path = args.recipe
+    if recipe_path is not None and "=" in recipe_path and not Path(recipe_path).exists():
+        overrides.insert(0, recipe_path)
+        recipe_path = None
+    if args.data_dir is not None:
+        overrides.append(f"data.data_dir={args.data_dir}")
+    base = load_base(recipe_path, overrides)
+    techniques = [t for t in (args.techniques.split(",") if args.techniques else DEFAULT_TECHNIQUES) if t.strip()]
+    if args.seeds is not None and args.seeds < 1:
+        raise UserError(f"--seeds must be at least 1, got {args.seeds}")
+    seeds = list(range(args.seeds)) if args.seeds is not None else list(base.seeds)
+    if args.jobs < 1:
+        raise UserError(f"--jobs must be at least 1, got {args.jobs}")
+    plan = make_plan(base, techniques, args.combo or [], seeds, args.budget)
+    out = args.out
+    console = Console(stderr=False)
+    console.print(f"ablation: {len(plan.variants)} variants ({', '.join(v.name for v in plan.variants)}) x "
+                  f"{len(seeds)} seeds, {args.jobs} worker(s), into {out}")
+    summary = run_ablation(plan, out, jobs=args.jobs, say=lambda m: print(m, flush=True))
+    report, cards = write_outputs(out, out / "cards")
+    console.print(verdict_table(summary))
+    if len(seeds) < 2:
+        console.print("one seed: the confidence intervals cannot be computed; use --seeds 2 or more")
+    console.print(f"report: {report}")
+    console.print(f"cards: {out / 'cards'} ({len(cards)} files)")
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from tricklab.lab.store import Store
+
+    path = args.dir / "store.sqlite"
+    if not path.is_file():
+        raise UserError(f"{args.dir} holds no ablation store (store.sqlite)")
+    store = Store(path)
+    try:
+        rows = store.runs()
+    finally:
+        store.close()
+    table = Table(title=f"runs in {path}")
+    for col in ("variant", "seed", "status", "test accuracy", "training s", "recipe hash"):
+        table.add_column(col)
+    for r in rows:
+        acc = f"{r.summary['test']['accuracy']:.4f}" if r.summary else ""
+        secs = f"{r.summary['train_seconds']:.1f}" if r.summary else ""
+        table.add_row(r.variant, str(r.seed), r.status, acc, secs, r.recipe_hash)
+    Console().print(table)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from tricklab.lab.ablate import write_outputs
+
+    report, _ = write_outputs(args.dir)
+    print(f"report: {report}")
+    return 0
+
+
+def cmd_cards(args: argparse.Namespace) -> int:
+    from tricklab.lab.ablate import write_outputs
+
+    _, cards = write_outputs(args.dir, args.to)
+    for c in cards:
+        print(c)
+    return 0
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
@@ -105,6 +188,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its newest valid checkpoint")
     p.add_argument("--data-dir", default=None, help="folder holding the data set's files (e.g. Fashion-MNIST IDX files)")
     p.set_defaults(func=cmd_run)
+    p = sub.add_parser("ablate", help="baseline vs each technique added to it, over seeds, with statistics and a report")
+    p.add_argument("recipe", nargs="?", help="baseline recipe YAML (omit for MNIST-1D, the paper's CNN and setting)")
+    p.add_argument("overrides", nargs="*", help="key=value overrides of the baseline recipe")
+    p.add_argument("--techniques", default=None,
+                   help="comma-separated techniques, each name or name:key=value:... "
+                        "(default: label_smoothing,ema,grad_clip)")
+    p.add_argument("--combo", action="append", help="a combination to run too, e.g. ema+label_smoothing (repeatable)")
+    p.add_argument("--seeds", type=int, default=None, help="number of seeds (0..N-1; default: the recipe's seeds)")
+    p.add_argument("--budget", default=None, help="equal budget for every run: 6000 (steps), 10epochs or 90s")
+    p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="worker processes (default 2)")
+    p.add_argument("--out", type=Path, default=Path("runs/ablation"), help="output folder (default runs/ablation)")
+    p.add_argument("--data-dir", default=None, help="folder holding the data set's files")
+    p.set_defaults(func=cmd_ablate)
+    p = sub.add_parser("runs", help="list the runs in an ablation folder's store")
+    p.add_argument("dir", type=Path, nargs="?", default=Path("runs/ablation"))
+    p.set_defaults(func=cmd_runs)
+    p = sub.add_parser("report", help="rebuild report.html from an ablation folder's store")
+    p.add_argument("dir", type=Path, nargs="?", default=Path("runs/ablation"))
+    p.set_defaults(func=cmd_report)
+    p = sub.add_parser("cards", help="write technique cards (markdown + JSON) from an ablation folder's store")
+    p.add_argument("dir", type=Path, nargs="?", default=Path("runs/ablation"))
+    p.add_argument("--to", type=Path, default=Path("docs/cards"), help="folder for the cards (default docs/cards)")
+    p.set_defaults(func=cmd_cards)
     p = sub.add_parser("list", help="print what is registered: tasks, data sets, models, optimizers, schedules, techniques")
     p.set_defaults(func=cmd_list)
     return parser

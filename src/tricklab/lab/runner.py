@@ -146,6 +146,8 @@ def run(recipe: Recipe, out: str | Path | None = None, resume: bool = False) -> 
         if recipe.batch_size % info.world_size:
             raise ConfigError(f"batch_size {recipe.batch_size} must be divisible by the {info.world_size} processes")
 
+        if recipe.threads is not None:
+            torch.set_num_threads(recipe.threads)
         data = load_dataset(task.dataset, data_dir=recipe.data.data_dir, **task.dataset_args)
         if recipe.data.val_fraction > 0:
             data = data.with_validation(recipe.data.val_fraction, seed=recipe.seed)

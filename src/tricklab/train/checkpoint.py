@@ -166,7 +166,7 @@ def save_checkpoint(folder: str | os.PathLike[str], step: int, state: dict[str, 
     atomic_write_bytes(tensor_file, blob)
     body = {"format": FORMAT_VERSION, "step": step, "tensors_file": tensor_file.name,
             "tensors_sha256": _sha256(blob), "state": skeleton}
-    body_text = json.dumps(body, sort_keys=True, separators=(",", ":"))
+    body_text = json.dumps(body, separators=(",", ":"))  # key order kept: metric rows read back unchanged
     envelope = json.dumps({"sha256": _sha256(body_text.encode()), "body": body_text})
     atomic_write_text(base, envelope)  # last: its presence marks the checkpoint complete
     if keep_last > 0:

@@ -95,14 +95,15 @@ def _check_slots(t: Technique) -> None:
 
 def check_conflicts(techniques: Sequence[Technique]) -> None:
     """Refuse two writers of one exclusive slot (unless one composes with the other)."""
+    names = instance_names(techniques)
     for slot in sorted(EXCLUSIVE_SLOTS):
-        writers = [t for t in techniques if slot in t.writes]
-        for i, a in enumerate(writers):
-            for b in writers[i + 1 :]:
+        writers = [(n, t) for n, t in zip(names, techniques) if slot in t.writes]
+        for i, (na, a) in enumerate(writers):
+            for nb, b in writers[i + 1 :]:
                 if b.name in a.composes_with or a.name in b.composes_with:
                     continue
                 raise ConflictError(
-                    f"techniques {a.name!r} and {b.name!r} conflict: both write the exclusive state slot "
+                    f"techniques {na!r} and {nb!r} conflict: both write the exclusive state slot "
                     f"{slot!r} (only one technique may own it). Remove one of them, or use a technique "
                     f"that combines them."
                 )

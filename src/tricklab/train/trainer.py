@@ -131,12 +131,16 @@ class Trainer:
     # ------------------------------------------------------------------------------------------ budget
     def _done(self) -> bool:
         s = self.state
-        return (
-            s.should_stop
-            or (s.max_steps is not None and s.step >= s.max_steps)
-            or (s.max_epochs is not None and s.epoch >= s.max_epochs)
-            or (s.max_seconds is not None and s.train_seconds >= s.max_seconds)
-        )
+        if (s.max_steps is not None and s.step >= s.max_steps) or (s.max_epochs is not None and s.epoch >= s.max_epochs):
+            return True  # identical on every rank
+        local = s.should_stop or (s.max_seconds is not None and s.train_seconds >= s.max_seconds)
+        if s.world_size > 1:
+            # wall-clock budgets and stop requests can differ between ranks; a rank that stops alone would
+            # leave the others waiting forever in the gradient all-reduce, so all stop when any does
+            from tricklab.train import distributed
+
+            return distributed.any_rank(local)
+        return local
 
     # -------------------------------------------------------------------------------------------- fit
     def fit(self, resume_from: str | Path | None = None) -> TrainState:
@@ -227,6 +231,11 @@ class Trainer:
         s = self.state
         row: dict[str, Any] = {"step": s.step, "epoch": s.epoch, "seconds": round(s.train_seconds, 6),
                                "lr": s.lr}
+        if self._loss_count and s.world_size > 1:
+            from tricklab.train import distributed
+
+            # every rank logs at the same steps: average the ranks' losses so the row covers the global batch
+            self._loss_sum = distributed.mean_over_ranks(self._loss_sum)
         if self._loss_count:
             row["train_loss"] = float(self._loss_sum) / self._loss_count  # one sync per log row
             self._loss_sum, self._loss_count = None, 0
