@@ -97,7 +97,8 @@ def cmd_ablate(args: argparse.Namespace) -> int:
         raise UserError(f"--jobs must be at least 1, got {args.jobs}")
     plan = make_plan(base, techniques, args.combo or [], seeds, args.budget)
     out = args.out
-    console = Console(stderr=False)
+    # a log or a pipe gets a wide table instead of rich's 80-column default, which would truncate cells
+    console = Console(width=None if sys.stdout.isatty() else 150)
     console.print(f"ablation: {len(plan.variants)} variants ({', '.join(v.name for v in plan.variants)}) x "
                   f"{len(seeds)} seeds, {args.jobs} worker(s), into {out}")
     summary = run_ablation(plan, out, jobs=args.jobs, say=lambda m: print(m, flush=True))

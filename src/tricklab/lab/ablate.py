@@ -318,17 +318,24 @@ def write_outputs(folder: Path, cards_dir: Path | None = None) -> tuple[Path, li
     return report, cards
 
 
+_MARK = {"helps": ("+", "green"), "hurts": ("-", "red"), "no clear effect": ("~", "")}
+_SHORT = {"accuracy": "accuracy", "macro_f1": "macro-F1", "nll": "NLL", "ece": "ECE", "brier": "Brier",
+          "train_seconds": "train time s", "latency_ms": "latency ms"}
+
+
 def verdict_table(summary: dict[str, Any], keys: Sequence[str] = ("accuracy", "macro_f1", "nll", "ece",
                                                                     "train_seconds")) -> Any:
-    """A rich table: technique x metric, paired difference against the baseline with its interval."""
+    """A rich table: technique x metric, the paired difference against the baseline as mean ± the half-width
+    of its 95% interval (the paired-t interval is symmetric), with the verdict."""
     from rich.table import Table
 
     metrics = {m["key"]: m for m in summary["metrics"]}
-    table = Table(title="difference against the baseline (mean [95% CI] over paired seeds)")
-    table.add_column("technique")
+    table = Table(title="technique - baseline, paired by seed: mean ± 95% CI half-width",
+                  caption="+ helps, - hurts, ~ no clear effect (the interval includes 0)")
+    table.add_column("technique", no_wrap=True)
     for k in keys:
-        table.add_column(metrics[k]["label"] if k in metrics else k, justify="right")
-    colour = {"helps": "green", "hurts": "red"}
+        m = metrics.get(k, {"label": k, "higher_is_better": True})
+        table.add_column(f"{_SHORT.get(k, m['label'])} {'↑' if m['higher_is_better'] else '↓'}", justify="right", no_wrap=True)
     for v in summary["variants"][1:]:
         cells = []
         for k in keys:
@@ -337,11 +344,12 @@ def verdict_table(summary: dict[str, Any], keys: Sequence[str] = ("accuracy", "m
                 cells.append("n/a")
                 continue
             if p.get("ci_low") is None:
-                cells.append(f"{p['mean_diff']:+.4g} (1 seed: no interval)")
+                cells.append(f"{p['mean_diff']:+.3g} (no CI: 1 seed)")
                 continue
-            text = f"{p['mean_diff']:+.4g} [{p['ci_low']:+.3g}, {p['ci_high']:+.3g}] {p['verdict']}"
-            c = colour.get(p["verdict"])
-            cells.append(f"[{c}]{text}[/{c}]" if c else text)
+            half = (p["ci_high"] - p["ci_low"]) / 2
+            mark, colour = _MARK.get(p["verdict"], (p["verdict"], ""))
+            text = f"{p['mean_diff']:+.2g} ± {half:.2g} {mark}"
+            cells.append(f"[{colour}]{text}[/{colour}]" if colour else text)
         table.add_row(v, *cells)
     return table
 

@@ -33,6 +33,8 @@ def format_value(value: Any, fmt: str | None = None, signed: bool = False) -> st
     """
     if value is None:
         return "n/a"
+    if isinstance(value, (list, tuple)):  # e.g. one equal-time T per seed
+        return ", ".join(format_value(v, fmt, signed) for v in value) if value else "n/a"
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return str(value)
     if isinstance(value, float) and math.isnan(value):

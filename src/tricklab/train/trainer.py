@@ -171,6 +171,10 @@ class Trainer:
                 self.emit("epoch_end")
                 loader.start_next_epoch()
                 s.epoch = loader.epoch
+        last = s.history[-1] if s.history else {}
+        evaluated_now = last.get("step") == s.step and any(k.startswith("eval_") for k in last)
+        if self.eval_data is not None and not evaluated_now:
+            self.run_eval()  # every run ends with an evaluated row: curves and equal-time comparisons need it
         self.emit("fit_end")
         return s
 

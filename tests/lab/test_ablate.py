@@ -1,0 +1,150 @@
+"""`tricklab ablate`: planning, bad input (exit 2), the kill-and-rerun guarantee, runs/report/cards commands."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tricklab.errors import ConfigError, ConflictError, UnknownNameError
+from tricklab.lab.ablate import load_base, make_plan, parse_budget, parse_technique
+
+TINY = ["--budget", "60", "eval_every=30", "log_every=10"]
+
+
+def cli(*args: str) -> tuple[int, str, str]:
+    from tricklab.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(list(args))
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_plan_has_baseline_then_each_technique_and_combos() -> None:
+    plan = make_plan(load_base(None, []), ["ema:decay=0.99", "grad_clip"], ["ema+grad_clip"], [0, 1], "200")
+    names = [v.name for v in plan.variants]
+    assert names == ["baseline", "ema(decay=0.99)", "grad_clip", "ema(decay=0.99)+grad_clip"]
+    assert all(v.recipe.budget.steps == 200 for v in plan.variants)  # equal budget
+    assert [t.name for t in plan.variants[3].recipe.techniques] == ["ema", "grad_clip"]
+    assert plan.variants[1].recipe.techniques[0].args == {"decay": 0.99}
+    assert len({v.recipe.hash() for v in plan.variants}) == 4
+
+
+@pytest.mark.parametrize(("text", "expected"), [("6000", {"steps": 6000}), ("10epochs", {"epochs": 10}),
+                                                ("90s", {"seconds": 90.0}), ("2.5s", {"seconds": 2.5})])
+def test_parse_budget(text: str, expected: dict) -> None:
+    assert parse_budget(text) == expected
+
+
+@pytest.mark.parametrize("text", ["0", "-5", "abc", "1.5steps", "3 weeks", "0s"])
+def test_impossible_budget_is_refused(text: str) -> None:
+    with pytest.raises(ConfigError, match="--budget"):
+        parse_budget(text)
+
+
+def test_bad_input_exits_2(tmp_path: Path) -> None:
+    code, _, err = cli("ablate", "--techniques", "emma", "--out", str(tmp_path / "a"))
+    assert code == 2 and "unknown technique 'emma'" in err and "'ema'" in err
+    code, _, err = cli("ablate", "--budget", "-3", "--out", str(tmp_path / "b"))
+    assert code == 2 and "--budget" in err
+    code, _, err = cli("ablate", "--seeds", "0", "--out", str(tmp_path / "c"))
+    assert code == 2 and "--seeds" in err
+    code, _, err = cli("ablate", "--techniques", "ema:decay=fast", "--out", str(tmp_path / "d"))
+    assert code == 2 and "decay" in err and "expected a number" in err
+    assert not any((tmp_path / n).exists() for n in "abcd")
+    assert parse_technique("ema:decay=0.5").args == {"decay": 0.5}
+    with pytest.raises(UnknownNameError):
+        make_plan(load_base(None, []), ["nope"], [], [0])
+    with pytest.raises(ConflictError):  # a combination that writes one exclusive slot twice
+        make_plan(load_base(None, []), ["ema", "ema:decay=0.9"], ["ema+ema:decay=0.9"], [0])
+
+
+def _env() -> dict[str, str]:
+    return dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+
+
+def _ablate_cmd(out: Path, techniques: str = "ema,label_smoothing") -> list[str]:
+    return [sys.executable, "-m", "tricklab", "ablate", *TINY, "--seeds", "2", "--jobs", "2",
+            "--techniques", techniques, "--out", str(out)]
+
+
+def _done_runs(store: Path) -> dict[str, float]:
+    if not store.exists():
+        return {}
+    con = sqlite3.connect(f"file:{store}?mode=ro", uri=True, timeout=30)
+    try:
+        return dict(con.execute("SELECT run_key, started FROM runs WHERE status = 'done'").fetchall())
+    except sqlite3.OperationalError:
+        return {}
+    finally:
+        con.close()
+
+
+def test_sigkill_halfway_then_rerun_finishes_without_redoing(tmp_path: Path) -> None:
+    out = tmp_path / "abl"
+    store = out / "store.sqlite"
+    proc = subprocess.Popen(_ablate_cmd(out), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while len(_done_runs(store)) < 2:  # 6 runs in all: kill once a third is done
+        if proc.poll() is not None:
+            pytest.fail(f"ablation ended before the kill (rc {proc.returncode}): {proc.stderr.read()}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail("ablation made no progress")
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)  # the driver only: its workers die with it (parent-death signal)
+    proc.wait()
+    finished_before = _done_runs(store)
+    assert 2 <= len(finished_before) < 6
+    con = sqlite3.connect(store)
+    assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    con.close()
+    time.sleep(0.5)
+    assert _done_runs(store) == finished_before  # no orphan worker kept writing
+
+    r = subprocess.run(_ablate_cmd(out), env=_env(), capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert f"{len(finished_before)} of 6 runs already finished" in r.stdout
+    after = _done_runs(store)
+    assert len(after) == 6
+    for key, started in finished_before.items():
+        assert after[key] == started  # finished runs were not redone
+    assert (out / "report.html").is_file() and (out / "cards" / "ema.md").is_file()
+
+    # another ablation into the same folder is refused
+    r = subprocess.run(_ablate_cmd(out, "grad_clip"), env=_env(), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "another ablation" in r.stderr, r.stderr
+
+    # the store commands
+    code, text, _ = cli("runs", str(out))
+    assert code == 0 and text.count("done") == 6
+    (out / "report.html").unlink()
+    code, text, _ = cli("report", str(out))
+    assert code == 0 and (out / "report.html").is_file()
+    code, text, _ = cli("cards", str(out), "--to", str(tmp_path / "cards"))
+    assert code == 0 and (tmp_path / "cards" / "label_smoothing.json").is_file()
+
+
+def test_one_seed_says_no_interval(tmp_path: Path) -> None:
+    code, text, err = cli("ablate", *TINY, "--seeds", "1", "--jobs", "1", "--techniques", "grad_clip",
+                          "--out", str(tmp_path / "one"))
+    assert code == 0, err
+    assert "intervals cannot be computed" in text
+    card = (tmp_path / "one" / "cards" / "grad_clip.md").read_text()
+    assert "cannot" in card
+
+
+def test_store_commands_on_a_missing_folder(tmp_path: Path) -> None:
+    for cmd in ("runs", "report", "cards"):
+        code, _, err = cli(cmd, str(tmp_path / "none"))
+        assert code == 2 and "store" in err
