@@ -89,7 +89,7 @@ def _done_runs(store: Path) -> dict[str, float]:
         con.close()
 
 
-def test_sigkill_halfway_then_rerun_finishes_without_redoing(tmp_path: Path) -> None:
+def test_sigkill_halfway_then_rerun_finishes_without_redoing(tmp_path: Path, browser) -> None:
     out = tmp_path / "abl"
     store = out / "store.sqlite"
     proc = subprocess.Popen(_ablate_cmd(out), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -120,6 +120,8 @@ def test_sigkill_halfway_then_rerun_finishes_without_redoing(tmp_path: Path) -> 
     for key, started in finished_before.items():
         assert after[key] == started  # finished runs were not redone
     assert (out / "report.html").is_file() and (out / "cards" / "ema.md").is_file()
+    rendered, expected, console = browser.plots(out / "report.html")  # the real report opens in Chromium
+    assert rendered == expected >= 8 and console == []
 
     # another ablation into the same folder is refused
     r = subprocess.run(_ablate_cmd(out, "grad_clip"), env=_env(), capture_output=True, text=True, timeout=300)

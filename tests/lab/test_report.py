@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import copy
 import html
-import os
 import re
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +17,6 @@ pytest.importorskip("matplotlib", reason="the report needs the tricklab[plots] e
 from tricklab.errors import UserError  # noqa: E402
 from tricklab.lab.report import PLOT_NAMES, VERDICT_COLOURS, pareto_front, render_report, write_report  # noqa: E402
 
-CHROMIUM = Path("/usr/bin/chromium")
 
 METRICS: list[dict[str, Any]] = [
     {"key": "accuracy", "label": "test accuracy", "higher_is_better": True, "fmt": ".4f"},
@@ -236,53 +233,26 @@ def test_missing_matplotlib_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> 
 
 
 # --------------------------------------------------------------------------------------- real browser
-def _chromium(tmp_path: Path, page: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    cmd = [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           f"--user-data-dir={tmp_path / 'chromium-profile'}", "--enable-logging=stderr", "--v=0",
-           "--virtual-time-budget=5000", *extra, page.resolve().as_uri()]
-    env = dict(os.environ, HOME=str(tmp_path))  # keep chromium's crash and config folders out of the real home
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env, check=False)
-
-
-def _console_lines(stderr: str) -> list[str]:
-    # chromium logs every console message (log, warning, error, uncaught exception, CSP violation) as
-    # "...:INFO:CONSOLE(...)] ..." or "...:INFO:CONSOLE:N] ..."; the level is not in the line, so any of them fails
-    return [line for line in stderr.splitlines() if ":CONSOLE" in line]
-
-
-requires_chromium = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} is not installed (Debian package chromium)")
-
-
-@requires_chromium
-def test_console_check_catches_a_console_error(tmp_path: Path) -> None:
-    # proves the check below can fail: a page that logs an error must be caught by _console_lines
+def test_console_check_catches_a_console_error(tmp_path: Path, browser) -> None:
+    # proves the check below can fail: a page that logs an error must be caught
     scratch = tmp_path / "scratch.html"
     scratch.write_text('<!DOCTYPE html><html><body><script>console.error("deliberate");</script></body></html>')
-    result = _chromium(tmp_path, scratch, "--dump-dom")
+    result = browser.run(scratch, "--dump-dom")
     assert result.returncode == 0, result.stderr[-2000:]
-    lines = _console_lines(result.stderr)
+    lines = browser.console_lines(result.stderr)
     assert len(lines) == 1 and "deliberate" in lines[0]
 
 
-@requires_chromium
-def test_chromium_renders_every_plot_without_console_messages(tmp_path: Path) -> None:
+def test_chromium_renders_every_plot_without_console_messages(tmp_path: Path, browser) -> None:
     summary = make_summary()
     path = write_report(tmp_path / "out", summary, make_curves(summary["variants"]), SETTING)
-    result = _chromium(tmp_path, path, "--dump-dom")
-    assert result.returncode == 0, result.stderr[-2000:]
-    body = re.search(r"<body([^>]*)>", result.stdout)
-    assert body is not None, result.stdout[:2000]
-    rendered = re.search(r'data-plots-rendered="(\d+)"', body.group(1))
-    expected = re.search(r'data-plots-expected="(\d+)"', body.group(1))
-    assert rendered and expected, f"the page script did not run: {body.group(0)}"
-    assert int(expected.group(1)) >= 8
-    assert rendered.group(1) == expected.group(1)
-    assert _console_lines(result.stderr) == []
+    rendered, expected, console = browser.plots(path)
+    assert expected >= 8
+    assert rendered == expected
+    assert console == []
 
 
-@requires_chromium
-def test_browser_check_fails_when_a_plot_is_missing_its_svg(tmp_path: Path) -> None:
+def test_browser_check_fails_when_a_plot_is_missing_its_svg(tmp_path: Path, browser) -> None:
     # the counter must notice a figure whose drawing is gone, or the test above could never fail
     summary = make_summary()
     text = render_report(summary, make_curves(summary["variants"]), SETTING)
@@ -290,6 +260,5 @@ def test_browser_check_fails_when_a_plot_is_missing_its_svg(tmp_path: Path) -> N
     assert broken != text
     path = tmp_path / "broken.html"
     path.write_text(broken)
-    result = _chromium(tmp_path, path, "--dump-dom")
-    assert 'data-plots-rendered="7"' in result.stdout and 'data-plots-expected="8"' in result.stdout
-
+    rendered, expected, _ = browser.plots(path)
+    assert (rendered, expected) == (7, 8)

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from tricklab.train.checkpoint import atomic_write_text
 
 #: Verdict strings the statistics module produces; anything else is shown verbatim but styled as unclear.
 VERDICTS: tuple[str, ...] = ("helps", "hurts", "no clear effect", "cannot tell (1 seed)")
@@ -76,25 +76,6 @@ def safe_name(name: str) -> str:
     cleaned = re.sub(r"[^A-Za-z0-9_.+=-]", "_", name)
     # "." and ".." would name a folder, not a file next to the others
     return cleaned if cleaned.strip(".") else f"_{cleaned}"
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that a reader sees the old file or the new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        # leave no stray temp file behind when the write fails or is interrupted
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 # ----------------------------------------------------------------------------------------- card content

@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tricklab.errors import UserError
-from tricklab.lab.cards import atomic_write_text, format_effect, format_p, format_value
+from tricklab.lab.cards import format_effect, format_p, format_value
+from tricklab.train.checkpoint import atomic_write_text
 
 if TYPE_CHECKING:  # matplotlib is an optional extra; only the type checker imports it here
     from matplotlib.axes import Axes
