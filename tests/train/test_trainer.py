@@ -98,3 +98,19 @@ def test_resume_in_process_is_bit_identical(tmp_path, stop_at: int) -> None:
     assert full_tr.state.history == res_tr.state.history or [
         {k: v for k, v in r.items() if k != "seconds"} for r in full_tr.state.history
     ] == [{k: v for k, v in r.items() if k != "seconds"} for r in res_tr.state.history]
+
+
+def test_streaming_loader_trains_like_the_in_memory_loader() -> None:
+    # reference: the same run over InMemoryLoader; StreamingLoader draws the same batches through DataLoader
+    from torch.utils.data import TensorDataset
+
+    from tricklab.data import StreamingLoader
+
+    x, y = _data()
+    results = []
+    for loader in (InMemoryLoader(x, y, 16, seed=4), StreamingLoader(TensorDataset(x, y), 16, seed=4)):
+        model = _model()
+        torch.manual_seed(2)
+        Trainer(model, torch.optim.SGD(model.parameters(), lr=0.1), loader, max_steps=9).fit()
+        results.append([p.detach().clone() for p in model.parameters()])
+    assert all(torch.equal(a, b) for a, b in zip(*results))
