@@ -178,11 +178,9 @@ class Trainer:
         self.emit("fit_end")
         return s
 
-    def _micro_batch(self, inputs: Any, targets: Any) -> None:
+    def _forward_loss(self) -> torch.Tensor:
+        """Forward (inside the ``forward`` contexts) and loss (with the ``loss`` handlers) on the current batch."""
         s = self.state
-        s.inputs = _to_device(inputs, s.device)
-        s.targets = _to_device(targets, s.device)
-        self.emit("batch_start")
         contexts = self.emit("forward")
         with contextlib.ExitStack() as stack:
             for ctx in contexts:
@@ -194,6 +192,14 @@ class Trainer:
         loss = s.loss
         if loss is None or loss.ndim != 0:
             raise ConfigError(f"the loss must be a scalar tensor, got {None if loss is None else tuple(loss.shape)}")
+        return loss
+
+    def _micro_batch(self, inputs: Any, targets: Any) -> None:
+        s = self.state
+        s.inputs = _to_device(inputs, s.device)
+        s.targets = _to_device(targets, s.device)
+        self.emit("batch_start")
+        loss = self._forward_loss()
         boundary = (s.micro_step + 1) % s.accum_steps == 0
         # DDP: skip the gradient all-reduce on all but the last micro-batch of an accumulation window
         sync = s.model.no_sync() if (not boundary and hasattr(s.model, "no_sync")) else contextlib.nullcontext()
@@ -204,6 +210,23 @@ class Trainer:
         d = loss.detach().float()
         self._loss_sum = d if self._loss_sum is None else self._loss_sum + d
         self._loss_count += 1
+
+    def forward_backward(self) -> torch.Tensor:
+        """Run forward, loss and backward again on the current batch, for two-pass techniques (SAM).
+
+        Gradients accumulate into ``.grad`` (zero them first for fresh ones) and are unscaled before return,
+        like the ones ``after_backward`` sees. Only valid without gradient accumulation (the current batch is
+        the whole optimizer step). Returns the loss (detached)."""
+        s = self.state
+        if s.accum_steps != 1:
+            raise ConfigError("a second forward/backward pass (e.g. SAM) needs grad_accumulation steps = 1")
+        loss = self._forward_loss()
+        (loss * s.grad_scale if s.grad_scale != 1.0 else loss).backward()
+        if s.grad_scale != 1.0:
+            grads = [p.grad for g in s.optimizer.param_groups for p in g["params"] if p.grad is not None]
+            if grads:
+                torch._foreach_mul_(grads, 1.0 / s.grad_scale)
+        return loss.detach()
 
     def _optimizer_step(self) -> None:
         s = self.state
