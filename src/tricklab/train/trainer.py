@@ -44,7 +44,9 @@ class Trainer:
         loader: an object with the position API of ``tricklab.data.loader.InMemoryLoader`` (``epoch``,
             ``batch_index``, ``len()``, ``next_batch()``, ``start_next_epoch()``, ``state_dict()``).
         eval_data: (inputs, targets) evaluated every ``eval_every`` steps, or at each epoch end when
-            ``eval_every`` is None; skipped when None.
+            ``eval_every`` is None; skipped when None. With ``predict_fn`` it may be any object (a graph).
+        predict_fn: ``(model, data) -> (logits, targets)`` for data that cannot be sliced into batches (a
+            graph with a node mask); by default ``data`` is (inputs, targets) evaluated in batches.
         max_steps / max_epochs / max_seconds: the budget; training stops at the first one reached.
         log_every: steps between metric rows (train loss averaged over them).
         trace: record (step, event, technique) for every handler call in ``self.trace``.
@@ -62,6 +64,7 @@ class Trainer:
         eval_every: int | None = None,
         eval_batch_size: int = 1000,
         metric_fn: MetricFn = default_metrics,
+        predict_fn: Callable[[nn.Module, Any], tuple[torch.Tensor, torch.Tensor]] | None = None,
         max_steps: int | None = None,
         max_epochs: int | None = None,
         max_seconds: float | None = None,
@@ -94,6 +97,7 @@ class Trainer:
         self.eval_every = eval_every
         self.eval_batch_size = eval_batch_size
         self.metric_fn = metric_fn
+        self.predict_fn = predict_fn
         self.log_every = log_every
         self.state = TrainState(
             model=model, optimizer=optimizer, loss_fn=loss_fn, device=torch.device(device),
@@ -286,15 +290,27 @@ class Trainer:
             model.train(was_training)
         return torch.cat(outs)
 
-    def evaluate(self, data: tuple[torch.Tensor, torch.Tensor]) -> dict[str, Any]:
+    def evaluate(self, data: Any) -> dict[str, Any]:
         """Metrics on ``data`` with the evaluation weights (techniques swap them in at eval_start)."""
         s = self.state
         self.emit("eval_start")
+        metrics: dict[str, Any] = {}
         try:
-            logits = self.predict(data[0])
-            metrics = self.metric_fn(logits, data[1].cpu())
+            if self.predict_fn is not None:
+                model = s.raw_model
+                was_training = model.training
+                model.eval()
+                try:
+                    with torch.no_grad():
+                        logits, targets = self.predict_fn(model, _to_device(data, s.device))
+                finally:
+                    model.train(was_training)
+                metrics = self.metric_fn(logits.float().cpu(), targets.cpu())
+            else:
+                logits = self.predict(data[0])
+                metrics = self.metric_fn(logits, data[1].cpu())
         finally:
-            s.eval_metrics = metrics if "metrics" in locals() else {}
+            s.eval_metrics = metrics
             self.emit("eval_end")
         return metrics
 
@@ -378,6 +394,8 @@ def instance_names_of(techniques: Sequence[Technique]) -> tuple[str, ...]:
 
 
 def _to_device(x: Any, device: torch.device) -> Any:
+    if hasattr(x, "to") and not isinstance(x, (torch.Tensor, nn.Module)) and hasattr(x, "edge_index"):
+        return x if x.device == device else x.to(device)  # a tricklab Graph
     if isinstance(x, torch.Tensor):
         return x if x.device == device else x.to(device, non_blocking=True)
     if isinstance(x, (list, tuple)):
