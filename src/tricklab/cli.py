@@ -89,13 +89,16 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     if args.data_dir is not None:
         overrides.append(f"data.data_dir={args.data_dir}")
     base = load_base(recipe_path, overrides)
-    techniques = [t for t in (args.techniques.split(",") if args.techniques else DEFAULT_TECHNIQUES) if t.strip()]
+    if args.techniques is not None:
+        techniques = [t for t in args.techniques.split(",") if t.strip()]
+    else:
+        techniques = [] if args.variant else list(DEFAULT_TECHNIQUES)
     if args.seeds is not None and args.seeds < 1:
         raise UserError(f"--seeds must be at least 1, got {args.seeds}")
     seeds = list(range(args.seeds)) if args.seeds is not None else list(base.seeds)
     if args.jobs < 1:
         raise UserError(f"--jobs must be at least 1, got {args.jobs}")
-    plan = make_plan(base, techniques, args.combo or [], seeds, args.budget)
+    plan = make_plan(base, techniques, args.combo or [], seeds, args.budget, args.variant or [])
     out = args.out
     # a log or a pipe gets a wide table instead of rich's 80-column default, which would truncate cells
     console = Console(width=None if sys.stdout.isatty() else 150)
@@ -196,6 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated techniques, each name or name:key=value:... "
                         "(default: label_smoothing,ema,grad_clip)")
     p.add_argument("--combo", action="append", help="a combination to run too, e.g. ema+label_smoothing (repeatable)")
+    p.add_argument("--variant", action="append",
+                   help="a variant that changes recipe keys: NAME:key=value[;key=value] (repeatable), "
+                        "e.g. one_cycle:schedule.name=one_cycle")
     p.add_argument("--seeds", type=int, default=None, help="number of seeds (0..N-1; default: the recipe's seeds)")
     p.add_argument("--budget", default=None, help="equal budget for every run: 6000 (steps), 10epochs or 90s")
     p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="worker processes (default 2)")

@@ -150,3 +150,21 @@ def test_store_commands_on_a_missing_folder(tmp_path: Path) -> None:
     for cmd in ("runs", "report", "cards"):
         code, _, err = cli(cmd, str(tmp_path / "none"))
         assert code == 2 and "store" in err
+
+
+def test_variants_change_recipe_keys_at_equal_budget() -> None:
+    from tricklab.lab.ablate import parse_variant
+
+    plan = make_plan(load_base(None, []), [], [], [0], "100",
+                     ["big_batch:batch_size=1000;optimizer.lr=0.02", "sgd:optimizer.name=sgd"])
+    names = [v.name for v in plan.variants]
+    assert names == ["baseline", "big_batch", "sgd"]
+    assert plan.variants[1].recipe.batch_size == 1000 and plan.variants[1].recipe.optimizer.lr == 0.02
+    assert plan.variants[2].recipe.optimizer.name == "sgd"
+    assert all(v.recipe.budget.steps == 100 for v in plan.variants)
+    with pytest.raises(ConfigError, match="equal budget"):
+        make_plan(load_base(None, []), [], [], [0], None, ["long:budget.steps=99999"])
+    with pytest.raises(ConfigError, match="NAME:key=value"):
+        parse_variant("nocolon")
+    with pytest.raises(UnknownNameError):
+        make_plan(load_base(None, []), [], [], [0], None, ["x:optimizer.name=adamx"])

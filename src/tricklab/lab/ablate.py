@@ -107,9 +107,22 @@ def parse_budget(text: str) -> dict[str, Any]:
     return {"steps": int(value)}
 
 
+def parse_variant(text: str) -> tuple[str, list[str]]:
+    """``NAME:key=value;key=value`` -> (NAME, overrides): a variant that changes recipe keys (a schedule, an
+    optimizer, a batch size) instead of adding a technique."""
+    name, sep, rest = text.partition(":")
+    overrides = [o.strip() for o in rest.split(";") if o.strip()]
+    if not name.strip() or not sep or not overrides:
+        raise ConfigError(f"--variant {text!r}: write NAME:key=value[;key=value...], "
+                          f"e.g. one_cycle:schedule.name=one_cycle")
+    return name.strip(), overrides
+
+
 def make_plan(base: Recipe, techniques: Sequence[str], combos: Sequence[str], seeds: list[int],
-              budget: str | None = None) -> AblationPlan:
-    """Baseline = ``base`` as given; each technique (and each ``a+b`` combination) is appended to it."""
+              budget: str | None = None, variants_spec: Sequence[str] = ()) -> AblationPlan:
+    """Baseline = ``base`` as given; each technique (and each ``a+b`` combination) is appended to it, and each
+    ``--variant NAME:overrides`` changes the baseline's recipe keys."""
+    from tricklab.lab.recipe import apply_override
     from tricklab.lab.runner import validate
 
     base_dict = base.to_dict()
@@ -141,6 +154,22 @@ def make_plan(base: Recipe, techniques: Sequence[str], combos: Sequence[str], se
             raise ConfigError(f"technique {name!r} is listed twice")
         try:
             validate(recipe)  # unknown names, bad arguments and conflicts are refused before any run
+        except UserError as e:
+            raise type(e)(f"variant {name!r}: {e}") from None
+        variants.append(Variant(name, recipe))
+    for text in variants_spec:
+        name, overrides = parse_variant(text)
+        d = copy.deepcopy(base_dict)
+        for o in overrides:
+            if o.split("=", 1)[0].strip() in ("seed", "seeds", "budget", "budget.steps", "budget.epochs",
+                                              "budget.seconds"):
+                raise ConfigError(f"--variant {text!r}: {o!r} would break the equal budget and seeds of the comparison")
+            apply_override(d, o)
+        recipe = recipe_from_dict(d)
+        if any(v.name == name for v in variants):
+            raise ConfigError(f"variant {name!r} is listed twice")
+        try:
+            validate(recipe)
         except UserError as e:
             raise type(e)(f"variant {name!r}: {e}") from None
         variants.append(Variant(name, recipe))
@@ -355,4 +384,4 @@ def verdict_table(summary: dict[str, Any], keys: Sequence[str] = ("accuracy", "m
 
 
 __all__ = ["AblationPlan", "BASELINE_RECIPE", "DEFAULT_TECHNIQUES", "Variant", "collect", "load_base", "make_plan",
-           "parse_budget", "parse_technique", "run_ablation", "run_key", "verdict_table", "write_outputs"]
+           "parse_budget", "parse_technique", "parse_variant", "run_ablation", "run_key", "verdict_table", "write_outputs"]

@@ -129,6 +129,8 @@ def card_data(summary: dict[str, Any], setting: dict[str, Any], variant: str) ->
         "intervals_computable": len(seeds) >= 2,
         "effects": effects,
         "equal_time": None if equal_time is None else dict(equal_time),
+        # averaged (evaluation) weights against the same runs' final trained weights, when it averages weights
+        "averaging": summary.get("averaging", {}).get(variant),
     }
     data["verdict_sentence"] = verdict_sentence(data)
     return data
@@ -206,6 +208,15 @@ def card_markdown(card: dict[str, Any]) -> str:
                   f"- difference: {format_effect(eq.get('mean_diff'), eq.get('ci_low'), eq.get('ci_high'), acc_fmt)}",
                   f"- p-value: {format_p(eq.get('p_value'))}",
                   f"- verdict: {eq.get('verdict')}"]
+    avg = card.get("averaging")
+    if avg:
+        fmts = {e["metric"]: e["fmt"] for e in card["effects"]}
+        lines += ["", "## Averaged weights against the same run's final weights", "",
+                  "Paired by seed within each run: evaluation with the averaged weights minus evaluation with the "
+                  "final trained weights.", "", "| metric | difference [95% CI] | p-value | verdict |", "|---|---|---|---|"]
+        for key, d in avg.items():
+            lines.append(f"| {key} | {format_effect(d.get('mean_diff'), d.get('ci_low'), d.get('ci_high'), fmts.get(key))} "
+                         f"| {format_p(d.get('p_value'))} | {d.get('verdict')} |")
     lines.append("")
     return "\n".join(lines)
 

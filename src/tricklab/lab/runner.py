@@ -191,6 +191,9 @@ def run(recipe: Recipe, out: str | Path | None = None, resume: bool = False) -> 
         }
         if data.x_val is not None:
             summary["val"] = trainer.evaluate((data.x_val, data.y_val))
+        if any("eval_weights" in t.writes for t in techniques):
+            # the same run's final trained weights, to measure what the averaging itself bought
+            summary["test_trained_weights"] = trainer.evaluate_trained_weights((data.x_test, data.y_test))
         if info.is_main:
             summary["parameters"] = count_parameters(model)
             summary["model_size_bytes"] = model_size_bytes(model)

@@ -452,6 +452,24 @@ def ablation_summary(store: Store, baseline: str = "baseline", confidence: float
         first = runs[seeds[v][0]] if seeds[v] else None
         reliability[v] = ((first.summary or {}).get("test") or {}).get("reliability") if first else None
 
+    # weight averaging (EMA, SWA): the averaged weights against the same run's final trained weights, seed by
+    # seed; only runs whose summary holds both (the runner records "test_trained_weights" for them)
+    averaging: dict[str, dict[str, dict]] = {}
+    for v in variants:
+        runs = by_variant.get(v, {})
+        pairs = [((runs[s].summary or {}).get("test") or {}, (runs[s].summary or {}).get("test_trained_weights"))
+                 for s in seeds[v]]
+        pairs = [(a, b) for a, b in pairs if b]
+        if not pairs:
+            continue
+        averaging[v] = {}
+        for m in metrics:
+            if m["key"] not in ("accuracy", "macro_f1", "nll", "ece", "brier"):
+                continue
+            av = [float(a[m["key"]]) for a, b in pairs if _usable(a.get(m["key"])) and _usable(b.get(m["key"]))]
+            tw = [float(b[m["key"]]) for a, b in pairs if _usable(a.get(m["key"])) and _usable(b.get(m["key"]))]
+            averaging[v][m["key"]] = paired(av, tw, m["higher_is_better"], confidence)
+
     return {"variants": variants, "metrics": metrics, "seeds": seeds, "per_variant": per_variant,
             "paired": paired_out, "equal_time": equal_time, "per_class_f1": per_class,
-            "reliability": reliability}
+            "reliability": reliability, "averaging": averaging}

@@ -296,23 +296,27 @@ class Trainer:
         self.emit("eval_start")
         metrics: dict[str, Any] = {}
         try:
-            if self.predict_fn is not None:
-                model = s.raw_model
-                was_training = model.training
-                model.eval()
-                try:
-                    with torch.no_grad():
-                        logits, targets = self.predict_fn(model, _to_device(data, s.device))
-                finally:
-                    model.train(was_training)
-                metrics = self.metric_fn(logits.float().cpu(), targets.cpu())
-            else:
-                logits = self.predict(data[0])
-                metrics = self.metric_fn(logits, data[1].cpu())
+            metrics = self.evaluate_trained_weights(data)
         finally:
             s.eval_metrics = metrics
             self.emit("eval_end")
         return metrics
+
+    def evaluate_trained_weights(self, data: Any) -> dict[str, Any]:
+        """Metrics on ``data`` with whatever weights the model holds now, firing no event: with a weight
+        averager this measures the trained (final) weights beside the averaged ones of ``evaluate``."""
+        s = self.state
+        if self.predict_fn is not None:
+            model = s.raw_model
+            was_training = model.training
+            model.eval()
+            try:
+                with torch.no_grad():
+                    logits, targets = self.predict_fn(model, _to_device(data, s.device))
+            finally:
+                model.train(was_training)
+            return self.metric_fn(logits.float().cpu(), targets.cpu())
+        return self.metric_fn(self.predict(data[0]), data[1].cpu())
 
     def run_eval(self, log: bool = True) -> dict[str, Any]:
         assert self.eval_data is not None

@@ -7,10 +7,18 @@ registering every data set costs nothing and a missing extra is reported only wh
 from __future__ import annotations
 
 from tricklab.data.datasets.fashion_mnist import load_fashion_mnist, read_idx
+from tricklab.data.datasets.graphs import GraphDataset, load_karate, load_synthetic_graphs
 from tricklab.data.datasets.mnist1d import load_mnist1d, load_mnist1d_shuffled
+from tricklab.data.datasets.planetoid import load_cora, load_planetoid, load_planetoid_dataset
 from tricklab.data.datasets.sklearn_sets import load_breast_cancer, load_digits, load_wine
 
 __all__ = [
+    "GraphDataset",
+    "load_cora",
+    "load_karate",
+    "load_planetoid",
+    "load_planetoid_dataset",
+    "load_synthetic_graphs",
     "load_breast_cancer",
     "load_digits",
     "load_fashion_mnist",
