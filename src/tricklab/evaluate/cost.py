@@ -83,11 +83,13 @@ def inference_latency(model: nn.Module, example: Tensor, repeats: int = 30, warm
 
     Returns:
         ``{"median_ms", "p90_ms", "mean_ms"}`` (floats, milliseconds per call), ``"repeats"`` and
-        ``"batch_size"`` (``example.shape[0]``, or 1 for a 0-d example).
+        ``"batch_size"`` (``example.shape[0]``, or 1 for a 0-d example; for a Graph its number of graphs when
+        batched, else its number of nodes).
     """
     _check_module(model)
-    if not isinstance(example, Tensor):
-        raise UserError(f"example must be a torch.Tensor (one input batch), got {type(example).__name__}")
+    is_graph = hasattr(example, "edge_index") and hasattr(example, "x")  # a tricklab Graph (node or batched)
+    if not isinstance(example, Tensor) and not is_graph:
+        raise UserError(f"example must be a torch.Tensor (one input batch) or a Graph, got {type(example).__name__}")
     if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
         raise UserError(f"repeats must be an int >= 1, got {repeats!r}")
     if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
@@ -125,7 +127,8 @@ def inference_latency(model: nn.Module, example: Tensor, repeats: int = 30, warm
         "p90_ms": float(p90),
         "mean_ms": float(statistics.fmean(times)),
         "repeats": repeats,
-        "batch_size": int(example.shape[0]) if example.dim() > 0 else 1,
+        "batch_size": (int(example.num_graphs) if getattr(example, "batch", None) is not None else example.num_nodes)
+        if is_graph else (int(example.shape[0]) if example.dim() > 0 else 1),
     }
 
 

@@ -59,6 +59,7 @@ class BudgetSpec:
 class DataSpec:
     data_dir: str | None = None
     val_fraction: float = 0.0
+    args: dict[str, Any] = field(default_factory=dict)  # extra data-set arguments (e.g. planetoid name)
 
 
 @dataclass

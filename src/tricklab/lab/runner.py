@@ -112,7 +112,6 @@ def _default_run_dir(recipe: Recipe) -> Path:
 def run(recipe: Recipe, out: str | Path | None = None, resume: bool = False) -> RunResult:
     """Train ``recipe`` into ``out`` (created) and return the final summary; ``resume`` continues the run
     already in ``out`` from its newest valid checkpoint."""
-    from tricklab.data import InMemoryLoader, load_dataset
     from tricklab.evaluate import convergence_speed, count_parameters, inference_latency, model_size_bytes
     from tricklab.models import build_model
     from tricklab.optim import create_optimizer
@@ -148,30 +147,26 @@ def run(recipe: Recipe, out: str | Path | None = None, resume: bool = False) -> 
 
         if recipe.threads is not None:
             torch.set_num_threads(recipe.threads)
-        data = load_dataset(task.dataset, data_dir=recipe.data.data_dir, **task.dataset_args)
-        if recipe.data.val_fraction > 0:
-            data = data.with_validation(recipe.data.val_fraction, seed=recipe.seed)
-        eval_split = (data.x_val, data.y_val) if data.x_val is not None else (data.x_test, data.y_test)
+        data = prepare_data(task, recipe, info)
 
         seed_everything(recipe.seed, recipe.deterministic)
         model = build_model(recipe.model.name, data.input_shape, data.num_classes, **recipe.model.args).to(device)
         optimizer = create_optimizer(recipe.optimizer.name, model, lr=recipe.optimizer.lr,
                                      weight_decay=recipe.optimizer.weight_decay, **recipe.optimizer.args)
         wrapped = distributed.wrap(model, device, info)
-        loader = InMemoryLoader(data.x_train, data.y_train, recipe.batch_size // info.world_size,
-                                seed=recipe.seed, rank=info.rank, world_size=info.world_size)
+        loader = data.loader
         techniques = build_techniques(recipe, run_dir)
         trainer = Trainer(
-            wrapped, optimizer, loader, loss_fn=task.loss, techniques=techniques, eval_data=eval_split,
+            wrapped, optimizer, loader, loss_fn=task.loss, techniques=techniques, eval_data=data.eval_data,
             eval_every=recipe.eval_every, eval_batch_size=recipe.eval_batch_size,
-            metric_fn=task.metric_fn(data.num_classes), max_steps=recipe.budget.steps,
+            metric_fn=task.metric_fn(data.num_classes), predict_fn=data.predict_fn, max_steps=recipe.budget.steps,
             max_epochs=recipe.budget.epochs, max_seconds=recipe.budget.seconds, log_every=recipe.log_every,
             device=device, run_dir=run_dir, rank=info.rank, world_size=info.world_size,
         )
         if info.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_text(run_dir / "recipe.yaml", recipe_text)
-            env = environment_info(data.fingerprint())
+            env = environment_info(data.fingerprint)
             env.update({"world_size": info.world_size, "recipe_hash": recipe.hash(), "seed": recipe.seed,
                         "device": str(device)})
             atomic_write_text(run_dir / "env.json", json.dumps(env, indent=2))
@@ -181,7 +176,7 @@ def run(recipe: Recipe, out: str | Path | None = None, resume: bool = False) -> 
         state = trainer.fit(resume_from=run_dir / "checkpoints" if resume else None)
         wall = time.perf_counter() - wall0
 
-        test = trainer.evaluate((data.x_test, data.y_test))
+        test = trainer.evaluate(data.test_data)
         summary: dict[str, Any] = {
             "task": recipe.task, "model": recipe.model.name, "seed": recipe.seed, "recipe_hash": recipe.hash(),
             "steps": state.step, "epochs_completed": state.epoch, "stop_reason": state.stop_reason,
@@ -189,15 +184,15 @@ def run(recipe: Recipe, out: str | Path | None = None, resume: bool = False) -> 
             "nonfinite_steps": state.counters.get("nonfinite_steps", 0),
             "test": test,
         }
-        if data.x_val is not None:
-            summary["val"] = trainer.evaluate((data.x_val, data.y_val))
+        if data.val_data is not None:
+            summary["val"] = trainer.evaluate(data.val_data)
         if any("eval_weights" in t.writes for t in techniques):
             # the same run's final trained weights, to measure what the averaging itself bought
-            summary["test_trained_weights"] = trainer.evaluate_trained_weights((data.x_test, data.y_test))
+            summary["test_trained_weights"] = trainer.evaluate_trained_weights(data.test_data)
         if info.is_main:
             summary["parameters"] = count_parameters(model)
             summary["model_size_bytes"] = model_size_bytes(model)
-            example = data.x_test[: min(len(data.x_test), recipe.eval_batch_size)].to(device)
+            example = data.latency_example(recipe.eval_batch_size, device)
             summary["inference_latency"] = inference_latency(model, example, repeats=20, warmup=3)
             evaluated = [r for r in state.history if "eval_accuracy" in r]
             summary["convergence"] = (convergence_speed(evaluated, "eval_accuracy", recipe.target_accuracy)
@@ -209,6 +204,74 @@ def run(recipe: Recipe, out: str | Path | None = None, resume: bool = False) -> 
         return RunResult(run_dir=run_dir, summary=summary, trainer=trainer)
     finally:
         distributed.shutdown(info)
+
+
+@dataclass
+class PreparedData:
+    """What the trainer needs from a task's data, whatever its kind (arrays, one graph, many graphs)."""
+
+    loader: Any
+    eval_data: Any  # evaluated during training: the validation split when there is one, else the test split
+    test_data: Any
+    val_data: Any | None
+    input_shape: tuple[int, ...]
+    num_classes: int
+    fingerprint: str
+    predict_fn: Any = None  # (model, data) -> (logits, targets) for data the trainer cannot slice
+    example: Any = None  # one input for the latency measurement
+
+    def latency_example(self, batch_size: int, device: torch.device) -> Any:
+        if isinstance(self.example, torch.Tensor):
+            return self.example[:batch_size].to(device)
+        return self.example.to(device)
+
+
+def _node_predict(model: torch.nn.Module, data: tuple[Any, str]) -> tuple[torch.Tensor, torch.Tensor]:
+    graph, split = data
+    mask = graph.masks[split]
+    return model(graph)[mask], graph.y[mask]
+
+
+def _graph_predict(model: torch.nn.Module, graph: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    return model(graph), graph.y
+
+
+def prepare_data(task: Task, recipe: Recipe, info: distributed.DistInfo) -> PreparedData:
+    """Load the task's data set and wrap it in a loader and evaluation splits for the trainer."""
+    from tricklab.data import InMemoryLoader, load_dataset
+
+    try:
+        data = load_dataset(task.dataset, data_dir=recipe.data.data_dir, **{**task.dataset_args, **recipe.data.args})
+    except TypeError as e:
+        raise ConfigError(f"data.args: {e}") from e
+    if hasattr(data, "x_train"):  # ArrayDataset
+        if recipe.data.val_fraction > 0:
+            data = data.with_validation(recipe.data.val_fraction, seed=recipe.seed)
+        loader = InMemoryLoader(data.x_train, data.y_train, recipe.batch_size // info.world_size,
+                                seed=recipe.seed, rank=info.rank, world_size=info.world_size)
+        val = (data.x_val, data.y_val) if data.x_val is not None else None
+        test = (data.x_test, data.y_test)
+        return PreparedData(loader, val or test, test, val, tuple(data.input_shape), data.num_classes,
+                            data.fingerprint(), None, data.x_test)
+    from tricklab.data.graph import batch_graphs
+    from tricklab.data.graph_loaders import FullBatchGraphLoader, GraphBatchLoader
+
+    if recipe.data.val_fraction > 0:
+        raise ConfigError(f"data.val_fraction: task {task.name!r} has its own validation split; leave it at 0")
+    if data.task == "node":
+        if info.world_size > 1:
+            raise ConfigError(f"task {task.name!r} trains on one whole graph per step: run it in one process")
+        graph = data.graph
+        val = (graph, "val") if "val" in graph.masks else None
+        test = (graph, "test")
+        return PreparedData(FullBatchGraphLoader(graph, "train"), val or test, test, val, (data.num_features,),
+                            data.num_classes, data.fingerprint(), _node_predict, graph)
+    loader = GraphBatchLoader(data.split_graphs("train"), recipe.batch_size // info.world_size, seed=recipe.seed,
+                              rank=info.rank, world_size=info.world_size)
+    val = batch_graphs(data.split_graphs("val")) if "val" in data.splits else None
+    test = batch_graphs(data.split_graphs("test"))
+    return PreparedData(loader, val or test, test, val, (data.num_features,), data.num_classes, data.fingerprint(),
+                        _graph_predict, test)
 
 
 def _save_weights(run_dir: Path, model: torch.nn.Module, trainer: Any) -> None:

@@ -12,6 +12,7 @@ Registered models (see ``docs/models.md``):
 * ``cnn``      - the MNIST-1D paper's 3-conv ConvNet (Greydanus 2020).
 * ``resnet1d`` - a small 1-D ResNet with basic blocks and BatchNorm (He et al. 2016, in 1-D).
 * ``cnn2d``    - a small 2-block CNN for Fashion-MNIST (1x28x28) and sklearn digits (1x8x8).
+* ``gcn``, ``gat``, ``graphsage``, ``gcn_graph``, ``gated_gnn`` - graph networks on a ``Graph`` (models/gnn.py).
 
 Importing this package imports torch and nothing optional.
 """
@@ -111,6 +112,7 @@ def describe_models() -> dict[str, str]:
 
 # Importing the model modules registers them.
 from tricklab.models import cnn1d, cnn2d, resnet1d  # noqa: E402
+from tricklab.models import gnn  # noqa: E402  (gcn, gat, graphsage, gcn_graph, gated_gnn)
 
 __all__ = [
     "MODELS",
@@ -120,5 +122,6 @@ __all__ = [
     "cnn2d",
     "count_parameters",
     "describe_models",
+    "gnn",
     "resnet1d",
 ]

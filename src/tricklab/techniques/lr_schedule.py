@@ -1,6 +1,8 @@
 """The learning-rate schedule owner: sets each group's lr to base_lr * factor(step) before every step.
 
 It writes the exclusive ``lr`` slot, so two schedule owners in one recipe are refused before training.
+Any schedule of ``tricklab.schedules.SCHEDULES`` works; for ``one_cycle`` and ``cyclical`` the factor is
+relative to the maximum lr, so the optimizer's lr (the base lr) *is* the maximum lr.
 """
 
 from __future__ import annotations
@@ -8,6 +10,7 @@ from __future__ import annotations
 import functools
 from typing import Any, ClassVar
 
+from tricklab.errors import ConfigError
 from tricklab.schedules import SCHEDULES
 from tricklab.train.state import TrainState
 from tricklab.train.technique import Technique
@@ -26,6 +29,12 @@ class LRSchedule(Technique):
         self.args = args
         self.total_steps = total_steps
         self.base_lrs: list[float] = []
+        # evaluate once now so a misspelt or out-of-range argument is reported when the recipe is checked,
+        # not at the first optimizer step (TypeError: unknown argument; ValueError: bad value)
+        try:
+            self.fn(0, total_steps if total_steps is not None else 1000)
+        except ValueError as e:
+            raise ConfigError(f"schedule {schedule!r}: {e}") from e
 
     def on_fit_start(self, state: TrainState) -> None:
         self.base_lrs = [float(g["lr"]) for g in state.optimizer.param_groups]

@@ -1,0 +1,150 @@
+"""LAMB: layer-wise adaptive moments for large-batch training (You et al., ICLR 2020).
+
+Problem: with very large batches Adam's per-coordinate step has the same size for every layer, so layers
+whose weights are small relative to their update diverge while others barely move. Fix: compute the Adam
+direction, then rescale it per parameter tensor (the "layer") so that the step is proportional to the
+weight norm (the trust ratio). Algorithm 2 of the paper, per tensor x with gradient g at step t:
+
+    m_t = beta1 m_{t-1} + (1 - beta1) g                  v_t = beta2 v_{t-1} + (1 - beta2) g^2
+    m_hat = m_t / (1 - beta1^t)                          v_hat = v_t / (1 - beta2^t)      (bias correction)
+    r_t = m_hat / (sqrt(v_hat) + eps) + lambda x          (L2 weight decay *inside* r, as in the paper)
+    x  <- x - lr * phi(||x||) / ||r_t|| * r_t             (trust ratio = 1 when ||x|| or ||r_t|| is 0)
+
+phi is the paper's scaling function; we use phi(z) = min(z, max_weight_norm) (default 10, as
+pytorch_optimizer does); ``max_weight_norm=None`` makes phi the identity.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch.optim import Optimizer
+
+
+class LAMB(Optimizer):
+    """LAMB (You et al. 2020): Adam direction, rescaled per tensor by the trust ratio phi(||x||)/||r||.
+
+    Args:
+        lr, betas, eps: as in Adam.
+        weight_decay: lambda, added to the Adam direction (L2 in r, the paper's form), so it takes part in
+            the trust ratio.
+        bias_correction: divide m and v by (1 - beta^t) (the paper). ``False`` uses raw m and v.
+        max_weight_norm: clamp of ||x|| in the trust ratio (phi); None for no clamp.
+        foreach: multi-tensor path (``torch._foreach_*`` over a group); False for the per-tensor loop.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-6,
+        weight_decay: float = 0.0,
+        bias_correction: bool = True,
+        max_weight_norm: float | None = 10.0,
+        foreach: bool = True,
+    ) -> None:
+        if not lr >= 0.0:
+            raise ValueError(f"invalid learning rate {lr!r}")
+        if not (0.0 <= betas[0] < 1.0 and 0.0 <= betas[1] < 1.0):
+            raise ValueError(f"invalid betas {betas!r}")
+        if not eps >= 0.0 or not weight_decay >= 0.0:
+            raise ValueError(f"invalid eps {eps!r} or weight_decay {weight_decay!r}")
+        if max_weight_norm is not None and not max_weight_norm > 0:
+            raise ValueError(f"max_weight_norm must be positive or None, got {max_weight_norm!r}")
+        defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
+                        bias_correction=bias_correction, max_weight_norm=max_weight_norm, foreach=foreach)
+        super().__init__(params, defaults)
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params, grads, ms, vs, steps = [], [], [], [], []
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if p.grad.is_sparse:
+                    raise RuntimeError("LAMB does not support sparse gradients")
+                st = self.state[p]
+                if not st:
+                    st["step"] = 0
+                    st["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    st["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                st["step"] += 1
+                params.append(p)
+                grads.append(p.grad)
+                ms.append(st["exp_avg"])
+                vs.append(st["exp_avg_sq"])
+                steps.append(st["step"])
+            if params:
+                fn = _lamb_foreach if group["foreach"] else _lamb_single
+                fn(params, grads, ms, vs, steps, group)
+        return loss
+
+
+def _corrections(steps: list[int], group: dict[str, Any]) -> tuple[list[float], list[float]]:
+    """Per tensor 1/(1 - beta1^t) and 1/sqrt(1 - beta2^t) (all ones without bias correction)."""
+    beta1, beta2 = group["betas"]
+    if not group["bias_correction"]:
+        return [1.0] * len(steps), [1.0] * len(steps)
+    return [1.0 / (1.0 - beta1**t) for t in steps], [1.0 / (1.0 - beta2**t) ** 0.5 for t in steps]
+
+
+def _trust(w_norm: torch.Tensor, r_norm: torch.Tensor, group: dict[str, Any]) -> torch.Tensor:
+    # phi(||x||) / ||r||, and 1 where either norm is 0 (a zero-initialised tensor still moves; a zero update
+    # stays zero)
+    phi = w_norm if group["max_weight_norm"] is None else w_norm.clamp(max=group["max_weight_norm"])
+    ok = (w_norm > 0) & (r_norm > 0)
+    return torch.where(ok, phi / torch.where(ok, r_norm, torch.ones_like(r_norm)), torch.ones_like(r_norm))
+
+
+def _lamb_single(params: list[torch.Tensor], grads: list[torch.Tensor], ms: list[torch.Tensor],
+                 vs: list[torch.Tensor], steps: list[int], group: dict[str, Any]) -> None:
+    beta1, beta2 = group["betas"]
+    c1, c2 = _corrections(steps, group)
+    wd, lr, eps = group["weight_decay"], group["lr"], group["eps"]
+    for p, g, m, v, a, b in zip(params, grads, ms, vs, c1, c2):
+        m.lerp_(g, 1.0 - beta1)  # m = beta1 m + (1 - beta1) g
+        v.mul_(beta2).addcmul_(g, g, value=1.0 - beta2)
+        denom = v.sqrt()
+        if group["bias_correction"]:
+            denom.mul_(b)  # sqrt(v_hat) = sqrt(v) / sqrt(1 - beta2^t)
+        denom.add_(eps)
+        if wd != 0.0:
+            r = p.mul(wd).addcdiv_(m, denom, value=a)  # m_hat / denom + lambda x
+        else:
+            r = m.div(denom)  # the 1/(1-beta1^t) factor cancels in trust * r when there is no decay term
+        trust = _trust(torch.linalg.vector_norm(p), torch.linalg.vector_norm(r), group)
+        p.add_(r.mul_(trust * -lr))
+
+
+def _lamb_foreach(params: list[torch.Tensor], grads: list[torch.Tensor], ms: list[torch.Tensor],
+                  vs: list[torch.Tensor], steps: list[int], group: dict[str, Any]) -> None:
+    # the same arithmetic as _lamb_single, one kernel launch per operation for the whole group
+    beta1, beta2 = group["betas"]
+    c1, c2 = _corrections(steps, group)
+    wd, lr, eps = group["weight_decay"], group["lr"], group["eps"]
+    torch._foreach_lerp_(ms, grads, 1.0 - beta1)
+    torch._foreach_mul_(vs, beta2)
+    torch._foreach_addcmul_(vs, grads, grads, value=1.0 - beta2)
+    denom = torch._foreach_sqrt(vs)
+    if group["bias_correction"]:
+        torch._foreach_mul_(denom, c2)
+    torch._foreach_add_(denom, eps)
+    if wd != 0.0:
+        r = torch._foreach_mul(params, wd)
+        torch._foreach_addcdiv_(r, ms, denom, c1)
+    else:
+        r = torch._foreach_div(ms, denom)
+    del denom
+    w_norm = torch.stack(torch._foreach_norm(params))
+    r_norm = torch.stack(torch._foreach_norm(r))
+    scale = (_trust(w_norm, r_norm, group) * -lr).unbind()
+    torch._foreach_mul_(r, scale)
+    torch._foreach_add_(params, r)

@@ -1,0 +1,61 @@
+"""Ranger (Wright 2019): RAdam inside Lookahead, with gradient centralization.
+
+Ranger combines three published pieces: RAdam (Liu et al., ICLR 2020) to rectify the variance of the
+adaptive step early in training, Lookahead (Zhang et al. 2019; see ``lookahead.py``) for stability, and
+gradient centralization (Yong et al. 2020; see ``centralize.py``) applied to each gradient before RAdam sees
+it. Per step, with t counting inner steps:
+
+    g <- g - mean_{dims > 0}(g)   for ndim > 1 tensors (GC)
+    x <- x (1 - lr wd)            (decoupled weight decay, AdamW-style)
+    RAdam: m, v as Adam; rho_inf = 2/(1-beta2) - 1, rho_t = rho_inf - 2 t beta2^t / (1 - beta2^t);
+           rho_t > 5: x <- x - lr r_t m_hat / (sqrt(v_hat) + eps') with
+                      r_t = sqrt((rho_t-4)(rho_t-2) rho_inf / ((rho_inf-4)(rho_inf-2) rho_t))
+           else:      x <- x - lr m_hat  (un-adapted momentum step)
+    every k steps: phi += alpha (x - phi); x = phi
+
+The inner step is ``torch.optim.RAdam`` itself (``decoupled_weight_decay=True``). Defaults follow the
+original Ranger: betas (0.95, 0.999), eps 1e-5, k 6, alpha 0.5.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+
+from tricklab.optim.centralize import centralize_
+from tricklab.optim.lookahead import Lookahead
+
+
+class Ranger(Lookahead):
+    """Ranger: ``torch.optim.RAdam`` (decoupled weight decay) + Lookahead(k, alpha) + gradient centralization."""
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.95, 0.999),
+        eps: float = 1e-5,
+        weight_decay: float = 0.0,
+        k: int = 6,
+        alpha: float = 0.5,
+        use_gc: bool = True,
+        foreach: bool = True,
+    ) -> None:
+        inner = torch.optim.RAdam(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                                  decoupled_weight_decay=True, foreach=foreach)
+        super().__init__(inner, k=k, alpha=alpha, foreach=foreach)
+        self.use_gc = use_gc
+
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        if self.use_gc:
+            # GC changes the gradient RAdam sees (in place, as the paper's optimizer-embedded form does)
+            centralize_([p.grad for p in self._params()])
+        self.base.step()
+        self._after_inner_step()
+        return loss

@@ -1,0 +1,176 @@
+"""Sharpness-aware minimization (Foret, Kleiner, Mobahi and Neyshabur, ICLR 2021) and adaptive SAM
+(Kwon, Kim, Park and Choi, ICML 2021).
+
+Problem: the training loss alone does not prefer flat minima, and sharp minima generalise worse. Fix:
+minimise the worst loss in a rho-ball around the weights, min_w max_{||e|| <= rho} L(w + e). Its first-order
+solution (eq. 2 of Foret et al.) is
+
+    e_w = rho * g / ||g||                           g = grad L(w), ||.|| over all parameters together
+
+and the update uses the gradient taken at the perturbed point: g_SAM = grad L(w + e_w); w <- base(w, g_SAM).
+Adaptive SAM makes the ball scale-invariant with T_w = diag(|w|) (eq. 8 of Kwon et al.):
+
+    e_w = rho * T_w^2 g / ||T_w g||
+
+Each step therefore needs two forward/backward passes:
+``first_step()`` (save w, w <- w + e_w), recompute the gradients, ``second_step()`` (w <- saved w, base step).
+We restore w by copying the saved weights instead of subtracting e_w, which gives back w exactly (w + e - e
+can differ from w in the last bit) and survives a non-finite e_w.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import torch
+from torch.optim import Optimizer
+
+from tricklab.optim._wrapper import WrappedOptimizer, build_base
+
+#: added to ||g|| so that a zero gradient gives e_w = 0 instead of 0/0 (as in the reference implementation)
+NORM_EPS = 1e-12
+
+
+@torch.no_grad()
+def sam_perturbation(
+    params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor], rho: float | Sequence[float],
+    adaptive: bool | Sequence[bool] = False, foreach: bool = True,
+) -> list[torch.Tensor]:
+    """e_w for each tensor: rho * g / ||g|| (SAM) or rho * w^2 g / ||w g|| (ASAM, T_w = |w|).
+
+    The norm is global, over all given tensors; ``rho`` and ``adaptive`` may be per tensor (per group).
+    """
+    n = len(params)
+    rhos = [float(rho)] * n if isinstance(rho, (int, float)) else [float(r) for r in rho]
+    ada = [bool(adaptive)] * n if isinstance(adaptive, bool) else [bool(a) for a in adaptive]
+    if n == 0:
+        return []
+    if foreach:
+        tg = torch._foreach_mul(grads, 1.0)  # T_w g (copy: e_w must not alias the gradient)
+        idx = [i for i in range(n) if ada[i]]
+        if idx:
+            torch._foreach_mul_([tg[i] for i in idx], torch._foreach_abs([params[i] for i in idx]))
+        norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(tg)))
+        inv = 1.0 / (norm + NORM_EPS)
+        if idx:  # T_w^2 g = |w| (T_w g)
+            torch._foreach_mul_([tg[i] for i in idx], torch._foreach_abs([params[i] for i in idx]))
+        torch._foreach_mul_(tg, inv)
+        torch._foreach_mul_(tg, rhos)
+        return list(tg)
+    tg = [g * p.abs() if a else g.clone() for p, g, a in zip(params, grads, ada)]
+    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t) for t in tg]))
+    inv = 1.0 / (norm + NORM_EPS)
+    out = []
+    for p, t, r, a in zip(params, tg, rhos, ada):
+        if a:
+            t.mul_(p.abs())
+        out.append(t.mul_(inv).mul_(r))
+    return out
+
+
+class SAM(WrappedOptimizer):
+    """SAM / adaptive SAM around any base optimizer.
+
+    ``SAM(params, base, rho=0.05, adaptive=False, **kw)``: ``base`` is an optimizer class (built as
+    ``base(params, **kw)``), a registry name, or an optimizer instance over the same parameters. Use either
+
+    * ``first_step(zero_grad=True)``; recompute loss and backward; ``second_step()`` -- or
+    * ``step(closure)`` with a closure that zeroes the gradients, computes the loss, calls backward and
+      returns the loss (it is called twice: at w and at w + e_w); returns the loss at w.
+
+    ``step()`` without a closure finishes a pending ``first_step`` (so ``first_step()``, backward,
+    ``step()`` also works, as inside the trainer with the ``sam`` technique).
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Any] | None,
+        base: str | type[Optimizer] | Optimizer,
+        rho: float = 0.05,
+        adaptive: bool = False,
+        foreach: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        if not rho >= 0.0:
+            raise ValueError(f"SAM rho must be non-negative, got {rho!r}")
+        inner = build_base(params, base, kwargs, "SAM")
+        super().__init__(inner, {"rho": rho, "adaptive": adaptive})
+        self.foreach = foreach
+        for group in self.param_groups:
+            self._init_group(group)
+
+    def _init_group(self, group: dict[str, Any]) -> None:
+        group.setdefault("rho", self.defaults["rho"])
+        group.setdefault("adaptive", self.defaults["adaptive"])
+
+    @property
+    def pending(self) -> bool:
+        """True between ``first_step`` and ``second_step`` / ``restore`` (weights are perturbed)."""
+        return any("old_p" in s for s in self.state.values())
+
+    @torch.no_grad()
+    def first_step(self, zero_grad: bool = False) -> None:
+        """Save w and move to w + e_w, using the gradients now in ``.grad`` (taken at w)."""
+        if self.pending:
+            raise RuntimeError("SAM.first_step called twice without second_step / restore in between")
+        params, grads, rhos, ada = [], [], [], []
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    params.append(p)
+                    grads.append(p.grad)
+                    rhos.append(group["rho"])
+                    ada.append(group["adaptive"])
+        e_w = sam_perturbation(params, grads, rhos, ada, foreach=self.foreach)
+        if not params:
+            return
+        if self.foreach:
+            saved = torch._foreach_mul(params, 1.0)
+            torch._foreach_add_(params, e_w)
+        else:
+            saved = [p.clone() for p in params]
+            for p, e in zip(params, e_w):
+                p.add_(e)
+        for p, s in zip(params, saved):
+            self.state[p]["old_p"] = s
+        if zero_grad:
+            self.zero_grad(set_to_none=True)
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        """Put the saved weights w back (undo ``first_step``) without stepping."""
+        params = [p for p in self._params() if "old_p" in self.state[p]]
+        saved = [self.state[p].pop("old_p") for p in params]
+        if not params:
+            return
+        if self.foreach:
+            torch._foreach_copy_(params, saved)
+        else:
+            for p, s in zip(params, saved):
+                p.copy_(s)
+
+    @torch.no_grad()
+    def second_step(self, zero_grad: bool = False) -> None:
+        """Back to w, then the base optimizer's step with the gradients taken at w + e_w."""
+        self.restore()
+        self.base.step()
+        if zero_grad:
+            self.zero_grad(set_to_none=True)
+
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        if closure is None:
+            if not self.pending:
+                raise RuntimeError(
+                    "SAM.step() needs a closure (it evaluates the loss twice), or a first_step() before it; "
+                    "in the tricklab trainer add the 'sam' technique"
+                )
+            self.second_step()
+            return None
+        with torch.enable_grad():
+            loss = closure()
+        self.first_step(zero_grad=True)
+        with torch.enable_grad():
+            closure()
+        self.second_step()
+        return loss

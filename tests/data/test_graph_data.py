@@ -1,0 +1,213 @@
+"""Tests for graph data sets (karate, synthetic-graphs, GraphDataset) and the graph loaders.
+
+References: the karate club (Zachary 1977) has 34 members, 78 ties and two clubs of 17 (networkx's
+``club`` attribute); batching offsets are checked against a hand-written loop over the graphs, and the
+masked cross-entropy against the loss on the masked nodes alone.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+import pytest
+
+from tricklab.data import load_dataset
+from tricklab.data.datasets.graphs import GraphDataset, make_synthetic_graphs
+from tricklab.data.graph import Graph
+from tricklab.data.graph_loaders import FullBatchGraphLoader, GraphBatchLoader, masked_targets
+from tricklab.data.loader import epoch_permutation
+
+
+@pytest.fixture(scope="module")
+def synthetic() -> GraphDataset:
+    return load_dataset("synthetic-graphs")
+
+
+def _degrees(g: Graph) -> torch.Tensor:
+    return torch.bincount(g.edge_index[0], minlength=g.num_nodes)
+
+
+def _undirected_ok(g: Graph) -> bool:
+    ei, n = g.edge_index, g.num_nodes
+    key = ei[0] * n + ei[1]
+    return (not bool((ei[0] == ei[1]).any()) and key.unique().numel() == key.numel()
+            and torch.equal(key.sort().values, (ei[1] * n + ei[0]).sort().values))
+
+
+# -- karate ----------------------------------------------------------------------------------------------
+
+
+def test_karate() -> None:
+    nx = pytest.importorskip("networkx")
+    ds = load_dataset("karate")
+    g = ds.graph
+    assert ds.task == "node" and ds.num_classes == 2 and ds.num_features == 34
+    assert g.num_nodes == 34 and g.num_edges == 156 and _undirected_ok(g)
+    assert torch.equal(g.x, torch.eye(34))
+    ref = nx.karate_club_graph()
+    assert g.y.tolist() == [0 if ref.nodes[v]["club"] == "Mr. Hi" else 1 for v in range(34)]
+    assert torch.bincount(g.y).tolist() == [17, 17]
+    assert {(min(a, b), max(a, b)) for a, b in g.edge_index.t().tolist()} == {(min(e), max(e)) for e in ref.edges()}
+    m = g.masks
+    assert [int(m[k].sum()) for k in ("train", "val", "test")] == [8, 6, 20]
+    assert bool((m["train"].int() + m["val"].int() + m["test"].int() == 1).all())  # disjoint, cover all
+    assert torch.bincount(g.y[m["train"]]).tolist() == [4, 4]
+    assert ds.fingerprint() == load_dataset("karate").fingerprint()
+    assert ds.fingerprint() != load_dataset("karate", seed=1).fingerprint()
+
+
+# -- synthetic-graphs ------------------------------------------------------------------------------------
+
+
+def test_synthetic_graphs_reproducible_balanced_and_structural(synthetic: GraphDataset) -> None:
+    ds = synthetic
+    assert ds.task == "graph" and ds.num_graphs == 600 and ds.num_classes == 4 and ds.num_features == 1
+    labels = torch.cat([g.y for g in ds.graphs])
+    assert torch.bincount(labels).tolist() == [150] * 4
+    sizes = {k: int(v.numel()) for k, v in ds.splits.items()}
+    assert sizes == {"train": 480, "val": 60, "test": 60}
+    all_idx = torch.cat(list(ds.splits.values()))
+    assert torch.equal(all_idx.sort().values, torch.arange(600))  # disjoint and complete
+    for k, n in (("train", 120), ("val", 15), ("test", 15)):
+        assert torch.bincount(labels[ds.splits[k]]).tolist() == [n] * 4
+    assert ds.fingerprint() == load_dataset("synthetic-graphs").fingerprint()
+    assert ds.fingerprint() != load_dataset("synthetic-graphs", seed=1).fingerprint()
+
+    node_counts = {c: set() for c in range(4)}
+    for g in ds.graphs:
+        c, n, deg = int(g.y), g.num_nodes, _degrees(g)
+        node_counts[c].add(n)
+        assert 10 <= n <= 20 and _undirected_ok(g) and torch.equal(g.x, torch.ones(n, 1))
+        if c == 0:  # cycle
+            assert bool((deg == 2).all())
+        elif c == 1:  # star
+            assert sorted(deg.tolist()) == [1] * (n - 1) + [n - 1]
+        elif c == 2:  # tree, max degree 3
+            assert g.num_edges == 2 * (n - 1) and int(deg.max()) <= 3 and int(deg.min()) >= 1
+        else:  # random G(n, 1.5 n)
+            assert g.num_edges == 2 * (3 * n // 2)
+    # node counts do not give the class away: every class covers (nearly) the whole range
+    assert all(len(s) >= 9 for s in node_counts.values())
+
+
+def test_synthetic_graph_options() -> None:
+    graphs, labels = make_synthetic_graphs(40, 2, seed=3, features="degree", max_degree=5)
+    assert labels.tolist() == [0, 1] * 20
+    for g in graphs:
+        assert g.x.shape == (g.num_nodes, 6)
+        assert torch.equal(g.x.argmax(1), _degrees(g).clamp(max=5))
+    ds = load_dataset("synthetic-graphs", num_graphs=200, num_classes=2)
+    assert ds.num_classes == 2 and torch.bincount(torch.cat([g.y for g in ds.graphs])).tolist() == [100, 100]
+    with pytest.raises(ValueError, match="num_classes"):
+        make_synthetic_graphs(40, 5)
+
+
+def test_graph_dataset_validation() -> None:
+    g = Graph(x=torch.ones(3, 2), edge_index=torch.zeros(2, 0, dtype=torch.long), y=torch.tensor([0, 1, 0]),
+              masks={"train": torch.tensor([True, False, False])})
+    ds = GraphDataset("t", [g], num_classes=2, num_features=2, task="node")
+    assert ds.splits["train"].tolist() == [0]
+    with pytest.raises(ValueError, match="features"):
+        GraphDataset("t", [g], num_classes=2, num_features=3, task="node")
+    with pytest.raises(ValueError, match="exactly one graph"):
+        GraphDataset("t", [g, g], num_classes=2, num_features=2, task="node")
+    with pytest.raises(ValueError, match="one graph label"):
+        GraphDataset("t", [g], num_classes=2, num_features=2, task="graph")
+
+
+# -- FullBatchGraphLoader --------------------------------------------------------------------------------
+
+
+def test_full_batch_loader_masks_targets() -> None:
+    pytest.importorskip("networkx")
+    g = load_dataset("karate").graph
+    loader = FullBatchGraphLoader(g, "train")
+    assert len(loader) == 1 and loader.epoch == 0 and loader.batch_index == 0
+    graph, targets = loader.next_batch()
+    assert graph is g and loader.batch_index == 1 and loader.remaining == 0
+    m = g.masks["train"]
+    assert torch.equal(targets[m], g.y[m]) and bool((targets[~m] == -100).all())
+    logits = torch.randn(g.num_nodes, 2, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(F.cross_entropy(logits, targets), F.cross_entropy(logits[m], g.y[m]))
+    with pytest.raises(RuntimeError, match="exhausted"):
+        loader.next_batch()
+    state = loader.state_dict()
+    loader.start_next_epoch()
+    assert (loader.epoch, loader.batch_index) == (1, 0)
+    assert [len(list(loader)) for _ in range(3)] == [1, 1, 1] and loader.epoch == 4
+    other = FullBatchGraphLoader(g, "train")
+    other.load_state_dict(state)
+    assert (other.epoch, other.batch_index) == (0, 1)
+    with pytest.raises(ValueError, match="mask"):
+        FullBatchGraphLoader(g, "val").load_state_dict(state)
+    with pytest.raises(ValueError, match="no mask"):
+        FullBatchGraphLoader(g, "dev")
+    assert torch.equal(masked_targets(g, "test", ignore_index=-1)[g.masks["train"]], torch.full((8,), -1))
+
+
+# -- GraphBatchLoader ------------------------------------------------------------------------------------
+
+
+def _manual_batch(graphs: list[Graph]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    xs, edges, batch, offset = [], [], [], 0
+    for gid, g in enumerate(graphs):
+        xs.append(g.x)
+        for s, t in g.edge_index.t().tolist():
+            edges.append((s + offset, t + offset))
+        batch += [gid] * g.num_nodes
+        offset += g.num_nodes
+    return torch.cat(xs), torch.tensor(edges, dtype=torch.long).t(), torch.tensor(batch)
+
+
+def test_graph_batch_loader_epoch_coverage_and_offsets(synthetic: GraphDataset) -> None:
+    graphs = synthetic.split_graphs("train")  # 480 graphs
+    loader = GraphBatchLoader(graphs, 64, seed=5)
+    assert len(loader) == 8  # 7 full batches + 32
+    for epoch in range(2):
+        perm = epoch_permutation(480, 5, epoch)
+        seen = []
+        for b, (batched, y) in enumerate(loader):
+            idx = perm[b * 64:(b + 1) * 64].tolist()
+            seen += idx
+            members = [graphs[i] for i in idx]
+            assert batched.num_graphs == len(members) and torch.equal(y, torch.cat([g.y for g in members]))
+            x, ei, batch = _manual_batch(members)
+            assert torch.equal(batched.x, x) and torch.equal(batched.edge_index, ei)
+            assert torch.equal(batched.batch, batch)
+        assert sorted(seen) == list(range(480)) and loader.epoch == epoch + 1
+    assert len(GraphBatchLoader(graphs, 64, drop_last=True)) == 7
+
+
+def test_graph_batch_loader_resumes_mid_epoch(synthetic: GraphDataset) -> None:
+    graphs = synthetic.graphs
+    run = GraphBatchLoader(graphs, 50, seed=1)
+    run.start_next_epoch()
+    for _ in range(5):
+        run.next_batch()
+    state = run.state_dict()
+    rest = [run.next_batch() for _ in range(run.remaining)]
+    resumed = GraphBatchLoader(graphs, 50, seed=1)
+    resumed.load_state_dict(state)
+    assert (resumed.epoch, resumed.batch_index) == (1, 5)
+    again = [resumed.next_batch() for _ in range(resumed.remaining)]
+    assert len(again) == len(rest) == 7
+    for (g1, y1), (g2, y2) in zip(rest, again, strict=True):
+        assert torch.equal(y1, y2) and torch.equal(g1.x, g2.x) and torch.equal(g1.edge_index, g2.edge_index)
+    with pytest.raises(ValueError, match="global batch"):
+        GraphBatchLoader(graphs, 40, seed=1).load_state_dict(state)
+    with pytest.raises(ValueError, match="permutation"):
+        GraphBatchLoader(graphs, 50, seed=2).load_state_dict({**state, "seed": 2})
+
+
+def test_graph_batch_loader_shards_union_equals_single(synthetic: GraphDataset) -> None:
+    graphs = synthetic.graphs[:100]
+    single = GraphBatchLoader(graphs, 20, seed=0, drop_last=True)
+    ranks = [GraphBatchLoader(graphs, 10, seed=0, drop_last=True, rank=r, world_size=2) for r in range(2)]
+    assert len(single) == len(ranks[0]) == 5
+    for _ in range(5):
+        _, y = single.next_batch()
+        assert torch.equal(y, torch.cat([r.next_batch()[1] for r in ranks]))
+    with pytest.raises(ValueError, match="drop_last"):
+        GraphBatchLoader(graphs, 10, rank=0, world_size=2)
+    with pytest.raises(ValueError, match="graph label"):
+        GraphBatchLoader([Graph(x=torch.ones(2, 1), edge_index=torch.zeros(2, 0, dtype=torch.long))], 1)
