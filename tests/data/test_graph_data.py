@@ -7,15 +7,18 @@ masked cross-entropy against the loss on the masked nodes alone.
 
 from __future__ import annotations
 
+import sys
+
+import pytest
 import torch
 import torch.nn.functional as F
-import pytest
 
 from tricklab.data import load_dataset
 from tricklab.data.datasets.graphs import GraphDataset, make_synthetic_graphs
 from tricklab.data.graph import Graph
 from tricklab.data.graph_loaders import FullBatchGraphLoader, GraphBatchLoader, masked_targets
 from tricklab.data.loader import epoch_permutation
+from tricklab.errors import DataError
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +57,12 @@ def test_karate() -> None:
     assert torch.bincount(g.y[m["train"]]).tolist() == [4, 4]
     assert ds.fingerprint() == load_dataset("karate").fingerprint()
     assert ds.fingerprint() != load_dataset("karate", seed=1).fingerprint()
+
+
+def test_karate_without_networkx_names_the_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "networkx", None)  # import networkx now raises ImportError
+    with pytest.raises(DataError, match="pip install networkx"):
+        load_dataset("karate")
 
 
 # -- synthetic-graphs ------------------------------------------------------------------------------------

@@ -122,7 +122,7 @@ def test_missing_folder_and_files(tmp_path: Path, cora_copy: Path, monkeypatch: 
     assert str(cora_copy) in str(err.value)
     with pytest.raises(DataError, match="ind.citeseer.x is missing"):
         load_dataset("planetoid", data_dir=str(CORA_DIR), dataset="citeseer")
-    monkeypatch.setattr(pl, "DEFAULT_DIR", tmp_path / "absent")
+    monkeypatch.setattr(pl, "default_dirs", lambda: [tmp_path / "absent"])
     with pytest.raises(DataError, match="--data-dir"):
         load_dataset("cora")
 

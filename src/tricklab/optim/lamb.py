@@ -117,11 +117,14 @@ def _lamb_single(params: list[torch.Tensor], grads: list[torch.Tensor], ms: list
             denom.mul_(b)  # sqrt(v_hat) = sqrt(v) / sqrt(1 - beta2^t)
         denom.add_(eps)
         if wd != 0.0:
-            r = p.mul(wd).addcdiv_(m, denom, value=a)  # m_hat / denom + lambda x
+            r, c = p.mul(wd).addcdiv_(m, denom, value=a), 1.0  # r = m_hat / denom + lambda x
         else:
-            r = m.div(denom)  # the 1/(1-beta1^t) factor cancels in trust * r when there is no decay term
-        trust = _trust(torch.linalg.vector_norm(p), torch.linalg.vector_norm(r), group)
-        p.add_(r.mul_(trust * -lr))
+            # r = a * (m / denom): keep the scalar a out of the tensor pass and put it in ||r|| and the step
+            r, c = m.div(denom), a
+        w_norm = torch.linalg.vector_norm(p)
+        c_t = torch.tensor(c, dtype=w_norm.dtype, device=w_norm.device)  # same rounding as the foreach path
+        trust = _trust(w_norm, torch.linalg.vector_norm(r) * c_t, group)
+        p.add_(r.mul_(trust * (c_t * -lr)))
 
 
 def _lamb_foreach(params: list[torch.Tensor], grads: list[torch.Tensor], ms: list[torch.Tensor],
@@ -140,11 +143,13 @@ def _lamb_foreach(params: list[torch.Tensor], grads: list[torch.Tensor], ms: lis
     if wd != 0.0:
         r = torch._foreach_mul(params, wd)
         torch._foreach_addcdiv_(r, ms, denom, c1)
+        c = [1.0] * len(params)
     else:
-        r = torch._foreach_div(ms, denom)
+        r, c = torch._foreach_div(ms, denom), c1  # r = c1 * (m / denom), as in _lamb_single
     del denom
     w_norm = torch.stack(torch._foreach_norm(params))
-    r_norm = torch.stack(torch._foreach_norm(r))
-    scale = (_trust(w_norm, r_norm, group) * -lr).unbind()
+    c_t = torch.tensor(c, dtype=w_norm.dtype, device=w_norm.device)
+    r_norm = torch.stack(torch._foreach_norm(r)) * c_t
+    scale = (_trust(w_norm, r_norm, group) * (c_t * -lr)).unbind()
     torch._foreach_mul_(r, scale)
     torch._foreach_add_(params, r)

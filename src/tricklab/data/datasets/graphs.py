@@ -155,7 +155,8 @@ class GraphDataset:
             g = self.graph
             return (f"{self.name}: {g.num_nodes} nodes, {g.num_edges} directed edges, {self.num_features} "
                     f"features, {self.num_classes} classes; {sizes} nodes")
-        return f"{self.name}: {len(self.graphs)} graphs ({sizes}), {self.num_features} features, {self.num_classes} classes"
+        return (f"{self.name}: {len(self.graphs)} graphs ({sizes}), {self.num_features} features, "
+                f"{self.num_classes} classes")
 
 
 def edges_to_index(src: np.ndarray, dst: np.ndarray, num_nodes: int) -> Tensor:

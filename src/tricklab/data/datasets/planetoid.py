@@ -45,7 +45,17 @@ __all__ = [
     "NUM_VAL",
 ]
 
-DEFAULT_DIR = Path("/work/shared/data/planetoid")
+# The project keeps a copy of Cora's raw files in shared/data/planetoid beside the checkout; an installed
+# package looks there (relative to this source tree), then at $TRICKLAB_PLANETOID_DIR.
+DEFAULT_DIR = Path(__file__).resolve().parents[4].parent / "shared" / "data" / "planetoid"
+
+
+def default_dirs() -> list[Path]:
+    """Where a Planetoid folder is looked for when none is given, in order."""
+    import os
+
+    dirs = [Path(os.environ["TRICKLAB_PLANETOID_DIR"])] if os.environ.get("TRICKLAB_PLANETOID_DIR") else []
+    return dirs + [DEFAULT_DIR, Path("/work/shared/data/planetoid")]
 PLANETOID_FILES = ("x", "y", "tx", "ty", "allx", "ally", "graph", "test.index")
 NUM_VAL = 500
 
@@ -288,10 +298,12 @@ def _read_planetoid(folder: str | Path, name: str, normalize_features: bool) -> 
 def _resolve_folder(data_dir: str | None, name: str) -> Path:
     if data_dir:
         return Path(data_dir).expanduser()
-    if DEFAULT_DIR.is_dir():
-        return DEFAULT_DIR
-    raise DataError(f"no Planetoid folder given and the default {DEFAULT_DIR} does not exist: pass --data-dir DIR "
-                    f"(recipe key data.data_dir=DIR) naming a folder with the ind.{name}.* files")
+    for d in default_dirs():
+        if (d / f"ind.{name}.x").is_file():
+            return d
+    raise DataError(f"no Planetoid folder given and none of {[str(d) for d in default_dirs()]} holds "
+                    f"ind.{name}.* files: pass --data-dir DIR (recipe key data.data_dir=DIR) naming a folder with "
+                    f"the ind.{name}.* files")
 
 
 def _dataset(name: str, folder: Path, normalize_features: bool) -> GraphDataset:
