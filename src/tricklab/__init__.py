@@ -11,7 +11,7 @@ from typing import Any
 __version__ = "0.1.0"
 
 _SUBMODULES = {
-    "data", "models", "train", "techniques", "evaluate", "optim", "schedules", "lab", "registry", "errors",
+    "data", "layers", "models", "train", "techniques", "evaluate", "optim", "schedules", "lab", "registry", "errors",
 }
 
 

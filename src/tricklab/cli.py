@@ -218,6 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir", type=Path, nargs="?", default=Path("runs/ablation"))
     p.add_argument("--to", type=Path, default=Path("docs/cards"), help="folder for the cards (default docs/cards)")
     p.set_defaults(func=cmd_cards)
+    from tricklab.lab import lr_find
+
+    lr_find.add_parser(sub)
     p = sub.add_parser("list", help="print what is registered: tasks, data sets, models, optimizers, schedules, techniques")
     p.set_defaults(func=cmd_list)
     return parser

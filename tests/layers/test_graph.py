@@ -67,11 +67,13 @@ def copy_(dst: torch.Tensor, src: torch.Tensor) -> None:
                                                       (True, True, False)])
 @pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("out_ch", [4, 9])  # both multiplication orders (transform first / propagate first)
-def test_gcn_matches_pyg(add_loops: bool, normalize: bool, bias: bool, weighted: bool, out_ch: int) -> None:
+@pytest.mark.parametrize("cached", [False, True])  # gather/scatter path and cached sparse-CSR path
+def test_gcn_matches_pyg(add_loops: bool, normalize: bool, bias: bool, weighted: bool, out_ch: int,
+                         cached: bool) -> None:
     ei, gen = random_graph()
     x = torch.randn(30, 6, generator=gen, dtype=DT)
     w = (torch.rand(ei.shape[1], generator=gen, dtype=DT) + 0.1) if weighted else None
-    ours = GCNConv(6, out_ch, add_self_loops=add_loops, normalize=normalize, bias=bias).to(DT)
+    ours = GCNConv(6, out_ch, add_self_loops=add_loops, normalize=normalize, bias=bias, cached=cached).to(DT)
     theirs = pyg.GCNConv(6, out_ch, add_self_loops=add_loops, normalize=normalize, bias=bias).to(DT)
     copy_(theirs.lin.weight, ours.weight)
     pairs = [(ours.weight, theirs.lin.weight)]
@@ -109,9 +111,9 @@ def test_gcn_cache_is_reused_and_invalidated() -> None:
     ref = GCNConv(4, 3)
     ref.load_state_dict(layer.state_dict())
     out = layer(x, ei)
-    cached_norm = layer._cache[4]  # type: ignore[index]
+    cached_adj = layer._cache[5]  # type: ignore[index]
     layer(x, ei)
-    assert layer._cache[4] is cached_norm  # type: ignore[index]  # same graph: no recomputation
+    assert layer._cache[5] is cached_adj  # type: ignore[index]  # same graph: no recomputation
     ei2 = ei[:, :40].clone()
     torch.testing.assert_close(layer(x, ei2), ref(x, ei2))  # another graph: recomputed, not stale
     ei2[0, 0] = (ei2[0, 0] + 1) % 27  # in-place edit of the same tensor: version counter invalidates

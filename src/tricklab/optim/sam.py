@@ -46,27 +46,39 @@ def sam_perturbation(
     ada = [bool(adaptive)] * n if isinstance(adaptive, bool) else [bool(a) for a in adaptive]
     if n == 0:
         return []
+    dirs, scales = _direction_and_scale(params, grads, rhos, ada, foreach)
     if foreach:
-        tg = torch._foreach_mul(grads, 1.0)  # T_w g (copy: e_w must not alias the gradient)
-        idx = [i for i in range(n) if ada[i]]
-        if idx:
-            torch._foreach_mul_([tg[i] for i in idx], torch._foreach_abs([params[i] for i in idx]))
-        norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(tg)))
-        inv = 1.0 / (norm + NORM_EPS)
-        if idx:  # T_w^2 g = |w| (T_w g)
-            torch._foreach_mul_([tg[i] for i in idx], torch._foreach_abs([params[i] for i in idx]))
-        torch._foreach_mul_(tg, inv)
-        torch._foreach_mul_(tg, rhos)
-        return list(tg)
-    tg = [g * p.abs() if a else g.clone() for p, g, a in zip(params, grads, ada)]
-    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t) for t in tg]))
-    inv = 1.0 / (norm + NORM_EPS)
-    out = []
-    for p, t, r, a in zip(params, tg, rhos, ada):
-        if a:
-            t.mul_(p.abs())
-        out.append(t.mul_(inv).mul_(r))
-    return out
+        return list(torch._foreach_mul(dirs, scales))
+    return [d * c for d, c in zip(dirs, scales)]
+
+
+def _direction_and_scale(
+    params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor], rhos: list[float], ada: list[bool],
+    foreach: bool,
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """e_w = scale_i * direction_i with direction g (SAM) or T_w^2 g (ASAM) and scale_i = rho_i / ||T g||
+    (0-d tensors: no host sync). Non-adaptive directions are the gradients themselves (not copies)."""
+    n = len(params)
+    rho_t = torch.tensor(rhos, dtype=grads[0].dtype, device=grads[0].device)
+    idx = [i for i in range(n) if ada[i]]
+    tg = list(grads)
+    if idx:  # T_w g = |w| g
+        abs_w = (torch._foreach_abs([params[i] for i in idx]) if foreach
+                 else [params[i].abs() for i in idx])
+        prod = (torch._foreach_mul([grads[i] for i in idx], abs_w) if foreach
+                else [grads[i] * a for i, a in zip(idx, abs_w)])
+        for j, t in zip(idx, prod):
+            tg[j] = t
+    norms = torch._foreach_norm(tg) if foreach else [torch.linalg.vector_norm(t) for t in tg]
+    norm = torch.linalg.vector_norm(torch.stack(list(norms)))
+    scales = list((rho_t / (norm + NORM_EPS)).unbind())
+    if idx:  # T_w^2 g = |w| (T_w g), in place on the fresh products
+        if foreach:
+            torch._foreach_mul_([tg[i] for i in idx], abs_w)
+        else:
+            for i, a in zip(idx, abs_w):
+                tg[i].mul_(a)
+    return tg, scales
 
 
 class SAM(WrappedOptimizer):
@@ -107,7 +119,7 @@ class SAM(WrappedOptimizer):
     @property
     def pending(self) -> bool:
         """True between ``first_step`` and ``second_step`` / ``restore`` (weights are perturbed)."""
-        return any("old_p" in s for s in self.state.values())
+        return bool(self.__dict__.get("_pending"))
 
     @torch.no_grad()
     def first_step(self, zero_grad: bool = False) -> None:
@@ -122,33 +134,36 @@ class SAM(WrappedOptimizer):
                     grads.append(p.grad)
                     rhos.append(group["rho"])
                     ada.append(group["adaptive"])
-        e_w = sam_perturbation(params, grads, rhos, ada, foreach=self.foreach)
         if not params:
             return
+        dirs, scales = _direction_and_scale(params, grads, rhos, ada, self.foreach)
+        # saved weights go into buffers kept between steps (a fresh copy each step costs page faults on the
+        # CPU); e_w = scale * direction is added without materialising it
+        saved = self.__dict__.setdefault("_saved", {})
+        bufs = [saved[p] if p in saved else saved.setdefault(p, torch.empty_like(p)) for p in params]
         if self.foreach:
-            saved = torch._foreach_mul(params, 1.0)
-            torch._foreach_add_(params, e_w)
+            torch._foreach_copy_(bufs, params)
+            torch._foreach_addcmul_(params, dirs, scales)
         else:
-            saved = [p.clone() for p in params]
-            for p, e in zip(params, e_w):
-                p.add_(e)
-        for p, s in zip(params, saved):
-            self.state[p]["old_p"] = s
+            for p, b, d, c in zip(params, bufs, dirs, scales):
+                b.copy_(p)
+                p.addcmul_(d, c)
+        self.__dict__["_pending"] = params
         if zero_grad:
             self.zero_grad(set_to_none=True)
 
     @torch.no_grad()
     def restore(self) -> None:
         """Put the saved weights w back (undo ``first_step``) without stepping."""
-        params = [p for p in self._params() if "old_p" in self.state[p]]
-        saved = [self.state[p].pop("old_p") for p in params]
+        params = self.__dict__.pop("_pending", None)
         if not params:
             return
+        saved = [self._saved[p] for p in params]
         if self.foreach:
             torch._foreach_copy_(params, saved)
         else:
-            for p, s in zip(params, saved):
-                p.copy_(s)
+            for p, b in zip(params, saved):
+                p.copy_(b)
 
     @torch.no_grad()
     def second_step(self, zero_grad: bool = False) -> None:

@@ -137,9 +137,13 @@ class SWA(Technique):
     def _bn_batches(self, state: TrainState) -> list[torch.Tensor]:
         """Up to bn_batches training batches in a fixed order (the loader's epoch-0 permutation), read
         without moving the loader's position."""
-        loader = state.extras["trainer"].loader
         from tricklab.data.loader import epoch_permutation
+        from tricklab.errors import ConfigError
 
+        loader = state.extras["trainer"].loader
+        if not hasattr(loader, "inputs"):
+            raise ConfigError("swa recomputes BatchNorm statistics from an in-memory training loader "
+                              "(tricklab.data.InMemoryLoader); with another loader use recompute_bn_ yourself")
         x = loader.inputs
         bs = loader.batch_size
         perm = epoch_permutation(len(x), loader.seed, 0)
