@@ -18,13 +18,15 @@ from tricklab.techniques.metrics_log import MetricsLog
 from tricklab.techniques.mixed_precision import MixedPrecision
 from tricklab.techniques.nan_guard import NanGuard
 from tricklab.techniques.progress import Progress
+from tricklab.techniques.grad_centralization import GradCentralization
+from tricklab.techniques.sam import SAMTechnique
 from tricklab.techniques.swa import SWA, swa_update_
 from tricklab.train.technique import Technique
 
 TECHNIQUES: Registry[type[Technique]] = Registry("technique")
 for _cls in (MixedPrecision, GradAccumulation, GradClip, NanGuard, EMA, EarlyStopping, LabelSmoothing,
-             LRSchedule, Checkpointing, MetricsLog, Progress, SWA):
+             LRSchedule, Checkpointing, MetricsLog, Progress, SWA, SAMTechnique, GradCentralization):
     TECHNIQUES.register(_cls.name, _cls)
 
 __all__ = ["EMA", "TECHNIQUES", "Checkpointing", "EarlyStopping", "GradAccumulation", "GradClip", "LRSchedule",
-           "LabelSmoothing", "MetricsLog", "MixedPrecision", "NanGuard", "Progress", "SWA", "ema_update_", "swa_update_"]
+           "LabelSmoothing", "MetricsLog", "MixedPrecision", "NanGuard", "Progress", "SAMTechnique", "GradCentralization", "SWA", "ema_update_", "swa_update_"]
