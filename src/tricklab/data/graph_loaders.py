@@ -24,7 +24,7 @@ from torch import Tensor
 from tricklab.data.graph import Graph, batch_graphs
 from tricklab.data.loader import _ShardedEpochOrder
 
-__all__ = ["FullBatchGraphLoader", "GraphBatchLoader", "masked_targets"]
+__all__ = ["FullBatchGraphLoader", "GraphBatchLoader", "NeighborLoader", "masked_targets"]
 
 
 def masked_targets(graph: Graph, mask_name: str, ignore_index: int = -100) -> Tensor:
@@ -144,6 +144,57 @@ class GraphBatchLoader(_ShardedEpochOrder):
         self._batch_index += 1
         assert batched.y is not None  # every graph has a label (checked in __init__)
         return batched, batched.y
+
+    def __iter__(self) -> Iterator[tuple[Graph, Tensor]]:
+        while self._batch_index < len(self):
+            yield self.next_batch()
+        self.start_next_epoch()
+
+
+class NeighborLoader(_ShardedEpochOrder):
+    """Mini-batches of seed nodes with sampled neighbourhoods, for node classification on large graphs
+    (GraphSAGE, Hamilton et al. 2017): each batch is the subgraph of the nodes that
+    :func:`tricklab.layers.graph.sample_neighbors` reaches from ``batch_size`` seed nodes of the mask in
+    ``len(fanouts)`` hops (seeds first), with every sampled edge; targets are the seeds' labels and
+    ``ignore_index`` for the other nodes, so the loss trains on the seeds only.
+
+    Running the whole model on the union of the sampled edges gives the seeds the same outputs as running
+    layer l on the edges of hops 1..K-l (the extra edges point only at nodes farther out). The sample of batch
+    b in epoch e is drawn with a generator seeded from (seed, e, b), so a resumed run draws the same samples.
+    """
+
+    def __init__(self, graph: Graph, mask_name: str, batch_size: int, fanouts: Sequence[int], *,
+                 shuffle: bool = True, drop_last: bool = False, seed: int = 0, rank: int = 0,
+                 world_size: int = 1, ignore_index: int = -100) -> None:
+        if mask_name not in graph.masks:
+            raise KeyError(f"graph has no mask {mask_name!r}; it has {sorted(graph.masks)}")
+        if graph.y is None:
+            raise ValueError("NeighborLoader needs node labels (graph.y)")
+        if not fanouts or any(int(f) == 0 for f in fanouts):
+            raise ValueError(f"fanouts must be a non-empty list of non-zero ints (-1 = all), got {list(fanouts)}")
+        self.graph = graph
+        self.mask_name = mask_name
+        self.fanouts = [int(f) for f in fanouts]
+        self.ignore_index = ignore_index
+        self.nodes = graph.masks[mask_name].nonzero().reshape(-1)
+        super().__init__(int(self.nodes.numel()), batch_size, shuffle=shuffle, drop_last=drop_last, seed=seed,
+                         rank=rank, world_size=world_size)
+
+    def next_batch(self) -> tuple[Graph, Tensor]:
+        from tricklab.layers.graph import sample_neighbors
+
+        self._check_not_exhausted()
+        start, end = self._span(self._batch_index)
+        seeds = self.nodes[self.permutation()[start:end]]
+        gen = torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch * 10_007 + self._batch_index)
+                                            % (2**63 - 1))
+        g = self.graph
+        node_ids, edges = sample_neighbors(g.edge_index, seeds, self.fanouts, generator=gen, num_nodes=g.num_nodes)
+        targets = torch.full((node_ids.numel(),), self.ignore_index, dtype=torch.long)
+        targets[: seeds.numel()] = g.y[seeds]
+        sub = Graph(x=g.x[node_ids], edge_index=edges[0], y=g.y[node_ids])
+        self._batch_index += 1
+        return sub, targets
 
     def __iter__(self) -> Iterator[tuple[Graph, Tensor]]:
         while self._batch_index < len(self):

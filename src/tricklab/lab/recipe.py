@@ -60,6 +60,9 @@ class DataSpec:
     data_dir: str | None = None
     val_fraction: float = 0.0
     args: dict[str, Any] = field(default_factory=dict)  # extra data-set arguments (e.g. planetoid name)
+    # node tasks: sample this many neighbours per hop around batch_size seed nodes (GraphSAGE mini-batches)
+    # instead of training on the whole graph each step
+    fanouts: list[int] | None = None
 
 
 @dataclass

@@ -254,7 +254,7 @@ def prepare_data(task: Task, recipe: Recipe, info: distributed.DistInfo) -> Prep
         return PreparedData(loader, val or test, test, val, tuple(data.input_shape), data.num_classes,
                             data.fingerprint(), None, data.x_test)
     from tricklab.data.graph import batch_graphs
-    from tricklab.data.graph_loaders import FullBatchGraphLoader, GraphBatchLoader
+    from tricklab.data.graph_loaders import FullBatchGraphLoader, GraphBatchLoader, NeighborLoader
 
     if recipe.data.val_fraction > 0:
         raise ConfigError(f"data.val_fraction: task {task.name!r} has its own validation split; leave it at 0")
@@ -264,7 +264,11 @@ def prepare_data(task: Task, recipe: Recipe, info: distributed.DistInfo) -> Prep
         graph = data.graph
         val = (graph, "val") if "val" in graph.masks else None
         test = (graph, "test")
-        return PreparedData(FullBatchGraphLoader(graph, "train"), val or test, test, val, (data.num_features,),
+        if recipe.data.fanouts:
+            loader: Any = NeighborLoader(graph, "train", recipe.batch_size, recipe.data.fanouts, seed=recipe.seed)
+        else:
+            loader = FullBatchGraphLoader(graph, "train")
+        return PreparedData(loader, val or test, test, val, (data.num_features,),
                             data.num_classes, data.fingerprint(), _node_predict, graph)
     loader = GraphBatchLoader(data.split_graphs("train"), recipe.batch_size // info.world_size, seed=recipe.seed,
                               rank=info.rank, world_size=info.world_size)

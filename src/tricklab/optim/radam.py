@@ -1,0 +1,188 @@
+"""RAdam (Liu, Jiang, He, Chen, Liu, Gao and Han, ICLR 2020): Adam with a rectified adaptive step.
+
+Problem: early in training Adam's second-moment estimate rests on a handful of gradients, so the adaptive
+step has a huge variance (the reason warm-up helps). Fix: model the exponential moving average as a simple
+moving average of length rho_t and scale the adaptive step by a rectification term r_t that corrects its
+variance; while rho_t is too short for the variance to be finite, take an un-adapted momentum step:
+
+    m_t = beta1 m + (1 - beta1) g ;  v_t = beta2 v + (1 - beta2) g^2 ;  m_hat = m_t / (1 - beta1^t)
+    rho_inf = 2 / (1 - beta2) - 1 ;  rho_t = rho_inf - 2 t beta2^t / (1 - beta2^t)
+    rho_t > 5:  r_t = sqrt((rho_t - 4)(rho_t - 2) rho_inf / ((rho_inf - 4)(rho_inf - 2) rho_t))
+                x <- x - lr r_t m_hat sqrt(1 - beta2^t) / (sqrt(v_t) + eps)
+    else:       x <- x - lr m_hat
+
+The threshold (rho_t > 5), the placement of eps (added to sqrt(v_t), before the sqrt(1 - beta2^t) factor)
+and the weight decay (L2: g += wd x; ``decoupled_weight_decay=True``: x *= 1 - lr wd before the update)
+follow ``torch.optim.RAdam``, which the tests use as the reference. Per tensor the update is one scalar
+times m / (sqrt(v) + eps), so the multi-tensor path is three in-place moment/denominator ops and one
+``addcdiv`` into the parameters, all on persistent buffers (on the CPU a fresh 10M-element result costs
+page faults that made allocating multi-tensor ops 5-10x slower than in-place ones).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch.optim import Optimizer
+
+
+def rectification(step: int, beta2: float) -> float:
+    """r_t of the paper for step ``step`` (1-based), or 0.0 where rho_t <= 5 (no adaptive step)."""
+    rho_inf = 2.0 / (1.0 - beta2) - 1.0
+    b2t = beta2**step
+    rho_t = rho_inf - 2.0 * step * b2t / (1.0 - b2t)
+    if not rho_t > 5.0:
+        return 0.0
+    return math.sqrt((rho_t - 4.0) * (rho_t - 2.0) * rho_inf / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t))
+
+
+class RAdam(Optimizer):
+    """RAdam with the arithmetic of ``torch.optim.RAdam`` (to rounding), without its per-step allocations.
+
+    Args:
+        lr, betas, eps: as in Adam.
+        weight_decay: L2 (added to the gradient) or, with ``decoupled_weight_decay=True``, AdamW-style
+            x *= 1 - lr wd before the update.
+        foreach: multi-tensor path (``torch._foreach_*`` over a group); False for the per-tensor loop. Both do
+            the same operations in the same order (identical results).
+
+    State per parameter: ``step`` (int), ``exp_avg``, ``exp_avg_sq`` (torch's names; a torch.optim.RAdam
+    state with a tensor ``step`` loads). The denominator buffer is working memory, not state.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        decoupled_weight_decay: bool = False,
+        foreach: bool = True,
+    ) -> None:
+        if not lr >= 0.0:
+            raise ValueError(f"invalid learning rate {lr!r}")
+        if not (0.0 <= betas[0] < 1.0 and 0.0 <= betas[1] < 1.0):
+            raise ValueError(f"invalid betas {betas!r}")
+        if not eps >= 0.0 or not weight_decay >= 0.0:
+            raise ValueError(f"invalid eps {eps!r} or weight_decay {weight_decay!r}")
+        defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
+                        decoupled_weight_decay=decoupled_weight_decay, foreach=foreach)
+        super().__init__(params, defaults)
+        self._scratch: dict[torch.Tensor, torch.Tensor] = {}
+
+    def _gather(self, group: dict[str, Any]) -> tuple[list[torch.Tensor], ...] | None:
+        params, grads, ms, vs, bufs, steps = [], [], [], [], [], []
+        scratch = self.__dict__.setdefault("_scratch", {})  # (torch's pickling drops it)
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            if p.grad.is_sparse:
+                raise RuntimeError("RAdam does not support sparse gradients")
+            st = self.state[p]
+            if not st:
+                st["step"] = 0
+                st["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                st["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            elif isinstance(st["step"], torch.Tensor):  # a torch.optim.RAdam state
+                st["step"] = int(st["step"].item())
+            st["step"] += 1
+            buf = scratch.get(p)
+            if buf is None or buf.shape != p.shape or buf.dtype != p.dtype or buf.device != p.device:
+                buf = scratch[p] = torch.empty_like(p, memory_format=torch.preserve_format)
+            params.append(p)
+            grads.append(p.grad)
+            ms.append(st["exp_avg"])
+            vs.append(st["exp_avg_sq"])
+            bufs.append(buf)
+            steps.append(st["step"])
+        return (params, grads, ms, vs, bufs, steps) if params else None
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            got = self._gather(group)
+            if got is not None:
+                (_radam_foreach if group["foreach"] else _radam_single)(*got, group)
+        return loss
+
+
+def _step_sizes(steps: list[int], group: dict[str, Any]) -> tuple[list[float], list[float]]:
+    """Per tensor the factor c of m / (sqrt(v) + eps) (0 without rectification) and the factor u of m
+    (0 with it): x += c m / (sqrt(v) + eps) + u m. Cached per step count (a group usually shares one)."""
+    beta1, beta2 = group["betas"]
+    lr = float(group["lr"])
+    cache: dict[int, tuple[float, float]] = {}
+    cs, us = [], []
+    for t in steps:
+        if t not in cache:
+            bc1 = 1.0 - beta1**t
+            rect = rectification(t, beta2)
+            if rect > 0.0:
+                cache[t] = (-lr * rect * math.sqrt(1.0 - beta2**t) / bc1, 0.0)
+            else:
+                cache[t] = (0.0, -lr / bc1)
+        c, u = cache[t]
+        cs.append(c)
+        us.append(u)
+    return cs, us
+
+
+def _radam_single(params: list[torch.Tensor], grads: list[torch.Tensor], ms: list[torch.Tensor],
+                  vs: list[torch.Tensor], bufs: list[torch.Tensor], steps: list[int], group: dict[str, Any]) -> None:
+    beta1, beta2 = group["betas"]
+    wd, lr, eps = group["weight_decay"], float(group["lr"]), group["eps"]
+    cs, us = _step_sizes(steps, group)
+    for p, g, m, v, d, c, u in zip(params, grads, ms, vs, bufs, cs, us):
+        if wd != 0.0:
+            if group["decoupled_weight_decay"]:
+                p.mul_(1.0 - lr * wd)
+            else:  # L2: the moments see g + wd x (in the scratch buffer; .grad stays as it is)
+                g = d.copy_(g).add_(p, alpha=wd)
+        m.lerp_(g, 1.0 - beta1)
+        v.mul_(beta2).addcmul_(g, g, value=1.0 - beta2)
+        if c != 0.0:
+            torch.sqrt(v, out=d).add_(eps)
+            p.addcdiv_(m, d, value=c)
+        else:
+            p.add_(m, alpha=u)
+
+
+def _radam_foreach(params: list[torch.Tensor], grads: list[torch.Tensor], ms: list[torch.Tensor],
+                   vs: list[torch.Tensor], bufs: list[torch.Tensor], steps: list[int], group: dict[str, Any]) -> None:
+    # the operations of _radam_single, one multi-tensor op each over the group, all in place
+    beta1, beta2 = group["betas"]
+    wd, lr, eps = group["weight_decay"], float(group["lr"]), group["eps"]
+    cs, us = _step_sizes(steps, group)
+    if wd != 0.0:
+        if group["decoupled_weight_decay"]:
+            torch._foreach_mul_(params, 1.0 - lr * wd)
+        else:
+            torch._foreach_copy_(bufs, grads)
+            torch._foreach_add_(bufs, params, alpha=wd)
+            grads = bufs
+    torch._foreach_lerp_(ms, grads, 1.0 - beta1)
+    torch._foreach_mul_(vs, beta2)
+    torch._foreach_addcmul_(vs, grads, grads, value=1.0 - beta2)
+    rect = [i for i, c in enumerate(cs) if c != 0.0]
+    plain = [i for i, c in enumerate(cs) if c == 0.0]
+    if rect:
+        sel = (lambda xs: xs) if not plain else (lambda xs: [xs[i] for i in rect])
+        d = sel(bufs)
+        for v, b in zip(sel(vs), d):  # sqrt into the scratch buffer (the foreach out= overload allocates)
+            torch.sqrt(v, out=b)
+        torch._foreach_add_(d, eps)
+        torch._foreach_addcdiv_(sel(params), sel(ms), d, sel(cs))
+    if plain:  # x += u m, one op per distinct u (a group usually shares one step count)
+        by_u: dict[float, list[int]] = {}
+        for i in plain:
+            by_u.setdefault(us[i], []).append(i)
+        for u, idx in by_u.items():
+            torch._foreach_add_([params[i] for i in idx], [ms[i] for i in idx], alpha=u)
