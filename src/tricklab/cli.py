@@ -51,18 +51,10 @@ def _print_summary(summary: dict[str, Any], run_dir: Path) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from tricklab.lab.recipe import load_recipe
+    from tricklab.lab.recipe import load_recipe, recipe_arguments
     from tricklab.lab.runner import run
 
-    overrides = list(args.overrides)
-    if args.data_dir is not None:
-        overrides.append(f"data.data_dir={args.data_dir}")
-    recipe_path = args.recipe
-    # `tricklab run key=value` with no recipe: the first positional is an override, not a file
-    if recipe_path is not None and "=" in recipe_path and not Path(recipe_path).exists():
-        overrides.insert(0, recipe_path)
-        recipe_path = None
-    recipe = load_recipe(recipe_path, overrides)
+    recipe = load_recipe(*recipe_arguments(args.recipe, args.overrides, args.data_dir))
     result = run(recipe, out=args.out, resume=args.resume)
     if int(os.environ.get("RANK", "0")) == 0:
         _print_summary(result.summary, result.run_dir)
@@ -81,14 +73,9 @@ def cmd_ablate(args: argparse.Namespace) -> int:
         write_outputs,
     )
 
-    overrides = list(args.overrides)
-    recipe_path = args.recipe
-    if recipe_path is not None and "=" in recipe_path and not Path(recipe_path).exists():
-        overrides.insert(0, recipe_path)
-        recipe_path = None
-    if args.data_dir is not None:
-        overrides.append(f"data.data_dir={args.data_dir}")
-    base = load_base(recipe_path, overrides)
+    from tricklab.lab.recipe import recipe_arguments
+
+    base = load_base(*recipe_arguments(args.recipe, args.overrides, args.data_dir))
     if args.techniques is not None:
         techniques = [t for t in args.techniques.split(",") if t.strip()]
     else:

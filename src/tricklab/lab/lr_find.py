@@ -251,17 +251,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def cmd(args: argparse.Namespace) -> int:
-    from tricklab.lab.recipe import load_recipe
+    from tricklab.lab.recipe import load_recipe, recipe_arguments
 
-    overrides = list(args.overrides)
-    if getattr(args, "data_dir", None) is not None:
-        overrides.append(f"data.data_dir={args.data_dir}")
-    recipe_path = args.recipe
-    # `tricklab lr-find key=value` with no recipe: the first positional is an override, not a file
-    if recipe_path is not None and "=" in recipe_path and not Path(recipe_path).exists():
-        overrides.insert(0, recipe_path)
-        recipe_path = None
-    recipe = load_recipe(recipe_path, overrides)
+    recipe = load_recipe(*recipe_arguments(args.recipe, args.overrides, getattr(args, "data_dir", None)))
     if args.steps < 3:
         raise UserError(f"--steps must be at least 3, got {args.steps}")
     result = lr_find(recipe, args.out, start_lr=args.start_lr, end_lr=args.end_lr, num_steps=args.steps)

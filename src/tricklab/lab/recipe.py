@@ -314,6 +314,18 @@ DEFAULT_RECIPE: dict[str, Any] = {
 }
 
 
+def recipe_arguments(recipe: str | None, overrides: list[str] | tuple[str, ...],
+                     data_dir: str | None = None) -> tuple[str | None, list[str]]:
+    """The command line's (recipe file, overrides): ``tricklab run key=value`` has no recipe file, so a first
+    positional that holds '=' and is not an existing file is an override; ``--data-dir`` is an override too."""
+    out = list(overrides)
+    if data_dir is not None:
+        out.append(f"data.data_dir={data_dir}")
+    if recipe is not None and "=" in recipe and not Path(recipe).exists():
+        return None, [recipe, *out]
+    return recipe, out
+
+
 def load_recipe(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
     """Read a recipe file (or the embedded default :data:`DEFAULT_RECIPE` when ``path`` is None) and apply
     overrides."""

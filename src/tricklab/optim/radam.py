@@ -114,33 +114,30 @@ class RAdam(Optimizer):
         return loss
 
 
-def _step_sizes(steps: list[int], group: dict[str, Any]) -> tuple[list[float], list[float]]:
-    """Per tensor the factor c of m / (sqrt(v) + eps) (0 without rectification) and the factor u of m
-    (0 with it): x += c m / (sqrt(v) + eps) + u m. Cached per step count (a group usually shares one)."""
+def _step_sizes(steps: list[int], group: dict[str, Any]) -> tuple[list[bool], list[float]]:
+    """Per tensor whether the step is rectified, and its scale: x += scale m / (sqrt(v) + eps) when it is,
+    x += scale m when not. Computed once per distinct step count (a group usually shares one)."""
     beta1, beta2 = group["betas"]
     lr = float(group["lr"])
-    cache: dict[int, tuple[float, float]] = {}
-    cs, us = [], []
+    cache: dict[int, tuple[bool, float]] = {}
+    rect, scale = [], []
     for t in steps:
         if t not in cache:
             bc1 = 1.0 - beta1**t
-            rect = rectification(t, beta2)
-            if rect > 0.0:
-                cache[t] = (-lr * rect * math.sqrt(1.0 - beta2**t) / bc1, 0.0)
-            else:
-                cache[t] = (0.0, -lr / bc1)
-        c, u = cache[t]
-        cs.append(c)
-        us.append(u)
-    return cs, us
+            r = rectification(t, beta2)
+            cache[t] = (True, -lr * r * math.sqrt(1.0 - beta2**t) / bc1) if r > 0.0 else (False, -lr / bc1)
+        ok, c = cache[t]
+        rect.append(ok)
+        scale.append(c)
+    return rect, scale
 
 
 def _radam_single(params: list[torch.Tensor], grads: list[torch.Tensor], ms: list[torch.Tensor],
                   vs: list[torch.Tensor], bufs: list[torch.Tensor], steps: list[int], group: dict[str, Any]) -> None:
     beta1, beta2 = group["betas"]
     wd, lr, eps = group["weight_decay"], float(group["lr"]), group["eps"]
-    cs, us = _step_sizes(steps, group)
-    for p, g, m, v, d, c, u in zip(params, grads, ms, vs, bufs, cs, us):
+    rect, scale = _step_sizes(steps, group)
+    for p, g, m, v, d, ok, c in zip(params, grads, ms, vs, bufs, rect, scale):
         if wd != 0.0:
             if group["decoupled_weight_decay"]:
                 p.mul_(1.0 - lr * wd)
@@ -148,19 +145,38 @@ def _radam_single(params: list[torch.Tensor], grads: list[torch.Tensor], ms: lis
                 g = d.copy_(g).add_(p, alpha=wd)
         m.lerp_(g, 1.0 - beta1)
         v.mul_(beta2).addcmul_(g, g, value=1.0 - beta2)
-        if c != 0.0:
+        if ok:
             torch.sqrt(v, out=d).add_(eps)
             p.addcdiv_(m, d, value=c)
         else:
-            p.add_(m, alpha=u)
+            p.add_(m, alpha=c)
 
 
 def _radam_foreach(params: list[torch.Tensor], grads: list[torch.Tensor], ms: list[torch.Tensor],
                    vs: list[torch.Tensor], bufs: list[torch.Tensor], steps: list[int], group: dict[str, Any]) -> None:
-    # the operations of _radam_single, one multi-tensor op each over the group, all in place
+    # the operations of _radam_single in the same order, one multi-tensor op each, all in place (identical
+    # results to the per-tensor loop). The group is cut into runs of consecutive tensors of about
+    # CHUNK_NUMEL elements and every op runs over one run before the next starts: the five arrays of a run
+    # stay in the cache between ops (over the whole group each op would stream them all from memory).
+    rect, scale = _step_sizes(steps, group)
+    start, n = 0, 0
+    for i, p in enumerate(params):
+        n += p.numel()
+        if n >= CHUNK_NUMEL or i == len(params) - 1:
+            j = i + 1
+            _radam_run(params[start:j], grads[start:j], ms[start:j], vs[start:j], bufs[start:j],
+                       rect[start:j], scale[start:j], group)
+            start, n = j, 0
+
+
+CHUNK_NUMEL = 1 << 16
+
+
+def _radam_run(params: list[torch.Tensor], grads: list[torch.Tensor], ms: list[torch.Tensor],
+               vs: list[torch.Tensor], bufs: list[torch.Tensor], rect: list[bool], scale: list[float],
+               group: dict[str, Any]) -> None:
     beta1, beta2 = group["betas"]
     wd, lr, eps = group["weight_decay"], float(group["lr"]), group["eps"]
-    cs, us = _step_sizes(steps, group)
     if wd != 0.0:
         if group["decoupled_weight_decay"]:
             torch._foreach_mul_(params, 1.0 - lr * wd)
@@ -171,18 +187,24 @@ def _radam_foreach(params: list[torch.Tensor], grads: list[torch.Tensor], ms: li
     torch._foreach_lerp_(ms, grads, 1.0 - beta1)
     torch._foreach_mul_(vs, beta2)
     torch._foreach_addcmul_(vs, grads, grads, value=1.0 - beta2)
-    rect = [i for i, c in enumerate(cs) if c != 0.0]
-    plain = [i for i, c in enumerate(cs) if c == 0.0]
-    if rect:
-        sel = (lambda xs: xs) if not plain else (lambda xs: [xs[i] for i in rect])
-        d = sel(bufs)
-        for v, b in zip(sel(vs), d):  # sqrt into the scratch buffer (the foreach out= overload allocates)
-            torch.sqrt(v, out=b)
-        torch._foreach_add_(d, eps)
-        torch._foreach_addcdiv_(sel(params), sel(ms), d, sel(cs))
-    if plain:  # x += u m, one op per distinct u (a group usually shares one step count)
-        by_u: dict[float, list[int]] = {}
-        for i in plain:
-            by_u.setdefault(us[i], []).append(i)
-        for u, idx in by_u.items():
-            torch._foreach_add_([params[i] for i in idx], [ms[i] for i in idx], alpha=u)
+    if all(rect):
+        _rectified(params, ms, vs, bufs, scale, eps)
+        return
+    idx = [i for i, ok in enumerate(rect) if ok]
+    if idx:
+        _rectified(*([xs[i] for i in idx] for xs in (params, ms, vs, bufs, scale)), eps)
+    by_scale: dict[float, list[int]] = {}  # x += c m: one op per distinct c
+    for i, ok in enumerate(rect):
+        if not ok:
+            by_scale.setdefault(scale[i], []).append(i)
+    for c, idx in by_scale.items():
+        torch._foreach_add_([params[i] for i in idx], [ms[i] for i in idx], alpha=c)
+
+
+def _rectified(params: list[torch.Tensor], ms: list[torch.Tensor], vs: list[torch.Tensor],
+               bufs: list[torch.Tensor], scale: list[float], eps: float) -> None:
+    """x += c m / (sqrt(v) + eps) over a list, the denominator in the scratch buffers."""
+    for v, d in zip(vs, bufs):  # sqrt into the scratch buffer: the aten foreach out= overload allocates
+        torch.sqrt(v, out=d)
+    torch._foreach_add_(bufs, eps)
+    torch._foreach_addcdiv_(params, ms, bufs, scale)

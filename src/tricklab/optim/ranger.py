@@ -13,8 +13,12 @@ it. Per step, with t counting inner steps:
            else:      x <- x - lr m_hat  (un-adapted momentum step)
     every k steps: phi += alpha (x - phi); x = phi
 
-The inner step is ``torch.optim.RAdam`` itself (``decoupled_weight_decay=True``). Defaults follow the
-original Ranger: betas (0.95, 0.999), eps 1e-5, k 6, alpha 0.5.
+The inner step is our ``RAdam`` (``radam.py``, ``decoupled_weight_decay=True``): the arithmetic of
+``torch.optim.RAdam`` (threshold rho_t > 5, eps placement, weight decay), checked against it to rounding,
+but each multi-tensor op in place on persistent buffers (torch's allocates its denominator every step,
+which on the CPU alone took longer than pytorch_optimizer's whole Ranger step). Lookahead's slow-weight
+sync is two in-place multi-tensor ops (lerp, copy). Defaults follow the original Ranger: betas
+(0.95, 0.999), eps 1e-5, k 6, alpha 0.5.
 """
 
 from __future__ import annotations
@@ -26,10 +30,16 @@ import torch
 
 from tricklab.optim.centralize import centralize_
 from tricklab.optim.lookahead import Lookahead
+from tricklab.optim.radam import RAdam
 
 
 class Ranger(Lookahead):
-    """Ranger: ``torch.optim.RAdam`` (decoupled weight decay) + Lookahead(k, alpha) + gradient centralization."""
+    """Ranger: RAdam (decoupled weight decay) + Lookahead(k, alpha) + gradient centralization.
+
+    ``foreach`` picks the multi-tensor or the per-tensor path for both RAdam and the Lookahead sync (the two
+    give identical results). ``state_dict()`` nests the RAdam state (``step``, ``exp_avg``, ``exp_avg_sq``)
+    beside the slow weights.
+    """
 
     def __init__(
         self,
@@ -43,8 +53,8 @@ class Ranger(Lookahead):
         use_gc: bool = True,
         foreach: bool = True,
     ) -> None:
-        inner = torch.optim.RAdam(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
-                                  decoupled_weight_decay=True, foreach=foreach)
+        inner = RAdam(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                      decoupled_weight_decay=True, foreach=foreach)
         super().__init__(inner, k=k, alpha=alpha, foreach=foreach)
         self.use_gc = use_gc
 
