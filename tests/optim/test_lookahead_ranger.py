@@ -1,14 +1,18 @@
-"""Lookahead and Ranger: references are pytorch_optimizer.Lookahead / pytorch_optimizer.Ranger (test-only
-oracles) over 60 steps of identical seeded gradients, the paper's slow-weight rule checked directly, and the
-single-tensor path for the foreach path."""
+"""Lookahead, Ranger and its RAdam: references are pytorch_optimizer.Lookahead / pytorch_optimizer.Ranger
+(test-only oracles) and torch.optim.RAdam over 60 steps of identical seeded gradients, the paper's slow-weight
+rule checked directly, and the single-tensor path for the foreach path."""
 
 from __future__ import annotations
+
+import copy
 
 import pytest
 import torch
 from optim_helpers import assert_close, assert_equal, clone_params, feed, make_params
 
+import tricklab.optim.radam as radam_mod
 from tricklab.optim import Lookahead, Ranger
+from tricklab.optim.radam import RAdam, rectification
 
 pytorch_optimizer = pytest.importorskip("pytorch_optimizer")
 
@@ -112,10 +116,7 @@ def test_foreach_equals_single_tensor_path(cls: str) -> None:
         oa = Ranger(a, lr=0.01, weight_decay=0.01, foreach=True)
         ob = Ranger(b, lr=0.01, weight_decay=0.01, foreach=False)
     feed([(oa, a), (ob, b)], steps=20)
-    if cls == "lookahead":
-        assert_equal(a, b)
-    else:  # torch.optim.RAdam's own foreach and per-tensor kernels round differently (last bit)
-        assert_close(a, b, rtol=1e-7, atol=1e-7)
+    assert_equal(a, b)  # our RAdam's two paths run the same ops in the same order
 
 
 def test_lookahead_shares_groups_with_inner_and_schedulers_reach_it() -> None:
@@ -140,3 +141,125 @@ def test_lookahead_argument_errors() -> None:
         Lookahead(p, base="sgd", lr=0.1, k=0)
     with pytest.raises(ValueError):
         Lookahead(p, base="sgd", lr=0.1, alpha=1.5)
+
+
+# ---- Ranger's own RAdam (tricklab.optim.radam) -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("foreach", [True, False])
+@pytest.mark.parametrize("weight_decay,decoupled", [(0.0, False), (0.01, True), (0.01, False)])
+@pytest.mark.parametrize("betas,eps", [((0.9, 0.999), 1e-8), ((0.95, 0.999), 1e-5)])
+def test_radam_matches_torch_radam(foreach: bool, weight_decay: float, decoupled: bool,
+                                   betas: tuple[float, float], eps: float) -> None:
+    """Reference: torch.optim.RAdam with the same foreach flag and weight-decay mode, 60 steps (the first few
+    unrectified: rho_t <= 5), to 1e-7."""
+    ours_p = make_params(2)
+    theirs_p = clone_params(ours_p)
+    kw = dict(lr=0.01, betas=betas, eps=eps, weight_decay=weight_decay, decoupled_weight_decay=decoupled,
+              foreach=foreach)
+    ours = RAdam(ours_p, **kw)
+    theirs = torch.optim.RAdam(theirs_p, **kw)
+
+    def check(t: int) -> None:
+        assert_close(ours_p, theirs_p, rtol=1e-7, atol=1e-7)
+
+    feed([(ours, ours_p), (theirs, theirs_p)], steps=60, check=check)
+
+
+def test_radam_rectification_threshold() -> None:
+    """Reference: the paper's rho_t with torch's threshold (rho_t > 5): beta2 = 0.999 rectifies from step 6
+    (rho_5 = 4.99, rho_6 = 5.99), and r_t rises towards 1."""
+    rho_inf = 2 / (1 - 0.999) - 1
+    rho = [rho_inf - 2 * t * 0.999**t / (1 - 0.999**t) for t in range(1, 8)]
+    assert [r > 5 for r in rho] == [False] * 5 + [True] * 2
+    assert [rectification(t, 0.999) for t in range(1, 6)] == [0.0] * 5
+    r = [rectification(t, 0.999) for t in (6, 100, 10_000, 1_000_000)]
+    assert 0 < r[0] < r[1] < r[2] < r[3] <= 1.0 and r[3] == pytest.approx(1.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("foreach", [True, False])
+def test_radam_mixed_step_counts_match_torch(foreach: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reference: torch.optim.RAdam, with some gradients None on some steps (per-tensor step counts differ,
+    so one group has rectified and unrectified tensors at once) and small runs in the foreach path."""
+    monkeypatch.setattr(radam_mod, "CHUNK_NUMEL", 30)
+    a = make_params(5)
+    b = clone_params(a)
+    ours = RAdam(a, lr=0.02, weight_decay=0.01, decoupled_weight_decay=True, foreach=foreach)
+    theirs = torch.optim.RAdam(b, lr=0.02, weight_decay=0.01, decoupled_weight_decay=True, foreach=foreach)
+    g = torch.Generator().manual_seed(7)
+    for t in range(40):
+        for i, (p, q) in enumerate(zip(a, b)):
+            if (t + i) % 3 == 0 and t < 20:  # skip some tensors in early steps
+                p.grad = q.grad = None
+            else:
+                gr = torch.randn(p.shape, generator=g)
+                p.grad, q.grad = gr.clone(), gr.clone()
+        ours.step()
+        theirs.step()
+        assert_close(a, b, rtol=1e-7, atol=1e-7)
+    assert len({ours.state[p]["step"] for p in a}) > 1
+
+
+@pytest.mark.parametrize("use_gc", [True, False])
+@pytest.mark.parametrize("weight_decay", [0.0, 0.01])
+def test_ranger_foreach_equals_single_tensor_exactly(use_gc: bool, weight_decay: float,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reference: the per-tensor path, bit-identical over 60 steps (10 Lookahead syncs), with the foreach
+    path cut into several runs."""
+    monkeypatch.setattr(radam_mod, "CHUNK_NUMEL", 40)
+    a = make_params(6)
+    b = clone_params(a)
+    oa = Ranger(a, lr=0.01, weight_decay=weight_decay, use_gc=use_gc, foreach=True)
+    ob = Ranger(b, lr=0.01, weight_decay=weight_decay, use_gc=use_gc, foreach=False)
+    feed([(oa, a), (ob, b)], steps=60, check=lambda t: assert_equal(a, b))
+
+
+def test_ranger_state_dict_round_trip_exact() -> None:
+    """Reference: an uninterrupted run. A fresh Ranger over copied parameters, loaded from the state_dict
+    after 9 steps (mid Lookahead period), continues bit-identically for 20 steps."""
+    a = make_params(8)
+    ours = Ranger(a, lr=0.01, weight_decay=0.01)
+    feed([(ours, a)], steps=9)
+    saved = copy.deepcopy(ours.state_dict())
+    b = clone_params(a)
+    resumed = Ranger(b, lr=0.01, weight_decay=0.01)
+    resumed.load_state_dict(saved)
+    feed([(ours, a), (resumed, b)], steps=20, seed=2, check=lambda t: assert_equal(a, b))
+    for p, q in zip(a, b):
+        for key in ("step", "exp_avg", "exp_avg_sq"):
+            x, y = ours.base.state[p][key], resumed.base.state[q][key]
+            assert (torch.equal(x, y) if isinstance(x, torch.Tensor) else x == y)
+        assert torch.equal(ours.state[p]["slow"], resumed.state[q]["slow"])
+
+
+def test_radam_loads_torch_radam_state() -> None:
+    """Reference: torch.optim.RAdam continuing its own run; our RAdam loads its state_dict (tensor steps)
+    and follows it."""
+    a = make_params(9)
+    theirs = torch.optim.RAdam(a, lr=0.01)
+    feed([(theirs, a)], steps=8)
+    b = clone_params(a)
+    ours = RAdam(b, lr=0.01)
+    ours.load_state_dict(copy.deepcopy(theirs.state_dict()))
+    feed([(theirs, a), (ours, b)], steps=20, seed=3)
+    assert_close(a, b, rtol=1e-7, atol=1e-7)
+    assert ours.state[b[0]]["step"] == 28
+
+
+def test_ranger_step_allocates_no_parameter_sized_tensors() -> None:
+    """Reference: the profiler's memory events. After the first step (state and scratch buffers), a step,
+    a Lookahead sync step included, allocates only GC row means and scalars (nothing near a tensor's size)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    ps = [torch.nn.Parameter(torch.randn(64, 64)) for _ in range(4)] + [torch.nn.Parameter(torch.randn(64))]
+    for p in ps:
+        p.grad = torch.randn_like(p)
+    opt = Ranger(ps, lr=0.01, weight_decay=0.01, k=2)
+    opt.step()
+    bufs = [opt.base._scratch[p].data_ptr() for p in ps]
+    for _ in range(2):  # one plain step and one sync step
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            opt.step()
+        sizes = [e.cpu_memory_usage for e in prof.events() if e.cpu_memory_usage > 0]
+        assert max(sizes, default=0) <= 64 * 4  # a 64-row mean
+    assert [opt.base._scratch[p].data_ptr() for p in ps] == bufs

@@ -28,7 +28,6 @@ from typing import Any
 
 import torch
 
-from tricklab.optim.centralize import centralize_
 from tricklab.optim.lookahead import Lookahead
 from tricklab.optim.radam import RAdam
 
@@ -54,7 +53,7 @@ class Ranger(Lookahead):
         foreach: bool = True,
     ) -> None:
         inner = RAdam(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
-                      decoupled_weight_decay=True, foreach=foreach)
+                      decoupled_weight_decay=True, foreach=foreach, centralize=use_gc)
         super().__init__(inner, k=k, alpha=alpha, foreach=foreach)
         self.use_gc = use_gc
 
@@ -63,9 +62,9 @@ class Ranger(Lookahead):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        if self.use_gc:
-            # GC changes the gradient RAdam sees (in place, as the paper's optimizer-embedded form does)
-            centralize_([p.grad for p in self._params()])
+        # GC runs inside the RAdam step (each gradient centralized just before its moments are updated: the
+        # result of centralizing them all first, without another pass over memory)
+        self.base.centralize = self.use_gc
         self.base.step()
         self._after_inner_step()
         return loss
