@@ -131,6 +131,12 @@ def card_data(summary: dict[str, Any], setting: dict[str, Any], variant: str) ->
         "equal_time": None if equal_time is None else dict(equal_time),
         # averaged (evaluation) weights against the same runs' final trained weights, when it averages weights
         "averaging": summary.get("averaging", {}).get(variant),
+        # how many seeds reached the target accuracy at all (a run that never reaches it has no step count)
+        "target_reached": {
+            name: {"reached": (per_variant.get(name, {}).get("steps_to_target") or {}).get("n", 0),
+                   "seeds": len(summary.get("seeds", {}).get(name, []) or [])}
+            for name in (baseline, variant)
+        },
     }
     data["verdict_sentence"] = verdict_sentence(data)
     return data
@@ -197,6 +203,11 @@ def card_markdown(card: dict[str, Any]) -> str:
             e["label"], better, format_value(e["baseline_mean"], e["fmt"]), format_value(e["technique_mean"], e["fmt"]),
             format_effect(e["mean_diff"], e["ci_low"], e["ci_high"], e["fmt"]), format_p(e["p_value"]),
             e["verdict"] or "not measured")) + " |")
+    reached = card.get("target_reached")
+    if reached:
+        b, t = reached.get(card["baseline"], {}), reached.get(card["variant"], {})
+        lines += ["", f"Target accuracy reached (steps to target above): {card['baseline']} in {b.get('reached', 0)} "
+                      f"of {b.get('seeds', 0)} seeds, {card['variant']} in {t.get('reached', 0)} of {t.get('seeds', 0)}."]
     lines += ["", "## Accuracy at equal training time", ""]
     eq = card.get("equal_time")
     if not eq:
