@@ -19,7 +19,9 @@ def test_there_are_ready_recipes() -> None:
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)
 def test_recipe_validates(path: Path) -> None:
-    validate(load_recipe(path))
+    recipe = load_recipe(path)
+    task = validate(recipe)  # every registry name resolves and the techniques compose
+    assert task.name == recipe.task
 
 
 def test_ablation_baseline_file_matches_the_embedded_baseline() -> None:

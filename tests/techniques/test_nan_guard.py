@@ -118,8 +118,11 @@ def test_bad_steps_that_are_not_consecutive_do_not_raise() -> None:
     torch.manual_seed(0)
     x, y = _data()
     model = nn.Linear(4, 3)
-    Trainer(model, torch.optim.SGD(model.parameters(), lr=0.1), InMemoryLoader(x, y, 8, seed=0),
-            techniques=[PoisonLoss({1, 3, 5, 7}), NanGuard(max_consecutive=2)], max_steps=8).fit()
+    guard = NanGuard(max_consecutive=2)
+    state = Trainer(model, torch.optim.SGD(model.parameters(), lr=0.1), InMemoryLoader(x, y, 8, seed=0),
+                    techniques=[PoisonLoss({1, 3, 5, 7}), guard], max_steps=8).fit()
+    assert state.step == 8  # trained to the end: never 2 bad steps in a row
+    assert guard.total == 4 and state.counters["nonfinite_steps"] == 4
 
 
 def test_guard_after_grad_clip_still_sees_non_finite_gradients() -> None:

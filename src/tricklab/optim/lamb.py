@@ -22,6 +22,8 @@ from typing import Any
 import torch
 from torch.optim import Optimizer
 
+from tricklab.optim._moments import gather_moments
+
 
 class LAMB(Optimizer):
     """LAMB (You et al. 2020): Adam direction, rescaled per tensor by the trust ratio phi(||x||)/||r||.
@@ -66,30 +68,9 @@ class LAMB(Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            params, grads, ms, vs, bufs, steps = [], [], [], [], [], []
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                if p.grad.is_sparse:
-                    raise RuntimeError("LAMB does not support sparse gradients")
-                st = self.state[p]
-                if not st:
-                    st["step"] = 0
-                    st["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                    st["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                st["step"] += 1
-                params.append(p)
-                grads.append(p.grad)
-                ms.append(st["exp_avg"])
-                vs.append(st["exp_avg_sq"])
-                steps.append(st["step"])
-                scratch = self.__dict__.setdefault("_scratch", {})  # (torch's pickling drops it)
-                if p not in scratch:  # working memory for r; not state (not saved)
-                    scratch[p] = torch.empty_like(p, memory_format=torch.preserve_format)
-                bufs.append(scratch[p])
-            if params:
-                fn = _lamb_foreach if group["foreach"] else _lamb_single
-                fn(params, grads, ms, vs, bufs, steps, group)
+            got = gather_moments(self, group, "LAMB")
+            if got is not None:
+                (_lamb_foreach if group["foreach"] else _lamb_single)(*got, group)
         return loss
 
 

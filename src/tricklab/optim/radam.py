@@ -28,6 +28,8 @@ from typing import Any
 import torch
 from torch.optim import Optimizer
 
+from tricklab.optim._moments import gather_moments
+
 
 def rectification(step: int, beta2: float) -> float:
     """r_t of the paper for step ``step`` (1-based), or 0.0 where rho_t <= 5 (no adaptive step)."""
@@ -79,33 +81,6 @@ class RAdam(Optimizer):
         self.centralize = centralize
         self._scratch: dict[torch.Tensor, torch.Tensor] = {}
 
-    def _gather(self, group: dict[str, Any]) -> tuple[list[torch.Tensor], ...] | None:
-        params, grads, ms, vs, bufs, steps = [], [], [], [], [], []
-        scratch = self.__dict__.setdefault("_scratch", {})  # (torch's pickling drops it)
-        for p in group["params"]:
-            if p.grad is None:
-                continue
-            if p.grad.is_sparse:
-                raise RuntimeError("RAdam does not support sparse gradients")
-            st = self.state[p]
-            if not st:
-                st["step"] = 0
-                st["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                st["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            elif isinstance(st["step"], torch.Tensor):  # a torch.optim.RAdam state
-                st["step"] = int(st["step"].item())
-            st["step"] += 1
-            buf = scratch.get(p)
-            if buf is None or buf.shape != p.shape or buf.dtype != p.dtype or buf.device != p.device:
-                buf = scratch[p] = torch.empty_like(p, memory_format=torch.preserve_format)
-            params.append(p)
-            grads.append(p.grad)
-            ms.append(st["exp_avg"])
-            vs.append(st["exp_avg_sq"])
-            bufs.append(buf)
-            steps.append(st["step"])
-        return (params, grads, ms, vs, bufs, steps) if params else None
-
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         loss = None
@@ -113,7 +88,7 @@ class RAdam(Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            got = self._gather(group)
+            got = gather_moments(self, group, "RAdam")
             if got is not None:
                 (_radam_foreach if group["foreach"] else _radam_single)(*got, group, getattr(self, "centralize", False))
         return loss
