@@ -270,3 +270,48 @@ def test_ema_and_swa_are_refused_together_naming_both() -> None:
         Trainer(model, torch.optim.SGD(model.parameters(), lr=0.1),
                 InMemoryLoader(torch.randn(8, 2), torch.zeros(8, dtype=torch.long), 4),
                 techniques=[SWA(), EMA()], max_steps=1)
+
+
+class LrRecorder(Technique):
+    """Reads the learning rate each step actually used (after_step sees the lr of the step just taken)."""
+
+    name = "lr_recorder"
+    reads = frozenset({"lr"})
+
+    def __init__(self) -> None:
+        self.lrs: list[float] = []
+
+    def on_after_step(self, state) -> None:
+        self.lrs.append(float(state.optimizer.param_groups[0]["lr"]))
+
+
+def test_swa_lr_anneals_linearly_then_stays_constant() -> None:
+    # reference: the closed form of torch's SWALR linear anneal, lr_t = lr0 + (swa_lr - lr0) * min(1, k / A)
+    # for the k-th step of the SWA phase (k = 1, 2, ...), lr0 the rate in force when the phase starts
+    x, y = _data()
+    model = nn.Linear(5, 3)
+    rec = LrRecorder()
+    Trainer(model, torch.optim.SGD(model.parameters(), lr=0.1), InMemoryLoader(x, y, 16, seed=0),
+            techniques=[SWA(start_step=4, swa_lr=0.02, anneal_steps=3), rec], max_steps=10).fit()
+    lr0, swa_lr = 0.1, 0.02
+    expected = [0.1] * 4 + [lr0 + (swa_lr - lr0) * min(1.0, k / 3) for k in range(1, 7)]
+    assert rec.lrs == pytest.approx(expected, rel=1e-12)
+
+
+def test_swa_lr_overrides_a_schedule_owner_without_conflict() -> None:
+    from tricklab.techniques import LRSchedule
+
+    x, y = _data()
+    model = nn.Linear(5, 3)
+    swa, sched, rec = SWA(start_step=5, swa_lr=0.05), LRSchedule("cosine"), LrRecorder()
+    p = plan([swa, sched, rec])  # both write lr: allowed, SWA composes with the schedule owner
+    order = [p.names[i] for i in p.order["before_step"]]
+    assert order.index("lr_schedule") < order.index("swa")
+    Trainer(model, torch.optim.SGD(model.parameters(), lr=0.1), InMemoryLoader(x, y, 16, seed=0),
+            techniques=[swa, sched, rec], max_steps=8).fit()
+    import math
+
+    cosine = [0.1 * 0.5 * (1 + math.cos(math.pi * t / 8)) for t in range(5)]
+    assert rec.lrs[:5] == pytest.approx(cosine, rel=1e-12) and rec.lrs[5:] == pytest.approx([0.05] * 3)
+    # without swa_lr SWA does not touch the learning rate, so it declares no lr write
+    assert "lr" not in SWA().writes and "lr" in swa.writes

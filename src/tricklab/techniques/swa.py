@@ -83,9 +83,12 @@ class SWA(Technique):
     name: ClassVar[str] = "swa"
     reads = frozenset({"params"})
     writes = frozenset({"eval_weights"})
+    # with swa_lr it also sets the learning rate from the start step on, after (and over) a schedule owner
+    composes_with = frozenset({"lr_schedule"})
+    after = frozenset({"lr_schedule"})
 
     def __init__(self, start_step: int | None = None, start_fraction: float = 0.75, every: int = 1,
-                 bn_batches: int | None = 50) -> None:
+                 bn_batches: int | None = 50, swa_lr: float | None = None, anneal_steps: int = 0) -> None:
         if start_step is not None and (not isinstance(start_step, int) or start_step < 0):
             raise ValueError(f"swa start_step must be a non-negative integer, got {start_step!r}")
         if not 0.0 <= start_fraction < 1.0:
@@ -94,6 +97,16 @@ class SWA(Technique):
             raise ValueError(f"swa every must be a positive integer, got {every!r}")
         if bn_batches is not None and (not isinstance(bn_batches, int) or bn_batches < 1):
             raise ValueError(f"swa bn_batches must be a positive integer or None (all), got {bn_batches!r}")
+        if swa_lr is not None and not swa_lr > 0:
+            raise ValueError(f"swa swa_lr must be positive or None, got {swa_lr!r}")
+        if not isinstance(anneal_steps, int) or anneal_steps < 0:
+            raise ValueError(f"swa anneal_steps must be a non-negative integer, got {anneal_steps!r}")
+        self.swa_lr = None if swa_lr is None else float(swa_lr)
+        self.anneal_steps = anneal_steps
+        if self.swa_lr is not None:
+            # an instance-level declaration: only an SWA that sets the learning rate writes the lr slot
+            self.writes = frozenset({"eval_weights", "lr"})
+        self._start_lrs: list[float] | None = None  # each group's lr when the SWA phase began (for annealing)
         self.start_step = start_step
         self.start_fraction = float(start_fraction)
         self.every = every
@@ -123,7 +136,20 @@ class SWA(Technique):
         self._start = self.resolve_start(state)
         self.average = [p.detach().clone() for p in _float_params(state.raw_model)]
         self.n_averaged = 0
+        self._start_lrs = None
         self._bn_cache, self._bn_for = None, -1
+
+    def on_before_step(self, state: TrainState) -> None:
+        """From the start step on, the SWA learning rate (Izmailov et al. 2018): constant ``swa_lr``, reached
+        by a linear anneal from the lr in force at the start over ``anneal_steps`` steps (as torch's SWALR)."""
+        if self.swa_lr is None or self._start is None or state.step < self._start:
+            return
+        groups = state.optimizer.param_groups
+        if self._start_lrs is None:
+            self._start_lrs = [float(g["lr"]) for g in groups]
+        t = 1.0 if self.anneal_steps == 0 else min(1.0, (state.step - self._start + 1) / self.anneal_steps)
+        for g, lr0 in zip(groups, self._start_lrs):
+            g["lr"] = lr0 + (self.swa_lr - lr0) * t
 
     def on_after_step(self, state: TrainState) -> None:
         assert self._start is not None
@@ -200,11 +226,14 @@ class SWA(Technique):
 
     # ------------------------------------------------------------------------------------------- resume
     def state_dict(self) -> dict[str, Any]:
-        return {"n_averaged": self.n_averaged, "average": list(self.average), "start": self._start}
+        return {"n_averaged": self.n_averaged, "average": list(self.average), "start": self._start,
+                "start_lrs": self._start_lrs}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.n_averaged = int(state["n_averaged"])
         self._start = None if state["start"] is None else int(state["start"])
+        lrs = state.get("start_lrs")
+        self._start_lrs = None if lrs is None else [float(x) for x in lrs]
         self._bn_cache, self._bn_for = None, -1
         if not self.average:
             self.average = [t.detach().clone() for t in state["average"]]
