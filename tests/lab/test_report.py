@@ -262,3 +262,15 @@ def test_browser_check_fails_when_a_plot_is_missing_its_svg(tmp_path: Path, brow
     path.write_text(broken)
     rendered, expected, _ = browser.plots(path)
     assert (rendered, expected) == (7, 8)
+
+
+def test_averaging_table_shows_averaged_against_final_weights() -> None:
+    summary = make_summary()
+    v = summary["variants"][1]
+    summary["averaging"] = {v: {"accuracy": {"n": 3, "mean_diff": 0.0123, "ci_low": 0.0021, "ci_high": 0.0225,
+                                             "verdict": "helps", "p_value": 0.03}}}
+    text = render_report(summary, make_curves(summary["variants"]), SETTING)
+    table = re.search(r'<table class="averaging">(.*?)</table>', text, re.S)
+    assert table is not None and html.escape(v) in table.group(1)
+    assert "+0.0123" in table.group(1) and VERDICT_COLOURS["helps"] in table.group(1)
+    assert '<table class="averaging">' not in render_report(make_summary(), make_curves(summary["variants"]), SETTING)

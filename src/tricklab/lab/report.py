@@ -455,6 +455,31 @@ def _equal_time_table(summary: dict[str, Any]) -> str:
             f'<div class="scroll"><table class="equal-time">{head}{"".join(rows)}</table></div>')
 
 
+def _averaging_table(summary: dict[str, Any]) -> str:
+    """Weight averagers (EMA, SWA): averaged weights minus the same runs' final trained weights, by seed."""
+    avg = summary.get("averaging") or {}
+    if not avg:
+        return ""
+    fmts = {m["key"]: m.get("fmt") for m in summary.get("metrics", [])}
+    keys = [k for k in ("accuracy", "macro_f1", "nll", "ece", "brier") if any(k in avg[v] for v in avg)]
+    head = '<tr><th class="name">variant</th>' + "".join(f"<th>{_e(k)}</th>" for k in keys) + "</tr>"
+    rows = []
+    for v in [x for x in summary["variants"] if x in avg]:
+        cells = []
+        for k in keys:
+            d = avg[v].get(k) or {}
+            verdict = str(d.get("verdict"))
+            colour = VERDICT_COLOURS.get(verdict, _UNKNOWN_COLOUR)
+            cells.append(f'<td class="verdict" data-verdict="{_e(verdict)}" title="{_e(verdict)}" '
+                         f'style="background-color:{colour}">'
+                         f'{_e(format_effect(d.get("mean_diff"), d.get("ci_low"), d.get("ci_high"), fmts.get(k)))}</td>')
+        rows.append(f'<tr><td class="name">{_e(v)}</td>{"".join(cells)}</tr>')
+    return ("<h2>Averaged weights against the same run's final weights</h2>"
+            "<p>For techniques that evaluate with averaged weights: test metrics with the averaged weights minus "
+            "the same runs' final trained weights, paired by seed, with the 95% interval.</p>"
+            f'<div class="scroll"><table class="averaging">{head}{"".join(rows)}</table></div>')
+
+
 def _setting_section(setting: dict[str, Any]) -> str:
     items = []
     for key in ("task", "model", "budget", "seeds", "machine", "recipe_hash"):
@@ -527,6 +552,7 @@ def render_report(summary: dict[str, Any], curves: dict[str, Any], setting: dict
         _figure("pareto", plots["pareto"], "A technique off the Pareto front is beaten on both time and accuracy "
                 "by another variant."),
         "<h2>Accuracy at equal training time</h2>", _equal_time_table(summary),
+        _averaging_table(summary),
         "<h2>Per-class F1</h2>",
         _figure("per-class-f1", plots["per-class-f1"], "F1 per class, mean over seeds."),
     ]
