@@ -43,7 +43,7 @@ for _t in (
     Task("wine", "wine", "mlp", "scikit-learn wine, 13 features, 3 classes"),
     Task("breast-cancer", "breast-cancer", "mlp", "scikit-learn breast cancer, 30 features, 2 classes"),
     Task("cora", "cora", "gcn", "Cora citation graph, node classification, standard split 140/500/1000"),
-    Task("planetoid", "planetoid", "gcn", "any Planetoid folder (--data-dir, data.args.name=citeseer...)"),
+    Task("planetoid", "planetoid", "gcn", "any Planetoid folder (--data-dir DIR, data.args.dataset=citeseer...)"),
     Task("karate", "karate", "gcn", "Zachary's karate club (networkx), node classification"),
     Task("synthetic-graphs", "synthetic-graphs", "gcn_graph",
          "code-made graph classification: cycles, stars, trees, random graphs"),
