@@ -8,7 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 
 def tricklab(*args: str) -> subprocess.CompletedProcess[str]:

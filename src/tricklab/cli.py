@@ -7,7 +7,6 @@ training (the message says why and where the log is); 130 interrupted.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import traceback

@@ -20,7 +20,7 @@ from tricklab.errors import CheckpointError, ConfigError
 from tricklab.train.checkpoint import load_checkpoint, load_latest
 from tricklab.train.reproducibility import get_rng_state, set_rng_state
 from tricklab.train.state import TrainState
-from tricklab.train.technique import Plan, Technique, plan
+from tricklab.train.technique import Plan, Technique, instance_names, plan
 
 MetricFn = Callable[[torch.Tensor, torch.Tensor], dict[str, Any]]
 
@@ -127,7 +127,7 @@ class Trainer:
 
     def technique(self, name: str) -> Technique:
         """The technique instance called ``name`` (as in the plan's names)."""
-        for n, t in zip(instance_names_of(self.techniques), self.techniques):
+        for n, t in zip(instance_names(self.techniques), self.techniques):
             if n == name:
                 return t
         raise KeyError(name)
@@ -329,7 +329,7 @@ class Trainer:
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume exactly: counters, model, optimizer, techniques, RNGs, loader."""
         s = self.state
-        active_names = instance_names_of(self._active)
+        active_names = instance_names(self._active)
         return {
             "step": s.step, "micro_step": s.micro_step, "epoch": s.epoch,
             "train_seconds": s.train_seconds, "history": s.history, "counters": dict(s.counters),
@@ -344,7 +344,7 @@ class Trainer:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         s = self.state
-        active_names = instance_names_of(self._active)
+        active_names = instance_names(self._active)
         saved = state["techniques"]
         missing = [n for n in active_names if n not in saved]
         if missing:
@@ -389,12 +389,6 @@ class Trainer:
         import sys
 
         print(message, file=sys.stderr, flush=True)
-
-
-def instance_names_of(techniques: Sequence[Technique]) -> tuple[str, ...]:
-    from tricklab.train.technique import instance_names
-
-    return instance_names(techniques)
 
 
 def _to_device(x: Any, device: torch.device) -> Any:
