@@ -148,6 +148,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
     from tricklab.data import DATASETS
     from tricklab.lab.tasks import TASKS
+    from tricklab.layers.registry import LAYERS
+    from tricklab.losses import LOSSES
     from tricklab.models import MODELS
     from tricklab.optim import OPTIMIZERS
     from tricklab.schedules import SCHEDULES
@@ -155,7 +157,10 @@ def cmd_list(args: argparse.Namespace) -> int:
 
     console = Console()
     for title, reg in (("tasks", TASKS), ("datasets", DATASETS), ("models", MODELS), ("optimizers", OPTIMIZERS),
-                       ("schedules", SCHEDULES), ("techniques", TECHNIQUES)):
+                       ("schedules", SCHEDULES), ("techniques", TECHNIQUES), ("layers", LAYERS),
+                       ("losses", LOSSES)):
+        if args.what and title != args.what:
+            continue
         table = Table(title=title, show_header=False, title_justify="left")
         table.add_column("name", style="bold")
         table.add_column("summary")
@@ -183,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="key=value overrides of the baseline recipe")
     p.add_argument("--techniques", default=None,
                    help="comma-separated techniques, each name or name:key=value:... "
-                        "(default: label_smoothing,ema,grad_clip)")
+                        "(default: label_smoothing,mixup,ema,grad_clip)")
     p.add_argument("--combo", action="append", help="a combination to run too, e.g. ema+label_smoothing (repeatable)")
     p.add_argument("--variant", action="append",
                    help="a variant that changes recipe keys: NAME:key=value[;key=value] (repeatable), "
@@ -207,7 +212,10 @@ def build_parser() -> argparse.ArgumentParser:
     from tricklab.lab import lr_find
 
     lr_find.add_parser(sub)
-    p = sub.add_parser("list", help="print what is registered: tasks, data sets, models, optimizers, schedules, techniques")
+    p = sub.add_parser("list", help="print what is registered: tasks, data sets, models, optimizers, schedules, "
+                                    "techniques, layers, losses")
+    p.add_argument("what", nargs="?", choices=["tasks", "datasets", "models", "optimizers", "schedules", "techniques",
+                                               "layers", "losses"], help="one registry only")
     p.set_defaults(func=cmd_list)
     return parser
 

@@ -160,12 +160,16 @@ def test_metric_value_reads_a_real_summary_layout() -> None:
                "inference_latency": {"median_ms": 5.29, "p90_ms": 8.2}, "convergence": None}
     expected = {"accuracy": 0.471, "macro_f1": 0.4576, "nll": 1.3629, "ece": 0.117, "brier": 0.648,
                 "train_seconds": 12.5, "latency_ms": 5.29, "parameters": 5210.0, "model_size_bytes": 21432.0,
-                "steps_to_target": None}
+                "steps_to_target": None, "bpc": None}
     assert [m["key"] for m in METRICS] == list(expected)
     assert {m["key"]: metric_value(summary, m["key"]) for m in METRICS} == expected
     assert metric_value({**summary, "convergence": {"step": 300, "seconds": 1.5, "value": 0.91}},
                         "steps_to_target") == 300.0
     assert metric_value({}, "accuracy") is None
+    # language models: bits per character; further test sets: "extra:<name>:<metric>"
+    assert metric_value({"test": {"bpc": 1.75}}, "bpc") == 1.75
+    assert metric_value({"extra_tests": {"len256": {"accuracy": 0.5}}}, "extra:len256:accuracy") == 0.5
+    assert metric_value(summary, "extra:len256:accuracy") is None
     with pytest.raises(KeyError):
         metric_value(summary, "acc")
     assert [m["key"] for m in METRICS if m["higher_is_better"]] == ["accuracy", "macro_f1"]
@@ -232,7 +236,8 @@ def test_ablation_summary_hand_computed(tmp_path: Path) -> None:
         out = ablation_summary(store)
 
     assert out["variants"] == ["baseline", "mixup", "ema"]
-    assert out["metrics"] == METRICS
+    # bits per character is listed only when some run has it (language models); these runs are classifiers
+    assert out["metrics"] == [m for m in METRICS if m["key"] != "bpc"]
     assert out["seeds"] == {"baseline": [0, 1, 2], "mixup": [0, 1], "ema": [0, 1, 2]}
 
     t2 = _t2_quantile(0.975)  # t_{0.975, 2} = 4.302652729749464 (closed form, df = 2)

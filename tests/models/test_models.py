@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -30,16 +31,23 @@ CASES: list[tuple[str, tuple[int, ...], dict, list[tuple[int, ...]]]] = [
     ("cnn2d", (1, 8, 8), {}, [(B, 1, 8, 8), (B, 64)]),
     ("cnn2d", (8, 8), {"channels": (8, 16), "dropout": 0.5, "pool_size": 2}, [(B, 1, 8, 8), (B, 8, 8), (B, 64)]),
     ("cnn2d", (3, 3, 3), {"channels": [4, 4, 4]}, [(B, 3, 3, 3), (B, 27)]),
+    ("cnn2d", (1, 8, 8), {"drop_block": 0.1, "block_size": 2}, [(B, 1, 8, 8), (B, 64)]),
+    ("resnet1d", (1, 40), {"widths": (8, 16), "drop_block": 0.1, "drop_path": 0.2}, [(B, 40), (B, 1, 40)]),
+    ("resnet2d", (1, 28, 28), {}, [(B, 1, 28, 28), (B, 28 * 28), (B, 28, 28)]),
+    ("resnet2d", (1, 8, 8), {"widths": (8, 16, 16), "drop_block": 0.1, "drop_path": 0.1}, [(B, 1, 8, 8), (B, 64)]),
 ]
 IDS = [f"{n}-{'x'.join(map(str, s))}-{i}" for i, (n, s, _, _) in enumerate(CASES)]
 
 
 GRAPH_MODELS = {"gcn", "gat", "graphsage", "gcn_graph", "gated_gnn"}  # take a Graph: tests/models/test_gnn.py
+# tested in their own files: plain_mlp (test_plain_mlp.py); token models take int64 ids (test_gpt.py,
+# test_seq_lm.py, test_bert.py, test_seq2seq.py)
+ELSEWHERE = {"plain_mlp", "gpt", "lstm_lm", "mamba_lm", "bert", "bert_classifier", "seq2seq_rnn"}
 
 
 def test_every_registered_model_is_covered() -> None:
-    assert set(MODELS.names()) == {"mlp", "cnn", "resnet1d", "cnn2d"} | GRAPH_MODELS
-    assert {c[0] for c in CASES} == set(MODELS.names()) - GRAPH_MODELS
+    assert set(MODELS.names()) == {"mlp", "cnn", "resnet1d", "cnn2d", "resnet2d"} | GRAPH_MODELS | ELSEWHERE
+    assert {c[0] for c in CASES} == set(MODELS.names()) - GRAPH_MODELS - ELSEWHERE
     for name in MODELS.names():
         assert MODELS.summary(name), f"{name} has no summary"
 
@@ -151,7 +159,8 @@ def test_wrong_kwarg_raises_config_error_listing_accepted_args() -> None:
     msg = str(info.value)
     for arg in ("widths", "blocks_per_stage", "kernel_size"):
         assert arg in msg
-    assert accepted_arguments("cnn2d") == {"channels": (32, 64), "dropout": 0.0, "pool_size": 1}
+    assert accepted_arguments("cnn2d") == {"channels": (32, 64), "dropout": 0.0, "pool_size": 1, "drop_block": 0.0,
+                                           "block_size": 3}
 
 
 @pytest.mark.parametrize(
@@ -209,20 +218,11 @@ def _separable_1d(n: int, length: int, num_classes: int, gen: torch.Generator) -
     return x, y
 
 
-def test_paper_cnn_learns_a_separable_problem() -> None:
+def test_paper_cnn_learns_a_separable_problem(classifier_accuracy: Callable[..., float]) -> None:
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(0)
-    x_train, y_train = _separable_1d(2000, 40, 4, gen)
-    x_test, y_test = _separable_1d(1000, 40, 4, gen)
+    train = _separable_1d(2000, 40, 4, gen)
+    test = _separable_1d(1000, 40, 4, gen)
     model = build_model("cnn", (40,), 4)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(300):
-        idx = torch.randint(len(x_train), (64,), generator=gen)
-        loss = F.cross_entropy(model(x_train[idx]), y_train[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.eval()
-    with torch.no_grad():
-        acc = (model(x_test).argmax(1) == y_test).float().mean().item()
+    acc = classifier_accuracy(model, train, test, steps=300, batch_size=64, gen=gen)
     assert acc > 0.9, acc

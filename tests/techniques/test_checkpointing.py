@@ -9,29 +9,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from crash_helpers import Crash, Crasher
 from torch import nn
 
 from tricklab.data import InMemoryLoader
 from tricklab.techniques import EMA, Checkpointing
-from tricklab.train import Technique, Trainer
+from tricklab.train import Trainer
 from tricklab.train.checkpoint import list_checkpoints, load_checkpoint
-
-
-class Crash(Exception):
-    pass
-
-
-class Crasher(Technique):
-    """Simulates a killed process: raises after optimizer step ``at``."""
-
-    name = "crasher"
-
-    def __init__(self, at: int) -> None:
-        self.at = at
-
-    def on_after_step(self, state) -> None:
-        if state.step == self.at:
-            raise Crash
 
 
 def _data() -> tuple[torch.Tensor, torch.Tensor]:

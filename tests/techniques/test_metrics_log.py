@@ -8,26 +8,12 @@ import json
 
 import pytest
 import torch
+from crash_helpers import Crash, Crasher
 from torch import nn
 
 from tricklab.data import InMemoryLoader
 from tricklab.techniques import Checkpointing, MetricsLog
 from tricklab.train import Technique, Trainer
-
-
-class Crash(Exception):
-    pass
-
-
-class Crasher(Technique):
-    name = "crasher"
-
-    def __init__(self, at: int) -> None:
-        self.at = at
-
-    def on_after_step(self, state) -> None:
-        if state.step == self.at:
-            raise Crash
 
 
 def _trainer(run_dir, extra=(), max_steps=12, path=None):

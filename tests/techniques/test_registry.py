@@ -31,6 +31,7 @@ def _kwargs(name: str, tmp_path: Path) -> dict[str, Any]:
         "ema": {"decay": 0.9},
         "lr_schedule": {"schedule": "cosine"},
         "mixed_precision": {"dtype": "bfloat16"},
+        "mixup": {"num_classes": 3}, "cutmix": {"num_classes": 3}, "mix": {"num_classes": 3},
     }.get(name, {})
 
 

@@ -28,7 +28,7 @@ from tricklab.errors import ConfigError, UserError
 from tricklab.lab.recipe import Recipe, TechniqueSpec, parse_yaml, recipe_from_dict
 
 #: The main job's technique list: those that exist and apply to any classifier.
-DEFAULT_TECHNIQUES: tuple[str, ...] = ("label_smoothing", "ema", "grad_clip")
+DEFAULT_TECHNIQUES: tuple[str, ...] = ("label_smoothing", "mixup", "ema", "grad_clip")
 
 #: The main job's baseline: the MNIST-1D paper's setting (recipes/mnist1d-cnn-paper.yaml), one thread per run.
 BASELINE_RECIPE: dict[str, Any] = {

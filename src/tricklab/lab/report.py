@@ -506,6 +506,41 @@ def _seed_note(summary: dict[str, Any]) -> str:
             "Differences shown are single-run differences; run the ablation with more seeds.</p>")
 
 
+def _samples_section(summary: dict[str, Any]) -> str:
+    """Language models: each variant's text sample (first seed), shown rather than measured."""
+    samples = summary.get("samples") or {}
+    if not samples:
+        return ""
+    parts = ["<h2>Samples</h2>", "<p>A continuation of the prompt from each variant's first seed, sampled at the "
+             "end of training (seeded; settings under each sample).</p>"]
+    for v in summary["variants"]:
+        smp = samples.get(v)
+        if not smp:
+            continue
+        parts.append(f"<h3>{_e(v)}</h3><pre>{_e(smp.get('text', ''))}</pre>"
+                     f"<p class=\"note\">seed {_e(smp.get('seed'))}, temperature {_e(smp.get('temperature'))}, "
+                     f"top-k {_e(smp.get('top_k'))}, prompt {_e(repr(smp.get('prompt')))}</p>")
+    return "\n".join(parts)
+
+
+def _diagnostics_section(summary: dict[str, Any]) -> str:
+    """Per-layer activation and gradient statistics of variants run with the diagnostics technique."""
+    diagnostics = summary.get("diagnostics") or {}
+    if not diagnostics:
+        return ""
+    from tricklab.lab.diagnostics_plots import diagnostic_figures
+
+    parts = ["<h2>Training diagnostics</h2>"]
+    for v in summary["variants"]:
+        d = diagnostics.get(v)
+        if not d:
+            continue
+        parts.append(f"<h3>{_e(v)} (seed {_e(d.get('seed'))})</h3>")
+        for name, svg, caption in diagnostic_figures(d["records"]):
+            parts.append(_figure(f"diagnostics-{v}-{name}", svg, caption))
+    return "\n".join(parts)
+
+
 def render_report(summary: dict[str, Any], curves: dict[str, Any], setting: dict[str, Any]) -> str:
     """The whole report as one HTML string (see the module docstring for the inputs)."""
     _matplotlib()  # fail with the install hint before any work
@@ -555,6 +590,8 @@ def render_report(summary: dict[str, Any], curves: dict[str, Any], setting: dict
         _averaging_table(summary),
         "<h2>Per-class F1</h2>",
         _figure("per-class-f1", plots["per-class-f1"], "F1 per class, mean over seeds."),
+        _samples_section(summary),
+        _diagnostics_section(summary),
     ]
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f'<meta http-equiv="Content-Security-Policy" content="{_e(_CSP)}">'

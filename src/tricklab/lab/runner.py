@@ -36,14 +36,20 @@ class RunResult:
     trainer: Any
 
 
-def build_technique(name: str, args: dict[str, Any], where: str) -> Technique:
-    """Build a registered technique, checking every argument against its constructor's type hints."""
+def build_technique(name: str, args: dict[str, Any], where: str, num_classes: int | None = None) -> Technique:
+    """Build a registered technique, checking every argument against its constructor's type hints.
+
+    A technique whose constructor takes ``num_classes`` (a target mixer that makes soft targets) gets the
+    task's number of classes unless the recipe sets it.
+    """
     from tricklab.techniques import TECHNIQUES
 
     cls = TECHNIQUES.get(name)
     sig = inspect.signature(cls.__init__)
     hints = typing.get_type_hints(cls.__init__)
     params = {k: p for k, p in sig.parameters.items() if k != "self"}
+    if num_classes is not None and "num_classes" in params and "num_classes" not in (args or {}):
+        args = {**(args or {}), "num_classes": num_classes}
     takes_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     checked: dict[str, Any] = {}
     for key, value in (args or {}).items():
@@ -61,7 +67,7 @@ def build_technique(name: str, args: dict[str, Any], where: str) -> Technique:
         raise ConfigError(f"{where}: {e}") from e
 
 
-def build_techniques(recipe: Recipe, run_dir: Path | None) -> list[Technique]:
+def build_techniques(recipe: Recipe, run_dir: Path | None, num_classes: int | None = None) -> list[Technique]:
     out: list[Technique] = []
     for i, spec in enumerate(recipe.techniques):
         if spec.name.lower() in _RUNNER_OWNED:
@@ -70,7 +76,7 @@ def build_techniques(recipe: Recipe, run_dir: Path | None) -> list[Technique]:
                 f"({'schedule' if spec.name == 'lr_schedule' else 'checkpoint / log_every / progress'}), "
                 f"not under techniques"
             )
-        out.append(build_technique(spec.name, spec.args, f"techniques[{i}] ({spec.name})"))
+        out.append(build_technique(spec.name, spec.args, f"techniques[{i}] ({spec.name})", num_classes))
     if recipe.schedule.name != "constant":
         from tricklab.schedules import SCHEDULES
         from tricklab.techniques import LRSchedule
@@ -155,7 +161,7 @@ def run(recipe: Recipe, out: str | Path | None = None, resume: bool = False) -> 
                                      weight_decay=recipe.optimizer.weight_decay, **recipe.optimizer.args)
         wrapped = distributed.wrap(model, device, info)
         loader = data.loader
-        techniques = build_techniques(recipe, run_dir)
+        techniques = build_techniques(recipe, run_dir, data.num_classes)
         trainer = Trainer(
             wrapped, optimizer, loader, loss_fn=task.loss, techniques=techniques, eval_data=data.eval_data,
             eval_every=recipe.eval_every, eval_batch_size=recipe.eval_batch_size,
@@ -186,6 +192,9 @@ def run(recipe: Recipe, out: str | Path | None = None, resume: bool = False) -> 
         }
         if data.val_data is not None:
             summary["val"] = trainer.evaluate(data.val_data)
+        if data.extra_tests:
+            # further test sets the data set defines (e.g. longer sequences, to measure extrapolation)
+            summary["extra_tests"] = {name: trainer.evaluate(split) for name, split in data.extra_tests.items()}
         if any("eval_weights" in t.writes for t in techniques):
             # the same run's final trained weights, to measure what the averaging itself bought
             summary["test_trained_weights"] = trainer.evaluate_trained_weights(data.test_data)
@@ -198,6 +207,12 @@ def run(recipe: Recipe, out: str | Path | None = None, resume: bool = False) -> 
             summary["convergence"] = (convergence_speed(evaluated, "eval_accuracy", recipe.target_accuracy)
                                       if evaluated else None)
             summary["target_accuracy"] = recipe.target_accuracy
+            for t in techniques:
+                if t.name == "diagnostics":  # per-layer statistics over training, plotted in the report
+                    summary["diagnostics"] = t.records
+            if task.sample_prompt and data.vocab:
+                summary["sample"] = _sample_text(model, task.sample_prompt, data.vocab, data.input_shape[0],
+                                                 recipe.seed, device)
             _save_weights(run_dir, model, trainer)
             atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
         distributed.barrier(info)
@@ -219,6 +234,8 @@ class PreparedData:
     fingerprint: str
     predict_fn: Any = None  # (model, data) -> (logits, targets) for data the trainer cannot slice
     example: Any = None  # one input for the latency measurement
+    extra_tests: dict[str, Any] | None = None  # name -> (inputs, targets): further test sets, e.g. longer inputs
+    vocab: list[str] | None = None  # token strings of a text data set (to encode prompts and decode samples)
 
     def latency_example(self, batch_size: int, device: torch.device) -> Any:
         if isinstance(self.example, torch.Tensor):
@@ -252,7 +269,8 @@ def prepare_data(task: Task, recipe: Recipe, info: distributed.DistInfo) -> Prep
         val = (data.x_val, data.y_val) if data.x_val is not None else None
         test = (data.x_test, data.y_test)
         return PreparedData(loader, val or test, test, val, tuple(data.input_shape), data.num_classes,
-                            data.fingerprint(), None, data.x_test)
+                            data.fingerprint(), None, data.x_test, data.meta.get("extra_tests"),
+                            data.meta.get("vocab"))
     from tricklab.data.graph import batch_graphs
     from tricklab.data.graph_loaders import FullBatchGraphLoader, GraphBatchLoader, NeighborLoader
 
@@ -276,6 +294,19 @@ def prepare_data(task: Task, recipe: Recipe, info: distributed.DistInfo) -> Prep
     test = batch_graphs(data.split_graphs("test"))
     return PreparedData(loader, val or test, test, val, (data.num_features,), data.num_classes, data.fingerprint(),
                         _graph_predict, test)
+
+
+def _sample_text(model: torch.nn.Module, prompt: str, vocab: list[str], block_size: int, seed: int,
+                 device: torch.device, length: int = 300) -> dict[str, Any]:
+    """A seeded continuation of ``prompt`` (temperature 0.8, top-k 10) for the report: what the model learned,
+    shown rather than measured."""
+    from tricklab.models.generate import decode, encode, generate
+
+    temperature, top_k = 0.8, 10
+    ids = encode(prompt, vocab).unsqueeze(0).to(device)
+    out = generate(model, ids, length, temperature=temperature, top_k=top_k,
+                   generator=torch.Generator(device=device).manual_seed(seed), block_size=block_size)
+    return {"prompt": prompt, "text": decode(out[0].cpu(), vocab), "temperature": temperature, "top_k": top_k}
 
 
 def _save_weights(run_dir: Path, model: torch.nn.Module, trainer: Any) -> None:

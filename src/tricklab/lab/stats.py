@@ -292,7 +292,12 @@ METRICS: list[dict[str, Any]] = [
     {"key": "parameters", "label": "Parameters", "higher_is_better": False, "fmt": ",.0f"},
     {"key": "model_size_bytes", "label": "Model size (bytes)", "higher_is_better": False, "fmt": ",.0f"},
     {"key": "steps_to_target", "label": "Steps to target accuracy", "higher_is_better": False, "fmt": ",.0f"},
+    # per-token tasks only (language models): bits per token, nll / ln 2
+    {"key": "bpc", "label": "Test bits per character", "higher_is_better": False, "fmt": ".4f", "optional": True},
 ]
+
+#: metrics on a data set's further test sets (summary["extra_tests"][name]), keyed "extra:<name>:<metric>"
+EXTRA_METRICS: tuple[str, ...] = ("accuracy",)
 
 # where each metric sits in a run's summary.json (see tricklab.lab.runner.run)
 _PATHS: dict[str, tuple[str, ...]] = {
@@ -306,16 +311,21 @@ _PATHS: dict[str, tuple[str, ...]] = {
     "parameters": ("parameters",),
     "model_size_bytes": ("model_size_bytes",),
     "steps_to_target": ("convergence", "step"),
+    "bpc": ("test", "bpc"),
 }
 
 
 def metric_value(summary: Mapping[str, Any], key: str) -> float | None:
     """The value of metric ``key`` (one of :data:`METRICS`) in a run's summary.json dict; None when the run
     does not have it (e.g. ``steps_to_target`` when the target accuracy was never reached)."""
-    if key not in _PATHS:
+    if key.startswith("extra:"):
+        path: tuple[str, ...] = ("extra_tests", *key.split(":")[1:])
+    elif key not in _PATHS:
         raise KeyError(f"unknown metric {key!r}; known: {', '.join(_PATHS)}")
+    else:
+        path = _PATHS[key]
     node: Any = summary
-    for part in _PATHS[key]:
+    for part in path:
         if not isinstance(node, Mapping) or node.get(part) is None:
             return None
         node = node[part]
@@ -377,7 +387,16 @@ def ablation_summary(store: Store, baseline: str = "baseline", confidence: float
         if v not in variants:
             variants.append(v)
 
-    metrics = [dict(m) for m in METRICS]
+    all_runs = [r for runs in by_variant.values() for r in runs.values()]
+    # optional metrics only where some run has them (bits per character for language models); further test
+    # sets (e.g. longer sequences) become metrics of their own
+    metrics = [dict(m) for m in METRICS
+               if not m.get("optional") or any(metric_value(r.summary or {}, m["key"]) is not None for r in all_runs)]
+    extra_names = sorted({n for r in all_runs for n in ((r.summary or {}).get("extra_tests") or {})})
+    for name in extra_names:
+        for k in EXTRA_METRICS:
+            metrics.append({"key": f"extra:{name}:{k}", "label": f"{name} {k}", "higher_is_better": True,
+                            "fmt": ".4f"})
     seeds = {v: sorted(by_variant.get(v, {})) for v in variants}
     base_runs = by_variant.get(baseline, {})
 
@@ -439,6 +458,8 @@ def ablation_summary(store: Store, baseline: str = "baseline", confidence: float
 
     per_class: dict[str, list[float] | None] = {}
     reliability: dict[str, dict | None] = {}
+    samples: dict[str, dict] = {}  # language models: the first seed's text sample
+    diagnostics: dict[str, dict] = {}  # the diagnostics technique's records, first seed
     for v in variants:
         runs = by_variant.get(v, {})
         lists = [((runs[s].summary or {}).get("test") or {}).get("per_class_f1") for s in seeds[v]]
@@ -451,6 +472,10 @@ def ablation_summary(store: Store, baseline: str = "baseline", confidence: float
             per_class[v] = None
         first = runs[seeds[v][0]] if seeds[v] else None
         reliability[v] = ((first.summary or {}).get("test") or {}).get("reliability") if first else None
+        if first is not None and (first.summary or {}).get("sample"):
+            samples[v] = {"seed": seeds[v][0], **first.summary["sample"]}
+        if first is not None and (first.summary or {}).get("diagnostics"):
+            diagnostics[v] = {"seed": seeds[v][0], "records": first.summary["diagnostics"]}
 
     # weight averaging (EMA, SWA): the averaged weights against the same run's final trained weights, seed by
     # seed; only runs whose summary holds both (the runner records "test_trained_weights" for them)
@@ -472,4 +497,5 @@ def ablation_summary(store: Store, baseline: str = "baseline", confidence: float
 
     return {"variants": variants, "metrics": metrics, "seeds": seeds, "per_variant": per_variant,
             "paired": paired_out, "equal_time": equal_time, "per_class_f1": per_class,
-            "reliability": reliability, "averaging": averaging}
+            "reliability": reliability, "averaging": averaging, "samples": samples,
+            "diagnostics": diagnostics}

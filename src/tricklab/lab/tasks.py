@@ -6,29 +6,68 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import math
+
 import torch
 import torch.nn.functional as F
 
 from tricklab.registry import Registry
 
+#: target id that marks "no prediction here" in per-token targets (as F.cross_entropy's ignore_index)
+IGNORE_INDEX = -100
+
+
+def token_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over the scored positions of per-token targets.
+
+    logits (B, T, V), targets (B, T) with IGNORE_INDEX where nothing is predicted (padding, prompt tokens).
+    """
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE_INDEX)
+
+
+def scored_positions(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(M, V) logits and (M,) targets of the positions that carry a target (targets != IGNORE_INDEX)."""
+    if logits.dim() != 3 or targets.shape != logits.shape[:2]:
+        raise ValueError(f"per-token task: expected logits (B, T, V) and targets (B, T), got "
+                         f"{tuple(logits.shape)} and {tuple(targets.shape)}")
+    keep = targets.reshape(-1) != IGNORE_INDEX
+    return logits.reshape(-1, logits.shape[-1])[keep], targets.reshape(-1)[keep]
+
 
 @dataclass(frozen=True)
 class Task:
-    """A classification task over one registered data set."""
+    """A classification task over one registered data set.
+
+    ``kind="classification"``: one label per example, logits (B, C). ``kind="token"``: one label per position
+    (language modelling, sequence tasks), logits (B, T, V) against targets (B, T) where IGNORE_INDEX marks
+    positions without a target; metrics are computed over the scored positions, plus bits per token
+    (``bpc`` = nll / ln 2, bits per character for a character vocabulary).
+    """
 
     name: str
     dataset: str
     default_model: str
     summary: str
     dataset_args: dict[str, Any] = field(default_factory=dict)
-    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy
+    kind: str = "classification"
+    #: language models: a prompt to sample a continuation from at the end of each run (kept in its summary)
+    sample_prompt: str | None = None
+
+    @property
+    def loss(self) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        return token_cross_entropy if self.kind == "token" else F.cross_entropy
 
     def metric_fn(self, num_classes: int) -> Callable[[torch.Tensor, torch.Tensor], dict[str, Any]]:
         from tricklab.evaluate import classification_metrics
 
         def metrics(logits: torch.Tensor, targets: torch.Tensor) -> dict[str, Any]:
+            if self.kind == "token":
+                logits, targets = scored_positions(logits, targets)
             out = classification_metrics(logits, targets, num_classes)
             out["loss"] = out["nll"]
+            if self.kind == "token":
+                out["bpc"] = out["nll"] / math.log(2.0)
+                out["scored_positions"] = int(targets.numel())
             return out
 
         return metrics
@@ -47,7 +86,25 @@ for _t in (
     Task("karate", "karate", "gcn", "Zachary's karate club (networkx), node classification"),
     Task("synthetic-graphs", "synthetic-graphs", "gcn_graph",
          "code-made graph classification: cycles, stars, trees, random graphs"),
+    Task("shakespeare-char", "shakespeare-char", "gpt",
+         "character-level language model on Shakespeare's plays; held-out last 10%, bits per character",
+         kind="token", sample_prompt="ROMEO.\n"),
+    Task("shakespeare-mlm", "shakespeare-mlm", "bert", "BERT masked-character pretraining on Shakespeare",
+         kind="token"),
+    Task("shakespeare-plays", "shakespeare-plays", "bert_classifier",
+         "which play a 128-character passage comes from (8 plays; passages from disjoint parts of each play)"),
+    Task("selective-copying", "selective-copying", "mamba_lm",
+         "Mamba paper's selective copying: recall the data tokens scattered among noise, in order", kind="token"),
+    Task("seq-reverse", "seq-reverse", "seq2seq_rnn",
+         "toy seq2seq: reverse 8..12 random digits (encoder-decoder RNN with attention), teacher-forced tokens",
+         kind="token"),
+    Task("seq-sort", "seq-sort", "seq2seq_rnn",
+         "toy seq2seq: sort 8..12 random digits (encoder-decoder RNN with attention), teacher-forced tokens",
+         kind="token"),
+    Task("induction-heads", "induction-heads", "mamba_lm",
+         "Mamba paper's induction heads: after the trigger token again, recall the token that followed it",
+         kind="token"),
 ):
     TASKS.register(_t.name, _t, summary=_t.summary)
 
-__all__ = ["TASKS", "Task"]
+__all__ = ["IGNORE_INDEX", "TASKS", "Task", "scored_positions", "token_cross_entropy"]

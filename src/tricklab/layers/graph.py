@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -511,3 +511,36 @@ __all__ = [
     "sage_conv",
     "sample_neighbors",
 ]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Layer contract (tests/contracts/test_layers.py): a 6-node graph where every node has an incoming edge.
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _graph_example(g: torch.Generator, channels: int = 4) -> tuple[Tensor, Tensor]:
+    src = torch.tensor([0, 1, 2, 3, 4, 5, 0, 2, 4])
+    dst = torch.tensor([1, 2, 3, 4, 5, 0, 3, 5, 1])
+    return torch.randn(6, channels, generator=g), torch.stack([src, dst])
+
+
+def _graph_specs() -> tuple[Any, ...]:
+    from tricklab.layers.spec import LayerSpec
+
+    return (
+        LayerSpec("gcn_conv", "graph", lambda: GCNConv(4, 3), _graph_example, "Kipf & Welling 2017 graph convolution"),
+        LayerSpec("gat_conv", "graph", lambda: GATConv(4, 3, heads=2), _graph_example,
+                  "Velickovic et al. 2018 multi-head graph attention"),
+        LayerSpec("sage_conv_mean", "graph", lambda: SAGEConv(4, 3, "mean"), _graph_example,
+                  "Hamilton et al. 2017 GraphSAGE, mean aggregator"),
+        LayerSpec("sage_conv_max", "graph", lambda: SAGEConv(4, 3, "max"), _graph_example,
+                  "Hamilton et al. 2017 GraphSAGE, max-pooling aggregator"),
+        LayerSpec("sage_conv_lstm", "graph", lambda: SAGEConv(4, 3, "lstm"), _graph_example,
+                  "Hamilton et al. 2017 GraphSAGE, LSTM aggregator", compile=False,
+                  compile_note="packed sequences (pack_padded_sequence) are not traceable by Dynamo"),
+        LayerSpec("gated_graph_conv", "graph", lambda: GatedGraphConv(4, 2), _graph_example,
+                  "Li et al. 2016 gated graph network (GRU updates)"),
+    )
+
+
+LAYER_SPECS = _graph_specs()

@@ -12,6 +12,11 @@ Registered models (see ``docs/models.md``):
 * ``cnn``      - the MNIST-1D paper's 3-conv ConvNet (Greydanus 2020).
 * ``resnet1d`` - a small 1-D ResNet with basic blocks and BatchNorm (He et al. 2016, in 1-D).
 * ``cnn2d``    - a small 2-block CNN for Fashion-MNIST (1x28x28) and sklearn digits (1x8x8).
+* ``plain_mlp`` - a deep plain MLP (no norm, no skip) to study initialisation (depth 30 by default).
+* ``resnet2d`` - a small 2-D ResNet (He et al. 2016) for 1x28x28 / 1x8x8, optional DropBlock and stochastic depth.
+* ``gpt``, ``lstm_lm``, ``mamba_lm``, ``bert``, ``bert_classifier`` - sequence models on int64 token ids
+  (docs/models-sequence.md).
+* ``seq2seq_rnn`` - GRU/LSTM encoder-decoder with Bahdanau/Luong attention (models/seq2seq.py).
 * ``gcn``, ``gat``, ``graphsage``, ``gcn_graph``, ``gated_gnn`` - graph networks on a ``Graph`` (models/gnn.py).
 
 Importing this package imports torch and nothing optional.
@@ -111,17 +116,25 @@ def describe_models() -> dict[str, str]:
 
 
 # Importing the model modules registers them.
-from tricklab.models import cnn1d, cnn2d, resnet1d  # noqa: E402
+from tricklab.models import cnn1d, cnn2d, plain_mlp, resnet1d, resnet2d  # noqa: E402
 from tricklab.models import gnn  # noqa: E402  (gcn, gat, graphsage, gcn_graph, gated_gnn)
+from tricklab.models import bert, gpt, seq_lm  # noqa: E402  (gpt, lstm_lm, mamba_lm, bert, bert_classifier)
+from tricklab.models import seq2seq  # noqa: E402  (seq2seq_rnn)
 
 __all__ = [
     "MODELS",
     "accepted_arguments",
+    "bert",
     "build_model",
     "cnn1d",
     "cnn2d",
     "count_parameters",
     "describe_models",
     "gnn",
+    "gpt",
+    "plain_mlp",
     "resnet1d",
+    "resnet2d",
+    "seq2seq",
+    "seq_lm",
 ]

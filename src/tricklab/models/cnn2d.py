@@ -9,6 +9,10 @@ Layout for ``channels = (32, 64)`` on ``(B, 1, 28, 28)`` (``(B, 1, 8, 8)`` in br
 A block max-pools only when both spatial sides are at least 2, so tiny inputs still work. The design follows
 the common "conv-BN-ReLU-pool" recipe (VGG, Simonyan & Zisserman 2015; BatchNorm, Ioffe & Szegedy 2015).
 Inputs may be images ``(B, C, H, W)``, ``(B, H, W)`` when C = 1, or flat vectors ``(B, C*H*W)``.
+
+``drop_block`` > 0 (default 0: the plain network, no extra module) puts a DropBlock (Ghiasi et al. 2018) with
+``block_size`` after every block's ReLU, before its max pool (on the 28x28 and 14x14 maps of Fashion-MNIST);
+schedule its rate with the ``dropblock_schedule`` technique.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 
 from tricklab.errors import ConfigError
+from tricklab.layers.dropout import DropBlock
 from tricklab.models import MODELS, as_shape, check_positive
 
 
@@ -31,13 +36,20 @@ class CNN2d(nn.Module):
         channels: Sequence[int] = (32, 64),
         dropout: float = 0.0,
         pool_size: int = 1,
+        *,
+        drop_block: float = 0.0,
+        block_size: int = 3,
     ) -> None:
         super().__init__()
         self.image_shape = image_shape
         c, h, w = image_shape
         layers: list[nn.Module] = []
         for width in channels:
-            layers += [nn.Conv2d(c, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU()]
+            # with drop_block the ReLU slot holds Sequential(ReLU, DropBlock): neither has state, so the layer
+            # indices and state-dict keys are those of the plain model and checkpoints move between the two
+            act: nn.Module = nn.Sequential(nn.ReLU(), DropBlock(drop_block, block_size, dim=2)) if drop_block > 0 \
+                else nn.ReLU()
+            layers += [nn.Conv2d(c, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), act]
             if min(h, w) >= 2:  # pool only while the image is large enough
                 layers.append(nn.MaxPool2d(2))
                 h, w = h // 2, w // 2
@@ -63,8 +75,13 @@ def cnn2d(
     channels: Sequence[int] = (32, 64),
     dropout: float = 0.0,
     pool_size: int = 1,
+    drop_block: float = 0.0,
+    block_size: int = 3,
 ) -> nn.Module:
-    """Small 2-D CNN for Fashion-MNIST / digits: conv3x3-BN-ReLU-maxpool blocks, avg pool, dropout, linear."""
+    """Small 2-D CNN for Fashion-MNIST / digits: conv3x3-BN-ReLU-maxpool blocks, avg pool, dropout, linear.
+
+    ``drop_block`` / ``block_size``: DropBlock after every block's ReLU (0 = off, the default).
+    """
     shape = as_shape(input_shape, model="cnn2d", ndim=(2, 3))
     image_shape = (1, *shape) if len(shape) == 2 else shape
     if isinstance(channels, int):
@@ -80,4 +97,8 @@ def cnn2d(
         check_positive("cnn2d", channels=c)
     if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
         raise ConfigError(f"model 'cnn2d': dropout must be a float in [0, 1), got {dropout!r}")
-    return CNN2d(image_shape, num_classes, channels, float(dropout), pool_size)  # type: ignore[arg-type]
+    if isinstance(drop_block, bool) or not isinstance(drop_block, (int, float)) or not 0.0 <= drop_block < 1.0:
+        raise ConfigError(f"model 'cnn2d': drop_block must be a float in [0, 1), got {drop_block!r}")
+    check_positive("cnn2d", block_size=block_size)
+    return CNN2d(image_shape, num_classes, channels, float(dropout), pool_size,  # type: ignore[arg-type]
+                 drop_block=float(drop_block), block_size=block_size)

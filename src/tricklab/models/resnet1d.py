@@ -11,6 +11,16 @@ Layout for ``widths = (32, 64, 128)``, ``blocks_per_stage = 2``, ``kernel_size =
 A basic block is conv-BN-ReLU-conv-BN plus a shortcut, then ReLU; the shortcut is the identity unless the
 channel count or length changes, when it is a 1x1 strided Conv1d + BN projection (ResNet "option B").
 Convolutions followed by BatchNorm have no bias. Initialisation is PyTorch's default.
+
+Regularizers (all off by default; with the defaults the model, its parameters and its outputs are exactly those
+of the plain network, and no extra random numbers are drawn):
+
+* ``drop_block`` > 0: DropBlock (Ghiasi et al. 2018) with ``block_size`` in the blocks of the last two stages
+  (the paper applies it to ResNet-50's groups 3 and 4, the last two of four), after conv1-BN-ReLU, after
+  conv2-BN and after a projection shortcut's BN, as in the paper's ResNet. Schedule it with the
+  ``dropblock_schedule`` technique.
+* ``drop_path`` > 0: stochastic depth (Huang et al. 2016) on every block's residual branch, with the paper's
+  linear decay rule: block l of L (1-based) drops its branch with probability ``drop_path * l / L``.
 """
 
 from __future__ import annotations
@@ -21,14 +31,32 @@ import torch
 from torch import Tensor, nn
 
 from tricklab.errors import ConfigError
+from tricklab.layers.dropout import DropBlock, DropPath
 from tricklab.models import MODELS, as_shape, check_positive
 from tricklab.models.cnn1d import split_1d_shape, to_channels_first
 
 
-class BasicBlock1d(nn.Module):
-    """conv(k, stride) - BN - ReLU - conv(k) - BN, plus identity or projection shortcut, then ReLU."""
+def _drop_block(p: float, block_size: int) -> nn.Module:
+    """DropBlock over (B, C, L), or the identity when off (so the default model has no extra module state)."""
+    return DropBlock(p, block_size, dim=1) if p > 0 else nn.Identity()
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1) -> None:
+
+def check_rate(model: str, name: str, value: object) -> float:
+    """A drop rate in [0, 1) or a ConfigError naming the model and the argument."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) < 1.0:
+        raise ConfigError(f"model {model!r}: {name} must be a float in [0, 1), got {value!r}")
+    return float(value)
+
+
+class BasicBlock1d(nn.Module):
+    """conv(k, stride) - BN - ReLU - conv(k) - BN, plus identity or projection shortcut, then ReLU.
+
+    With ``drop_block`` > 0 a DropBlock follows conv1-BN-ReLU, conv2-BN and a projection shortcut; with
+    ``drop_path`` > 0 the residual branch is dropped per example (stochastic depth) before the addition.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1, *,
+                 drop_block: float = 0.0, block_size: int = 5, drop_path: float = 0.0) -> None:
         super().__init__()
         pad = kernel_size // 2  # "same" padding for odd kernels
         self.conv1 = nn.Conv1d(in_channels, out_channels, kernel_size, stride=stride, padding=pad, bias=False)
@@ -43,12 +71,17 @@ class BasicBlock1d(nn.Module):
             )
         else:
             self.shortcut = nn.Identity()
+        self.drop1 = _drop_block(drop_block, block_size)
+        self.drop2 = _drop_block(drop_block, block_size)
+        if drop_block > 0 and not isinstance(self.shortcut, nn.Identity):
+            self.shortcut.append(DropBlock(drop_block, block_size, dim=1))
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:
         # x: (B, C_in, L) -> (B, C_out, ceil(L / stride))
-        h = torch.relu(self.bn1(self.conv1(x)))
-        h = self.bn2(self.conv2(h))
-        return torch.relu(h + self.shortcut(x))
+        h = self.drop1(torch.relu(self.bn1(self.conv1(x))))
+        h = self.drop2(self.bn2(self.conv2(h)))
+        return torch.relu(self.drop_path(h) + self.shortcut(x))
 
 
 class ResNet1d(nn.Module):
@@ -62,6 +95,10 @@ class ResNet1d(nn.Module):
         widths: Sequence[int] = (32, 64, 128),
         blocks_per_stage: int = 2,
         kernel_size: int = 3,
+        *,
+        drop_block: float = 0.0,
+        block_size: int = 5,
+        drop_path: float = 0.0,
     ) -> None:
         super().__init__()
         self.in_channels, self.length = in_channels, length
@@ -73,11 +110,18 @@ class ResNet1d(nn.Module):
         )
         stages: list[nn.Module] = []
         prev = widths[0]
+        total, index = len(widths) * blocks_per_stage, 0
+        first_dropblock_stage = max(0, len(widths) - 2)  # the last two stages (ResNet groups 3 and 4)
         for i, width in enumerate(widths):
             blocks = []
             for j in range(blocks_per_stage):
                 stride = 2 if (i > 0 and j == 0) else 1
-                blocks.append(BasicBlock1d(prev, width, kernel_size, stride))
+                index += 1
+                blocks.append(BasicBlock1d(
+                    prev, width, kernel_size, stride,
+                    drop_block=drop_block if i >= first_dropblock_stage else 0.0, block_size=block_size,
+                    drop_path=drop_path * index / total,  # Huang et al.: p_l = l / L * p_L
+                ))
                 prev = width
             stages.append(nn.Sequential(*blocks))
         self.stages = nn.Sequential(*stages)
@@ -99,8 +143,15 @@ def resnet1d(
     widths: Sequence[int] = (32, 64, 128),
     blocks_per_stage: int = 2,
     kernel_size: int = 3,
+    drop_block: float = 0.0,
+    block_size: int = 5,
+    drop_path: float = 0.0,
 ) -> nn.Module:
-    """Small 1-D ResNet: stem, basic residual blocks with BatchNorm, global average pool, linear (He 2016)."""
+    """Small 1-D ResNet: stem, basic residual blocks with BatchNorm, global average pool, linear (He 2016).
+
+    ``drop_block`` / ``block_size``: DropBlock in the last two stages; ``drop_path``: stochastic depth rate of the
+    last block (linear in depth). Both 0 by default (the plain network).
+    """
     shape = as_shape(input_shape, model="resnet1d", ndim=(1, 2))
     if isinstance(widths, int):
         widths = (widths,)
@@ -115,5 +166,9 @@ def resnet1d(
         check_positive("resnet1d", widths=w)
     if kernel_size % 2 == 0:
         raise ConfigError(f"model 'resnet1d': kernel_size must be odd (for 'same' padding), got {kernel_size}")
+    drop_block = check_rate("resnet1d", "drop_block", drop_block)
+    drop_path = check_rate("resnet1d", "drop_path", drop_path)
+    check_positive("resnet1d", block_size=block_size)
     in_channels, length = split_1d_shape(shape)
-    return ResNet1d(in_channels, length, num_classes, widths, blocks_per_stage, kernel_size)
+    return ResNet1d(in_channels, length, num_classes, widths, blocks_per_stage, kernel_size,
+                    drop_block=drop_block, block_size=block_size, drop_path=drop_path)

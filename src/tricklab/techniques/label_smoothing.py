@@ -19,7 +19,7 @@ class LabelSmoothing(Technique):
 
     name: ClassVar[str] = "label_smoothing"
     reads = frozenset({"batch.targets"})
-    writes = frozenset({"loss"})
+    writes = frozenset({"loss", "loss_fn"})
 
     def __init__(self, eps: float = 0.1) -> None:
         if not 0.0 <= eps < 1.0:
@@ -27,4 +27,8 @@ class LabelSmoothing(Technique):
         self.eps = float(eps)
 
     def on_loss(self, state: TrainState) -> None:
-        state.loss = F.cross_entropy(state.outputs, state.targets, label_smoothing=self.eps)
+        outputs, targets = state.outputs, state.targets
+        if outputs.dim() == 3 and targets.dim() == 2 and not targets.is_floating_point():
+            # per-token outputs (B, T, V) against (B, T) ids, -100 where nothing is predicted
+            outputs, targets = outputs.reshape(-1, outputs.shape[-1]), targets.reshape(-1)
+        state.loss = F.cross_entropy(outputs, targets, label_smoothing=self.eps, ignore_index=-100)

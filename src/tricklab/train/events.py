@@ -61,6 +61,7 @@ SLOTS: frozenset[str] = frozenset(
         "batch.inputs",
         "batch.targets",
         "loss",
+        "loss_fn",
         "grads",
         "params",
         "optimizer",
@@ -75,5 +76,7 @@ SLOTS: frozenset[str] = frozenset(
 #: Slots with one owner: two techniques writing one of these conflict unless one composes with the other.
 #: batch.targets: two target mixers would mix already-mixed targets; eval_weights: two weight averagers would
 #: each swap their own weights in; lr: two schedule owners would overwrite each other; optimizer: two
-#: techniques that take over the optimizer step (loss scaler, SAM) would each step.
-EXCLUSIVE_SLOTS: frozenset[str] = frozenset({"batch.targets", "eval_weights", "lr", "optimizer"})
+#: techniques that take over the optimizer step (loss scaler, SAM) would each step; loss_fn: two techniques that
+#: each replace the task loss (label smoothing, focal, bootstrapping) would silently overwrite each other (a
+#: technique that only adds a term, such as a weight penalty, writes ``loss`` instead).
+EXCLUSIVE_SLOTS: frozenset[str] = frozenset({"batch.targets", "eval_weights", "lr", "loss_fn", "optimizer"})
