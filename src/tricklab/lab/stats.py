@@ -6,6 +6,7 @@ test oracle, not a run-time dependency. The formulas and references are in ``doc
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -293,7 +294,7 @@ METRICS: list[dict[str, Any]] = [
     {"key": "model_size_bytes", "label": "Model size (bytes)", "higher_is_better": False, "fmt": ",.0f"},
     {"key": "steps_to_target", "label": "Steps to target accuracy", "higher_is_better": False, "fmt": ",.0f"},
     # per-token tasks only (language models): bits per token, nll / ln 2
-    {"key": "bpc", "label": "Test bits per character", "higher_is_better": False, "fmt": ".4f", "optional": True},
+    {"key": "bpc", "label": "Test bits per token (per character for text)", "higher_is_better": False, "fmt": ".4f", "optional": True},
 ]
 
 #: metrics on a data set's further test sets (summary["extra_tests"][name]), keyed "extra:<name>:<metric>"
@@ -392,7 +393,9 @@ def ablation_summary(store: Store, baseline: str = "baseline", confidence: float
     # sets (e.g. longer sequences) become metrics of their own
     metrics = [dict(m) for m in METRICS
                if not m.get("optional") or any(metric_value(r.summary or {}, m["key"]) is not None for r in all_runs)]
-    extra_names = sorted({n for r in all_runs for n in ((r.summary or {}).get("extra_tests") or {})})
+    # natural order, so len64 comes before len128
+    extra_names = sorted({n for r in all_runs for n in ((r.summary or {}).get("extra_tests") or {})},
+                         key=lambda n: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", n)])
     for name in extra_names:
         for k in EXTRA_METRICS:
             metrics.append({"key": f"extra:{name}:{k}", "label": f"{name} {k}", "higher_is_better": True,
