@@ -42,7 +42,7 @@ def _grads(out: torch.Tensor, tensors: list[torch.Tensor], seed: int = 0) -> tup
     return torch.autograd.grad((out * w).sum(), tensors, allow_unused=False)
 
 
-def _close(a: torch.Tensor, b: torch.Tensor, tol: float = 1e-10) -> None:
+def assert_near(a: torch.Tensor, b: torch.Tensor, tol: float = 1e-10) -> None:
     torch.testing.assert_close(a, b, rtol=tol, atol=tol)
 
 
@@ -77,11 +77,11 @@ def test_mha_matches_nn_multiheadattention(impl: str, mask: str) -> None:
         kw_ours["attn_mask"] = kw_ref["attn_mask"] = am
     y = ours(x, **kw_ours)
     y_ref = ref(x, x, x, **kw_ref)[0]
-    _close(y, y_ref)
+    assert_near(y, y_ref)
     g = _grads(y, [x, ours.in_proj_weight, ours.in_proj_bias, ours.out_proj.weight])
     g_ref = _grads(y_ref, [x, ref.in_proj_weight, ref.in_proj_bias, ref.out_proj.weight])
     for a, b in zip(g, g_ref):
-        _close(a, b)
+        assert_near(a, b)
 
 
 def test_mha_cross_attention_kdim_vdim_matches_torch() -> None:
@@ -99,9 +99,9 @@ def test_mha_cross_attention_kdim_vdim_matches_torch() -> None:
     kpm = _padding(B, S, [6, 5])
     y = ours(q, k, v, attn_mask=am, key_padding_mask=kpm)
     y_ref = ref(q, k, v, attn_mask=am, key_padding_mask=kpm, need_weights=False)[0]
-    _close(y, y_ref)
+    assert_near(y, y_ref)
     for a, b in zip(_grads(y, [q, k, v, ours.k_proj_weight]), _grads(y_ref, [q, k, v, ref.k_proj_weight])):
-        _close(a, b)
+        assert_near(a, b)
 
 
 def test_functional_sdpa_equals_naive_with_4d_masks() -> None:
@@ -112,9 +112,9 @@ def test_functional_sdpa_equals_naive_with_4d_masks() -> None:
     am = torch.randn(B, H, T, T, dtype=DT)
     outs = [multi_head_attention(q, k, v, n_heads=H, attn_mask=am, is_causal=True, impl=i)
             for i in ("sdpa", "naive")]
-    _close(outs[0], outs[1])
+    assert_near(outs[0], outs[1])
     for a, b in zip(_grads(outs[0], [q, k, v]), _grads(outs[1], [q, k, v])):
-        _close(a, b)
+        assert_near(a, b)
     # NumPy closed form for one head: softmax(q k^T / sqrt(d) + am + causal) v
     qn, kn, vn = (t.detach().numpy()[0, :, :4] for t in (q, k, v))
     s = qn @ kn.T / math.sqrt(4) + am[0, 0].numpy() + np.where(np.triu(np.ones((T, T)), 1) > 0, -np.inf, 0.0)
@@ -148,14 +148,14 @@ def test_kv_cache_decoding_equals_causal_forward(pos: str) -> None:
     steps = [layer(x[:, t:t + 1], is_causal=True, cache=cache) for t in range(T)]
     assert len(cache) == T
     inc = torch.cat(steps, dim=1)
-    _close(inc, full)
+    assert_near(inc, full)
     for a, b in zip(_grads(inc, [x, layer.in_proj_weight]), _grads(full, [x, layer.in_proj_weight])):
-        _close(a, b)
+        assert_near(a, b)
     # a prefix of 4 then single tokens: chunks of any size decode the same
     cache.reset()
     inc2 = torch.cat([layer(x[:, :4], is_causal=True, cache=cache)]
                      + [layer(x[:, t:t + 1], is_causal=True, cache=cache) for t in range(4, T)], dim=1)
-    _close(inc2, full)
+    assert_near(inc2, full)
 
 
 def test_rotary_and_alibi_inside_mha_match_explicit_formula() -> None:
@@ -174,7 +174,7 @@ def test_rotary_and_alibi_inside_mha_match_explicit_formula() -> None:
         if alibi:
             bias = alibi_bias(H, T, dtype=DT)
         ref = layer.out_proj(attention_naive(q, k, v, bias).transpose(1, 2).flatten(2))
-        _close(layer(x), ref)
+        assert_near(layer(x), ref)
 
 
 # ========================================================================================== Transformer blocks
@@ -195,13 +195,13 @@ def test_transformer_block_matches_torch_encoder_layer(norm_first: bool, causal:
     kpm = _padding(B, T, [6, 4])
     y = ours(x, key_padding_mask=kpm)
     y_ref = ref(x, src_key_padding_mask=kpm, src_mask=causal_mask(T) if causal else None, is_causal=causal)
-    _close(y, y_ref)
+    assert_near(y, y_ref)
     wo, wr = dict(ours.named_parameters()), dict(ref.named_parameters())
     names = ["self_attn.in_proj_weight", "linear1.weight", "norm1.weight", "norm2.bias"]
     g = _grads(y, [x] + [wo[n] for n in names])
     g_ref = _grads(y_ref, [x] + [wr[n] for n in names])
     for a, b in zip(g, g_ref):
-        _close(a, b)
+        assert_near(a, b)
 
 
 @pytest.mark.parametrize("norm_first", [False, True])
@@ -218,12 +218,12 @@ def test_decoder_block_matches_torch_decoder_layer(norm_first: bool) -> None:
     mkpm = _padding(B, S, [7, 3])
     y = ours(x, mem, memory_key_padding_mask=mkpm)
     y_ref = ref(x, mem, tgt_mask=causal_mask(T), memory_key_padding_mask=mkpm, tgt_is_causal=True)
-    _close(y, y_ref)
+    assert_near(y, y_ref)
     names = ["multihead_attn.in_proj_weight", "norm3.weight"]
     g = _grads(y, [x, mem] + [dict(ours.named_parameters())[n] for n in names])
     g_ref = _grads(y_ref, [x, mem] + [dict(ref.named_parameters())[n] for n in names])
     for a, b in zip(g, g_ref):
-        _close(a, b)
+        assert_near(a, b)
 
 
 def test_block_rotary_alibi_options_run_and_are_causal() -> None:
@@ -235,7 +235,7 @@ def test_block_rotary_alibi_options_run_and_are_causal() -> None:
         x2 = x.clone()
         x2[:, 4] += 1.0
         y, y2 = blk(x), blk(x2)
-        _close(y[:, :4], y2[:, :4])
+        assert_near(y[:, :4], y2[:, :4])
         assert (y[:, 4:] - y2[:, 4:]).abs().max() > 1e-3
 
 
@@ -276,15 +276,15 @@ def test_sparse_attention_equals_dense_with_mask(kind: str, window: int | None, 
     x = torch.randn(2, T, 8, dtype=DT, requires_grad=True)
     y = sp(x)
     y_ref = dense(x, attn_mask=sparse_mask(T, kind, window=window, stride=stride, causal=causal))
-    _close(y, y_ref)
+    assert_near(y, y_ref)
     for a, b in zip(_grads(y, [x, sp.attn.in_proj_weight]), _grads(y_ref, [x, dense.in_proj_weight])):
-        _close(a, b)
+        assert_near(a, b)
 
 
 def test_local_attention_window_larger_than_sequence() -> None:
     """Reference: full causal attention (a window >= T blocks nothing but the future)."""
     q, k, v = (torch.randn(1, 2, 5, 4, dtype=DT) for _ in range(3))
-    _close(local_attention(q, k, v, 8, causal=True), attention_naive(q, k, v, torch.zeros(5, 5, dtype=DT)
+    assert_near(local_attention(q, k, v, 8, causal=True), attention_naive(q, k, v, torch.zeros(5, 5, dtype=DT)
                                                                       .masked_fill(causal_mask(5), -math.inf)))
 
 
@@ -318,7 +318,7 @@ def test_linformer_matches_numpy_formula() -> None:
 
     y2 = naive(x)
     for g1, g2 in zip(_grads(y, [x, lin.E, lin.F]), _grads(y2, [x, lin.E, lin.F])):
-        _close(g1, g2)
+        assert_near(g1, g2)
 
 
 def test_linformer_padding_and_length_checks() -> None:
@@ -348,10 +348,10 @@ def test_axial_attention_matches_row_column_loops() -> None:
     rows = torch.stack([torch.stack([ax.row_attn(x[b, i][None])[0] for i in range(Hh)]) for b in range(B)])
     cols = torch.stack([torch.stack([ax.col_attn(rows[b, :, j][None])[0] for j in range(W)], dim=1)
                         for b in range(B)])
-    _close(y, cols)
+    assert_near(y, cols)
     ps = [x, ax.row_attn.in_proj_weight, ax.col_attn.out_proj.weight]
     for a, b in zip(_grads(y, ps), _grads(cols, ps)):
-        _close(a, b)
+        assert_near(a, b)
 
 
 # ======================================================================================================= chunked
@@ -386,7 +386,7 @@ def test_mha_chunked_impl_matches_sdpa() -> None:
     b.load_state_dict(a.state_dict())
     x = torch.randn(2, 10, 8, dtype=DT)
     for c in (False, True):
-        _close(a(x, is_causal=c), b(x, is_causal=c))
+        assert_near(a(x, is_causal=c), b(x, is_causal=c))
     with pytest.raises(ValueError, match="chunked"):
         a(x, key_padding_mask=_padding(2, 10, [10, 5]))
 

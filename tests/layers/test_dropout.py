@@ -39,7 +39,7 @@ def _gen(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def _mc_close(samples: torch.Tensor, expected: torch.Tensor, k: float = 5.0) -> None:
+def assert_mc_close(samples: torch.Tensor, expected: torch.Tensor, k: float = 5.0) -> None:
     """Assert mean over dim 0 of ``samples`` is within k standard errors (estimated) of ``expected``."""
     n = samples.shape[0]
     mean = samples.mean(0)
@@ -150,7 +150,7 @@ def test_keep_probability_per_position_matches_closed_form() -> None:
     gamma = drop_block_gamma(p, b, (h, w))
     counts = np.outer(_cover_counts(h, b), _cover_counts(w, b))
     expected = torch.from_numpy((1.0 - gamma) ** counts)
-    _mc_close(masks, expected)
+    assert_mc_close(masks, expected)
     assert expected[0, 0] > expected[4, 4]  # the corner is covered by 1 seed position, the centre by 9
 
 
@@ -160,7 +160,7 @@ def test_expectation_kept_per_position_for_block_size_one() -> None:
     x = torch.randn(2, 3, 5, 5, generator=_gen(8), dtype=torch.float64)
     n = 3000
     out = drop_block(x.repeat(n, 1, 1, 1), 0.3, 1, training=True, generator=_gen(9))
-    _mc_close(out.reshape(n, *x.shape), x)
+    assert_mc_close(out.reshape(n, *x.shape), x)
 
 
 def test_expectation_kept_for_map_averages_with_blocks() -> None:
@@ -171,7 +171,7 @@ def test_expectation_kept_for_map_averages_with_blocks() -> None:
     x = vals.expand(2, 3, 9, 9)
     n = 2000
     out = drop_block(x.repeat(n, 1, 1, 1), 0.2, 3, training=True, generator=_gen(11))
-    _mc_close(out.reshape(n, 2, 3, 81).mean(-1), vals.reshape(2, 3))
+    assert_mc_close(out.reshape(n, 2, 3, 81).mean(-1), vals.reshape(2, 3))
     # and for a constant tensor the total is preserved exactly on every draw (count / count_ones rescaling)
     one = drop_block(torch.full((2, 3, 9, 9), 2.5, dtype=torch.float64), 0.2, 3, generator=_gen(12))
     assert (one == 0).any()
@@ -311,7 +311,7 @@ def test_shakeout_expectation_is_the_plain_linear_layer() -> None:
     b = torch.randn(4, dtype=torch.float64, generator=g)
     n = 4000
     out = shakeout_linear(x.repeat(n, 1), w, b, 0.4, 0.8, generator=_gen(25)).reshape(n, 3, 4)
-    _mc_close(out, F.linear(x, w, b))
+    assert_mc_close(out, F.linear(x, w, b))
 
 
 def test_shakeout_eval_is_plain_linear() -> None:
@@ -368,7 +368,7 @@ def test_drop_path_expectation_kept() -> None:
     x = torch.randn(2, 5, dtype=torch.float64, generator=_gen(33))
     n = 4000
     out = drop_path(x.repeat(n, 1), 0.25, generator=_gen(34)).reshape(n, 2, 5)
-    _mc_close(out, x)
+    assert_mc_close(out, x)
 
 
 def test_drop_path_identity_in_eval_and_p_one_is_refused() -> None:
