@@ -58,6 +58,22 @@ def as_shape(input_shape: Sequence[int] | int, *, model: str, ndim: tuple[int, .
     return shape
 
 
+def as_int_tuple(values: Sequence[int] | int, *, model: str, name: str, what: str) -> tuple[int, ...]:
+    """``values`` (one int or a list of ints, e.g. stage widths) as a non-empty tuple of positive ints, else
+    ConfigError naming the model and the argument; ``what`` names one item in the message ("stage")."""
+    if isinstance(values, int):
+        values = (values,)
+    try:
+        out = tuple(values)
+    except TypeError:
+        raise ConfigError(f"model {model!r}: {name} must be a list of ints, got {values!r}") from None
+    if not out:
+        raise ConfigError(f"model {model!r}: {name} must name at least one {what}")
+    for v in out:
+        check_positive(model, **{name: v})
+    return out
+
+
 def check_positive(model: str, **values: int) -> None:
     """Raise ConfigError unless every given value is an int >= 1."""
     for name, value in values.items():

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from tricklab.errors import ConfigError
 from tricklab.layers.dropout import DropBlock
-from tricklab.models import MODELS, as_shape, check_positive
+from tricklab.models import MODELS, as_int_tuple, as_shape, check_positive
 
 
 class CNN2d(nn.Module):
@@ -84,17 +84,8 @@ def cnn2d(
     """
     shape = as_shape(input_shape, model="cnn2d", ndim=(2, 3))
     image_shape = (1, *shape) if len(shape) == 2 else shape
-    if isinstance(channels, int):
-        channels = (channels,)
-    try:
-        channels = tuple(channels)
-    except TypeError:
-        raise ConfigError(f"model 'cnn2d': channels must be a list of ints, got {channels!r}") from None
-    if not channels:
-        raise ConfigError("model 'cnn2d': channels must name at least one conv block")
+    channels = as_int_tuple(channels, model="cnn2d", name="channels", what="conv block")
     check_positive("cnn2d", num_classes=num_classes, pool_size=pool_size)
-    for c in channels:
-        check_positive("cnn2d", channels=c)
     if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
         raise ConfigError(f"model 'cnn2d': dropout must be a float in [0, 1), got {dropout!r}")
     if isinstance(drop_block, bool) or not isinstance(drop_block, (int, float)) or not 0.0 <= drop_block < 1.0:

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from tricklab.errors import ConfigError
 from tricklab.layers.dropout import DropBlock, DropPath
-from tricklab.models import MODELS, as_shape, check_positive
+from tricklab.models import MODELS, as_int_tuple, as_shape, check_positive
 from tricklab.models.cnn1d import split_1d_shape, to_channels_first
 
 
@@ -153,17 +153,8 @@ def resnet1d(
     last block (linear in depth). Both 0 by default (the plain network).
     """
     shape = as_shape(input_shape, model="resnet1d", ndim=(1, 2))
-    if isinstance(widths, int):
-        widths = (widths,)
-    try:
-        widths = tuple(widths)
-    except TypeError:
-        raise ConfigError(f"model 'resnet1d': widths must be a list of ints, got {widths!r}") from None
-    if not widths:
-        raise ConfigError("model 'resnet1d': widths must name at least one stage")
+    widths = as_int_tuple(widths, model="resnet1d", name="widths", what="stage")
     check_positive("resnet1d", num_classes=num_classes, blocks_per_stage=blocks_per_stage, kernel_size=kernel_size)
-    for w in widths:
-        check_positive("resnet1d", widths=w)
     if kernel_size % 2 == 0:
         raise ConfigError(f"model 'resnet1d': kernel_size must be odd (for 'same' padding), got {kernel_size}")
     drop_block = check_rate("resnet1d", "drop_block", drop_block)

@@ -38,7 +38,7 @@ from torch import Tensor, nn
 from tricklab.errors import ConfigError
 from tricklab.layers.dropout import DropBlock, DropPath
 from tricklab.layers.norms import NORM_KINDS, make_norm
-from tricklab.models import MODELS, as_shape, check_positive
+from tricklab.models import MODELS, as_int_tuple, as_shape, check_positive
 from tricklab.models.resnet1d import check_rate
 
 __all__ = ["BasicBlock2d", "ResNet2d", "resnet2d"]
@@ -142,17 +142,8 @@ def resnet2d(
     """Small 2-D ResNet for Fashion-MNIST / digits (He et al. 2016) with optional DropBlock and DropPath."""
     shape = as_shape(input_shape, model="resnet2d", ndim=(2, 3))
     image_shape = (1, *shape) if len(shape) == 2 else shape
-    if isinstance(widths, int):
-        widths = (widths,)
-    try:
-        widths = tuple(widths)
-    except TypeError:
-        raise ConfigError(f"model 'resnet2d': widths must be a list of ints, got {widths!r}") from None
-    if not widths:
-        raise ConfigError("model 'resnet2d': widths must name at least one stage")
+    widths = as_int_tuple(widths, model="resnet2d", name="widths", what="stage")
     check_positive("resnet2d", num_classes=num_classes, blocks_per_stage=blocks_per_stage, block_size=block_size)
-    for width in widths:
-        check_positive("resnet2d", widths=width)
     norm = str(norm).lower()
     if norm not in NORM_KINDS:
         raise ConfigError(f"model 'resnet2d': unknown norm {norm!r}; choose one of {', '.join(NORM_KINDS)}")
