@@ -386,3 +386,11 @@ def test_technique_class_names_follow_the_rule(name: str) -> None:
     cls = TECHNIQUES.get(name)
     others = {k for k, mods in public_classes().items() if any(m != cls.__module__ for m in mods)}
     assert cls.__name__ == technique_class_name(name, others)
+
+
+def test_the_trainer_page_documents_every_slot_and_technique() -> None:
+    text = (ROOT / "docs" / "trainer.md").read_text(encoding="utf-8")
+    for slot in SLOTS:
+        assert f"| `{slot}` |" in text, f"docs/trainer.md: slot {slot!r} missing from the slot table"
+    for name, cls in TECHNIQUES.items():
+        assert f"| `{name}` | `{cls.__name__}` |" in text, f"docs/trainer.md: {name!r} missing"
