@@ -22,9 +22,9 @@ class Checkpointing(Technique):
 
     name: ClassVar[str] = "checkpointing"
     # The final checkpoint (fit_end) must hold the trained weights the saved optimizer state belongs to, so it
-    # runs before early stopping puts the best weights back at fit_end. The data flow cannot say it: the
-    # snapshot reads the whole state, and a reader of params runs *after* a writer of params (diagnostics
-    # must, at batch_start, see LSUV's init); only this pair at this event needs the opposite.
+    # runs before early stopping puts the best weights back at fit_end. The data flow cannot say it: declared
+    # as a reader of params (its snapshot reads the whole state), the writer-before-reader rule would run it
+    # *after* the restore, the order every other reader of params needs (diagnostics after LSUV's init).
     before: ClassVar[frozenset[str]] = frozenset({"early_stopping"})
     main_process_only: ClassVar[bool] = True
 
