@@ -6,10 +6,6 @@ import sys
 import time
 from typing import Any, ClassVar, TextIO
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
-from rich.progress import Progress as Bar
-
 from tricklab.techniques.registry import register_technique
 from tricklab.train.state import TrainState
 from tricklab.train.technique import Technique
@@ -48,6 +44,11 @@ class Progress(Technique):
         self._total = state.planned_steps()
         use_rich = self.rich if self.rich is not None else self._out().isatty()
         if use_rich:
+            # imported here: `import tricklab` loads no display library (tests/test_import.py)
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+            from rich.progress import Progress as Bar
+
             self._bar = Bar(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                             TextColumn("{task.fields[info]}"), console=Console(file=self._out()), transient=False)
             self._bar.start()
