@@ -11,19 +11,21 @@ from typing import Any, ClassVar
 
 import torch
 
+from tricklab.techniques.registry import register_technique
 from tricklab.train.state import TrainState
 from tricklab.train.technique import Technique
 
 
+@register_technique
 class EarlyStopping(Technique):
     """Stop training when ``metric`` stops improving for ``patience`` evaluations."""
 
     name: ClassVar[str] = "early_stopping"
-    reads = frozenset({"params"})
-    writes = frozenset({"params"})
-    # at eval_end, run before a weight averager swaps its weights back out, so a kept "best" copy is the
-    # weights that were evaluated
-    before = frozenset({"ema", "swa"})
+    # reads the weights that were evaluated (eval_weights: at eval_end it runs before a weight averager swaps
+    # them back out, so a kept "best" copy is what scored); restore_best writes the weights and their
+    # normalisation statistics at fit_end
+    reads = frozenset({"eval_weights", "eval_metrics"})
+    writes = frozenset({"stop", "params", "norm_stats"})
 
     def __init__(self, metric: str = "accuracy", mode: str = "max", patience: int = 5, min_delta: float = 0.0,
                  restore_best: bool = False) -> None:
