@@ -41,6 +41,7 @@ from tricklab.data import InMemoryLoader, load_dataset
 from tricklab.errors import ConfigError
 from tricklab.io import atomic_write_text
 from tricklab.lab.build import validate
+from tricklab.lab.plots import matplotlib_or_hint
 from tricklab.lab.recipe import Recipe
 from tricklab.models import build_model
 from tricklab.optim import create_optimizer
@@ -198,9 +199,7 @@ def build_for_recipe(recipe: Recipe) -> tuple[nn.Module, torch.optim.Optimizer, 
 
 
 def _plot(result: dict[str, Any], out_dir: Path) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
+    matplotlib_or_hint("the learning-rate range test")  # headless Agg, or the install hint
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.0, 3.6))

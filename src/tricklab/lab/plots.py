@@ -36,12 +36,12 @@ PALETTE: tuple[str, ...] = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd
 
 
 # ------------------------------------------------------------------------------------------- helpers
-def matplotlib_or_hint() -> Any:
+def matplotlib_or_hint(what: str = "the ablation report") -> Any:
     """Import matplotlib, headless, or tell the user which extra to install."""
     try:
         import matplotlib
     except ImportError as exc:
-        raise UserError('the ablation report draws its plots with matplotlib, which is not installed; '
+        raise UserError(f'{what} draws its plots with matplotlib, which is not installed; '
                         'install it with: pip install "tricklab[plots]"') from exc
     # Agg: no display is needed (or present on servers); SVG output does not depend on the backend anyway
     matplotlib.use("Agg")
