@@ -3,7 +3,8 @@
 Every data set tricklab ships is small enough to live in memory as a handful of tensors, so the common
 currency is :class:`ArrayDataset`: train/test (and optionally validation) tensors plus the facts a model
 builder needs (number of classes, per-sample input shape). Data sets register a loader function in
-:data:`DATASETS`; :func:`load_dataset` is the one entry point recipes and the CLI use.
+:data:`DATASETS`; :func:`tricklab.data.datasets.load_dataset` (also ``tricklab.data.load_dataset``) is the one
+entry point recipes and the CLI use.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from torch import Tensor
 
 from tricklab.registry import Registry
 
-__all__ = ["ArrayDataset", "DATASETS", "load_dataset", "cache_dir"]
+__all__ = ["ArrayDataset", "DATASETS", "cache_dir"]
 
 DATASETS: Registry[Callable[..., "ArrayDataset"]] = Registry("dataset")
 """Name -> loader function ``f(data_dir: str | None = None, **kwargs) -> ArrayDataset``."""
@@ -164,18 +165,3 @@ def cache_dir() -> Path:
     if xdg:
         return Path(xdg).expanduser() / "tricklab"
     return Path.home() / ".cache" / "tricklab"
-
-
-def load_dataset(name: str, data_dir: str | None = None, **kwargs: Any) -> ArrayDataset:
-    """Load the registered data set ``name``.
-
-    ``data_dir`` overrides where a data set looks for its files (Fashion-MNIST) or keeps its cache
-    (MNIST-1D); data sets that need no files ignore it. Extra keyword arguments go to the loader.
-    Unknown names raise :class:`~tricklab.errors.UnknownNameError` with the closest registered names.
-    """
-    # Importing the datasets package registers the built-in loaders; done here so that importing
-    # tricklab.data.base alone stays cheap and free of circular imports.
-    import tricklab.data.datasets  # noqa: F401
-
-    loader = DATASETS.get(name)
-    return loader(data_dir=data_dir, **kwargs)
