@@ -1,12 +1,13 @@
 """Built-in data sets. Importing this package registers them in :data:`tricklab.data.base.DATASETS`.
 
-Each module imports its optional dependency (mnist1d, scikit-learn) only inside the loader function, so
-registering every data set costs nothing and a missing extra is reported only when that set is loaded.
+Each module imports its optional dependency (mnist1d, scikit-learn, pandas, Pillow...) only inside the loader
+function, so registering every data set costs nothing and a missing extra is reported only when that set is loaded.
 """
 
 from __future__ import annotations
 
 from tricklab.data.datasets.fashion_mnist import load_fashion_mnist, read_idx
+from tricklab.data.datasets.files import load_files_dataset
 from tricklab.data.datasets.graphs import GraphDataset, load_karate, load_synthetic_graphs
 from tricklab.data.datasets.mnist1d import load_mnist1d, load_mnist1d_shuffled
 from tricklab.data.datasets.planetoid import load_cora, load_planetoid, load_planetoid_dataset
@@ -21,6 +22,7 @@ __all__ = [
     "load_cora",
     "load_digits",
     "load_fashion_mnist",
+    "load_files_dataset",
     "load_induction_heads",
     "load_karate",
     "load_mnist1d",
