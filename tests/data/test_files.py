@@ -110,6 +110,15 @@ def test_array_standardize_uses_training_rows_only(tmp_path: Path) -> None:
     assert not np.allclose(mean, x.mean(axis=0))  # the test rows would have moved it
 
 
+def test_column_targets_and_unsplittable_classes(tmp_path: Path) -> None:
+    np.savez(tmp_path / "c.npz", x=np.zeros((12, 2)), y=(np.arange(12) % 3)[:, None])
+    ds = load_files(path=str(tmp_path / "c.npz"))
+    assert ds.meta["target_kind"] == "multiclass" and ds.y_train.shape == (ds.num_train,)
+    np.savez(tmp_path / "u.npz", x=np.zeros((4, 2)), y=np.arange(4))  # four classes of one item each
+    with pytest.raises(DataError, match="stratify: false"):
+        load_files(path=str(tmp_path / "u.npz"))
+
+
 def test_array_token_ids(tmp_path: Path) -> None:
     x = np.arange(40).reshape(10, 4) % 7
     np.savez(tmp_path / "t.npz", x=x, y=np.arange(10) % 2)

@@ -100,6 +100,8 @@ def _check_pair(x: np.ndarray, y: np.ndarray, where: str, xname: str, yname: str
 def _part(file: str, x: np.ndarray, y: np.ndarray) -> Part:
     if x.ndim == 1:
         x = x[:, None]  # one feature per item
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]  # a column of targets, as np.save(y[:, None]) writes, is one target per item
     part = Part(file, x, y, np.arange(len(x)), item="index")
     check_finite(x, part)
     return part

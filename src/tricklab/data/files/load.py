@@ -58,7 +58,7 @@ def load_files(spec: Mapping[str, Any] | None = None, data_dir: str | os.PathLik
     if fs.format == "text":
         return _load_lm(fs, digest)
     src = _READERS[fs.format](fs, digest)
-    pool = src.parts.get("all") or src.parts["train"]
+    pool = src.parts["all"] if "all" in src.parts else src.parts["train"]
     kind, inferred = resolve_kind(fs["target_kind"], pool.y)
     stratify_by = _class_codes if kind in ("multiclass", "binary") else None
     parts, split = assign_splits(src.parts, stratify_by, fs.options, fs["stratify"])

@@ -106,6 +106,10 @@ def assign_splits(sources: dict[str, Part], stratify_by: Any | None, opts: dict[
             if k == 0:
                 continue
             rest, taken, idx = carve(rest, k, None if codes is None else codes[rest_idx], rng)
+            if len(taken) == 0:
+                raise DataError(f"{pool.file}: a stratified {role} split found no class with an item to spare "
+                                "(each class has a single item left for training); set stratify: false or add "
+                                "data")
             out[role] = taken
             rows[role] = pool.rows[rest_idx[idx]].tolist()
             keep = np.ones(len(rest_idx), dtype=bool)
