@@ -436,6 +436,9 @@ def test_spec_checks_and_registration(tmp_path: Path) -> None:
     assert "'standardise'" in str(e.value) and "did you mean 'standardize'" in str(e.value)
     with pytest.raises(ConfigError, match="did you mean 'parquet'"):
         load_files(format="parquett", path=str(tmp_path / "train.csv"))
+    with pytest.raises(DataError) as e:  # a text column left out of an explicit categorical list
+        load_files(path=str(tmp_path / "train.csv"), target="label", categorical=["city"])
+    assert "train.csv: row 0" in str(e.value) and "'note'" in str(e.value) and "categorical" in str(e.value)
     with pytest.raises(ConfigError, match="must be true or false"):
         load_files(path=str(tmp_path / "train.csv"), target="label", standardize="yes")
     with pytest.raises(DataError, match="does not exist"):

@@ -155,7 +155,8 @@ def featurize_table(parts: dict[str, Part], opts: dict[str, Any]) -> Features:
             raise ConfigError(f"data.categorical names {unknown}, which are not feature columns {cols}")
         for c in train.columns:
             if c not in cats and not is_num[c]:
-                i = 0
+                text_rows = np.flatnonzero(pd.to_numeric(train[c], errors="coerce").isna().to_numpy())
+                i = int(text_rows[0]) if len(text_rows) else 0
                 raise DataError(f"{parts['train'].describe(i)}, column {c!r}: holds text ({train[c].iloc[i]!r}) but "
                                 f"is not listed under categorical {cats}; list it there or drop it")
     numeric = [c for c in train.columns if c not in cats]
