@@ -2,8 +2,8 @@
 :func:`load_dataset` (the one entry point recipes and the CLI use) lives here, beside the registrations it
 relies on, so that ``base`` never imports the data sets that import it.
 
-Each module imports its optional dependency (mnist1d, scikit-learn) only inside the loader function, so
-registering every data set costs nothing and a missing extra is reported only when that set is loaded.
+Each module imports its optional dependency (mnist1d, scikit-learn, pandas, Pillow...) only inside the loader
+function, so registering every data set costs nothing and a missing extra is reported only when that set is loaded.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Any
 from tricklab.data.base import DATASETS, ArrayDataset
 
 from tricklab.data.datasets.fashion_mnist import load_fashion_mnist, read_idx
+from tricklab.data.datasets.files import load_files_dataset
 from tricklab.data.datasets.graphs import GraphDataset, load_karate, load_synthetic_graphs
 from tricklab.data.datasets.mnist1d import load_mnist1d, load_mnist1d_shuffled
 from tricklab.data.datasets.planetoid import load_cora, load_planetoid, load_planetoid_dataset
@@ -28,6 +29,7 @@ __all__ = [
     "load_cora",
     "load_digits",
     "load_fashion_mnist",
+    "load_files_dataset",
     "load_induction_heads",
     "load_karate",
     "load_mnist1d",
