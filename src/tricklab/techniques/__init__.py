@@ -14,6 +14,7 @@ from tricklab.techniques.cutout import Cutout
 from tricklab.techniques.diagnostics import Diagnostics
 from tricklab.techniques.dropblock_schedule import DropBlockSchedule
 from tricklab.techniques.early_stopping import EarlyStopping
+from tricklab.techniques.fairness_penalty import FairnessPenalty
 from tricklab.techniques.ema import EMA, ema_update_
 from tricklab.techniques.focal_loss import FocalLoss
 from tricklab.techniques.grad_accumulation import GradAccumulation
@@ -40,9 +41,10 @@ TECHNIQUES: Registry[type[Technique]] = Registry("technique")
 for _cls in (MixedPrecision, GradAccumulation, GradClip, NanGuard, EMA, EarlyStopping, LabelSmoothing,
              LRSchedule, Checkpointing, MetricsLog, Progress, SWA, SAMTechnique, GradCentralization,
              FocalLoss, WeightPenalty, BootstrapLoss, DropBlockSchedule, Mixup, CutMix, Mix, Cutout, RandomErasing,
-             RandomShift, RandomFlip, LSUV, Diagnostics):
+             RandomShift, RandomFlip, LSUV, Diagnostics, FairnessPenalty):
     TECHNIQUES.register(_cls.name, _cls)
 
-__all__ = ["EMA", "LSUV", "BootstrapLoss", "Diagnostics", "CutMix", "Cutout", "DropBlockSchedule", "FocalLoss", "Mix", "Mixup",
+__all__ = ["EMA", "LSUV", "BootstrapLoss", "Diagnostics", "CutMix", "Cutout", "DropBlockSchedule", "FairnessPenalty",
+           "FocalLoss", "Mix", "Mixup",
            "RandomErasing", "RandomFlip", "RandomShift", "WeightPenalty", "TECHNIQUES", "Checkpointing", "EarlyStopping", "GradAccumulation", "GradClip", "LRSchedule",
            "LabelSmoothing", "MetricsLog", "MixedPrecision", "NanGuard", "Progress", "SAMTechnique", "GradCentralization", "SWA", "ema_update_", "swa_update_"]

@@ -6,6 +6,7 @@ registering every data set costs nothing and a missing extra is reported only wh
 
 from __future__ import annotations
 
+from tricklab.data.datasets.fairness import load_breast_cancer_groups, load_fair_synthetic
 from tricklab.data.datasets.fashion_mnist import load_fashion_mnist, read_idx
 from tricklab.data.datasets.graphs import GraphDataset, load_karate, load_synthetic_graphs
 from tricklab.data.datasets.mnist1d import load_mnist1d, load_mnist1d_shuffled
@@ -18,8 +19,10 @@ from tricklab.data.datasets.text import load_shakespeare_char, load_shakespeare_
 __all__ = [
     "GraphDataset",
     "load_breast_cancer",
+    "load_breast_cancer_groups",
     "load_cora",
     "load_digits",
+    "load_fair_synthetic",
     "load_fashion_mnist",
     "load_induction_heads",
     "load_karate",
