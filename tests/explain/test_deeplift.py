@@ -162,6 +162,28 @@ def test_unsupported_operations_raise_and_leave_nothing_behind(model: nn.Module,
     assert _mode_stack_depth() == depth and hooks_left(model) == 0 and model.training
 
 
+class _Gated(nn.Module):
+    """x * sigmoid(gate): a parameter gate is a linear scale, not a product of two data tensors."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(3, 2)
+        self.gate = nn.Parameter(torch.randn(2))  # first dimension 2 = the [x; x'] batch of one example
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lin(x) * torch.sigmoid(self.gate)
+
+
+def test_parameters_are_not_mistaken_for_data() -> None:
+    m = _Gated()
+    x, r = torch.randn(1, 3), torch.randn(1, 3)
+    attr, res = deeplift(m, x, 1, baselines=r, return_residual=True)
+    assert float(res.abs().max()) < 1e-6
+    # linear in x: DeepLIFT is exactly (x - r) times the gradient
+    w = (m.lin.weight[1] * torch.sigmoid(m.gate[1])).detach()
+    torch.testing.assert_close(attr[0], (x - r)[0] * w)
+
+
 def test_leaky_relu_tanh_sigmoid_keep_summation_to_delta() -> None:
     torch.manual_seed(4)
     m = nn.Sequential(nn.Linear(5, 6), nn.LeakyReLU(0.1), nn.Linear(6, 6), nn.Tanh(), nn.Linear(6, 6),

@@ -93,6 +93,17 @@ _PRODUCTS = _functions("mul", "div", "matmul", "bmm", "true_divide", "__mul__", 
 SUPPORTED_NONLINEAR: tuple[str, ...] = (*sorted(_ELEMENTWISE_IMPL), "max_pool1d", "max_pool2d")
 
 
+def _tensors(obj: Any) -> list[Tensor]:
+    """The tensors in a call's arguments or results (nested tuples, lists and dicts)."""
+    if isinstance(obj, Tensor):
+        return [obj]
+    if isinstance(obj, (tuple, list)):
+        return [t for o in obj for t in _tensors(o)]
+    if isinstance(obj, dict):
+        return [t for o in obj.values() for t in _tensors(o)]
+    return []
+
+
 def _pool_signature(input: Tensor, kernel_size: Any, stride: Any = None, padding: Any = 0, dilation: Any = 1,
                     ceil_mode: bool = False, return_indices: bool = False) -> None:
     """The argument layout of ``F.max_pool1d`` / ``F.max_pool2d`` (used only to bind a call's arguments)."""
@@ -144,23 +155,37 @@ class _MaxPoolRescale(torch.autograd.Function):
 
 
 class RescaleMode(TorchFunctionMode):
-    """Active during DeepLIFT's forward pass over ``[x; x']`` (batch 2n): non-linear calls get the Rescale
-    multipliers as their backward; unsupported non-linear calls raise. See the module docstring."""
+    """Active during DeepLIFT's forward pass over ``[x; x']`` (batch 2n): non-linear calls on data get the Rescale
+    multipliers as their backward; unsupported non-linear calls on data raise. See the module docstring.
 
-    def __init__(self, pair_batch: int, eps: float = _EPS) -> None:
+    "Data" are the tensors computed from the input batch: the mode tracks every tensor an operation produces from
+    a tracked one, so parameters and what is computed from parameters alone (``torch.sigmoid(self.gate)``) are
+    never mistaken for activations, whatever their shape.
+    """
+
+    def __init__(self, pair: Tensor, eps: float = _EPS) -> None:
         super().__init__()
-        self.pair_batch = pair_batch  # 2n: rows [0, n) are inputs, [n, 2n) their references
         self.eps = eps
+        # strong references for the length of one forward pass (autograd keeps these activations alive anyway),
+        # so an id cannot be reused by another tensor while the mode is active
+        self._tracked: dict[int, Tensor] = {id(pair): pair}
 
     def _data(self, t: Any) -> bool:
-        return isinstance(t, Tensor) and t.dim() >= 1 and t.shape[0] == self.pair_batch
+        return isinstance(t, Tensor) and id(t) in self._tracked
+
+    def _track(self, out: Any) -> Any:
+        for t in _tensors(out):
+            self._tracked[id(t)] = t
+        return out
 
     def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         kwargs = dict(kwargs or {})
+        if not any(self._data(t) for t in _tensors((args, kwargs))):
+            return func(*args, **kwargs)  # nothing computed from the input: parameters, constants
         name = _ELEMENTWISE.get(func)
         if name is not None and args and self._data(args[0]):
             kwargs.pop("inplace", None)
-            return self._rescale(_ELEMENTWISE_IMPL[name], args[0], args[1:], kwargs)
+            return self._track(self._rescale(_ELEMENTWISE_IMPL[name], args[0], args[1:], kwargs))
         if func in _MAXPOOL and args and self._data(args[0]):
             bound = _POOL_SIG.bind(*args, **kwargs)
             bound.apply_defaults()
@@ -168,20 +193,20 @@ class RescaleMode(TorchFunctionMode):
             if a["return_indices"]:
                 raise UserError("deeplift: max pooling with return_indices=True is not supported")
             stride = a["stride"] if a["stride"] not in (None, [], ()) else a["kernel_size"]
-            return _MaxPoolRescale.apply(a["input"], _MAXPOOL[func], a["kernel_size"], stride, a["padding"],
-                                         a["dilation"], a["ceil_mode"], self.eps)
+            return self._track(_MaxPoolRescale.apply(a["input"], _MAXPOOL[func], a["kernel_size"], stride,
+                                                     a["padding"], a["dilation"], a["ceil_mode"], self.eps))
         if func in _ALWAYS_UNSUPPORTED:
             raise self._unsupported(_ALWAYS_UNSUPPORTED[func])
         if func is F.batch_norm and (kwargs.get("training") or (len(args) > 5 and args[5])):
             raise self._unsupported("batch_norm in training mode")
         if func in _PRODUCTS and len(args) >= 2 and self._data(args[0]) and self._data(args[1]):
             raise self._unsupported(f"{_PRODUCTS[func]} of two data-dependent tensors")
-        return func(*args, **kwargs)
+        return self._track(func(*args, **kwargs))
 
     def _rescale(self, fn: Callable[..., Tensor], x: Tensor, args: tuple, kwargs: dict) -> Tensor:
         y = fn(x, *args, **kwargs)
         with torch.no_grad():
-            n = x.shape[0] // 2
+            n = x.shape[0] // 2  # rows [0, n) are inputs, [n, 2n) their references
             dx, dy = x[:n] - x[n:], y[:n] - y[n:]
             small = dx.abs() < self.eps
             m = dy / torch.where(small, torch.ones_like(dx), dx)
@@ -203,7 +228,7 @@ def _multipliers(model: nn.Module, x: Tensor, ref: Tensor, target: Tensor, bs: i
     for xc, rc, tc in zip(x.split(bs), ref.split(bs), target.split(bs)):
         pair = torch.cat([xc, rc]).detach().requires_grad_(True)
         with torch.enable_grad():
-            with RescaleMode(pair.shape[0]):
+            with RescaleMode(pair):
                 logits = logits_of(model, pair, method)
             # both halves carry the same output gradient, as the max-pool rule expects
             s = target_scores(logits, torch.cat([tc, tc]), method)
