@@ -34,7 +34,14 @@ def test_exact_with_feature_groups_matches_captum() -> None:
     mask = default_feature_mask((1, 8, 8), max_features=4)  # 4 patches of 4x4
     assert int(mask.max()) == 3
     ref = captum_attr.ShapleyValues(m).attribute(x, target=1, feature_mask=mask.unsqueeze(0))
-    torch.testing.assert_close(exact_shapley(m, x, 1, feature_mask=mask), ref, rtol=1e-4, atol=1e-6)
+    # captum puts each group's whole value on every element of the group; ours divides it by the group's size
+    ours = exact_shapley(m, x, 1, feature_mask=mask)
+    torch.testing.assert_close(ours * 16, ref, rtol=1e-4, atol=1e-6)
+    per_group = exact_shapley(m, x, 1, feature_mask=mask, per_feature=True)
+    torch.testing.assert_close(per_group, ref[:, 0, ::4, ::4].reshape(1, 4), rtol=1e-4, atol=1e-6)
+    # so the map sums to v(all) - v({}) like every other attribution
+    with torch.no_grad():
+        torch.testing.assert_close(ours.sum(), (m(x) - m(torch.zeros_like(x)))[0, 1], rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.parametrize("features", [2, 5, 8])

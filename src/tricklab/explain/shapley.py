@@ -16,8 +16,9 @@ others come from a reference ``r`` of the background set (interventional SHAP, J
   kernel (size ``s`` with probability proportional to ``(M - 1) / (s (M - s))``, then a uniform subset of that
   size) in complementary pairs, each with weight 1.
 
-Both return a tensor shaped like ``inputs`` in which every element carries its group's value (as captum does
-with a feature mask), or ``(B, M)`` with ``per_feature=True``.
+Both return a tensor shaped like ``inputs`` in which every element carries its group's value divided by the
+group's size, so that the map sums to ``v(all) - v({})`` like the other attributions (captum instead puts the
+whole value on every element of the group), or the values themselves, ``(B, M)``, with ``per_feature=True``.
 """
 
 from __future__ import annotations
@@ -90,8 +91,9 @@ def coalition_values(model: nn.Module, x: Tensor, refs: Tensor, target: Tensor, 
 
 
 def _spread(phi: Tensor, mask: Tensor, like: Tensor) -> Tensor:
-    """``(B, M)`` values -> a tensor shaped like the inputs, each element holding its group's value."""
-    return phi.to(like)[:, mask]
+    """``(B, M)`` values -> a tensor shaped like the inputs, each element holding its group's value / its size."""
+    size = torch.bincount(mask.reshape(-1), minlength=phi.shape[1]).to(phi)
+    return (phi / size).to(like)[:, mask]
 
 
 def _prepare(model: nn.Module, inputs: Tensor, target: TargetLike, baselines: Tensor | float | None,
