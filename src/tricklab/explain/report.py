@@ -28,11 +28,15 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
+from safetensors.torch import load_file
 from torch import Tensor, nn
 
+from tricklab.data import load_dataset
 from tricklab.errors import UserError
 from tricklab.explain.faithfulness import faithfulness_scores
 from tricklab.explain.methods import ATTRIBUTIONS, DEFAULT_METHODS, attribute
+from tricklab.models import build_model
 
 __all__ = ["explain_run", "load_run", "recipe_task", "LoadedRun", "bootstrap_interval", "heatmap_figure"]
 
@@ -48,8 +52,6 @@ class LoadedRun:
 
 
 def _read_recipe(run_dir: Path) -> dict[str, Any]:
-    import yaml
-
     path = run_dir / "recipe.yaml"
     if not path.is_file():
         raise UserError(f"{run_dir} holds no run: recipe.yaml is missing (train one with `tricklab run ... --out DIR`)")
@@ -70,11 +72,6 @@ def recipe_task(run_dir: str | Path) -> str:
 def load_run(run_dir: str | Path, dataset: str | None = None) -> LoadedRun:
     """Build the run's model with :func:`tricklab.models.build_model`, load its final (or evaluation) weights,
     and load its data set."""
-    from safetensors.torch import load_file
-
-    from tricklab.data import load_dataset
-    from tricklab.models import build_model
-
     run_dir = Path(run_dir)
     recipe = _read_recipe(run_dir)
     weights = run_dir / "model.eval.safetensors"
@@ -88,7 +85,7 @@ def load_run(run_dir: str | Path, dataset: str | None = None) -> LoadedRun:
     if not hasattr(data, "x_test"):
         raise UserError(f"explain: data set {name!r} is not an array data set (graphs and token sequences are not "
                         f"supported); pass dataset= for a task named differently from its data set")
-    if data.x_test.is_floating_point() is False:
+    if not data.x_test.is_floating_point():
         raise UserError(f"explain: data set {name!r} has integer inputs (tokens); attributions need real inputs")
     model = build_model(recipe["model"]["name"], data.input_shape, data.num_classes,
                         **(recipe["model"].get("args") or {}))
@@ -157,15 +154,17 @@ def _draw_one(ax: Any, x: np.ndarray, a: np.ndarray | None) -> None:
         else:
             m = a.reshape(-1, *img.shape).sum(0)
             lim = float(np.abs(m).max()) or 1.0
-            ax.imshow(img, cmap="gray", alpha=0.6)
-            ax.imshow(m, cmap="RdBu_r", vmin=-lim, vmax=lim, alpha=0.75)
+            ax.imshow(img, cmap="gray")
+            # opacity grows with |attribution|: the image shows through where the map is near 0
+            ax.imshow(m, cmap="RdBu_r", vmin=-lim, vmax=lim, alpha=0.9 * np.sqrt(np.abs(m) / lim))
     ax.set_xticks([])
     ax.set_yticks([])
 
 
 def heatmap_figure(inputs: Tensor, maps: dict[str, Tensor], titles: Sequence[str] | None = None) -> str:
     """SVG grid: one row per example, the input then one column per method (red: evidence for the explained
-    class, blue: against; each panel scaled to its own largest magnitude)."""
+    class, blue: against; each panel scaled to its own largest magnitude; over an image the colour's opacity
+    grows with the magnitude, so the image shows where the map is near 0)."""
     n, cols = inputs.shape[0], 1 + len(maps)
     fig = _figure(1.6 * cols, 1.3 * n + 0.3)
     axes = fig.subplots(n, cols, squeeze=False)
@@ -173,7 +172,7 @@ def heatmap_figure(inputs: Tensor, maps: dict[str, Tensor], titles: Sequence[str
     for i in range(n):
         _draw_one(axes[i, 0], xs[i], None)
         if titles is not None:
-            axes[i, 0].set_ylabel(titles[i], fontsize=7)
+            axes[i, 0].set_ylabel(titles[i], fontsize=6)
         for j, (name, a) in enumerate(maps.items(), start=1):
             _draw_one(axes[i, j], xs[i], a[i].detach().cpu().numpy())
             if i == 0:
