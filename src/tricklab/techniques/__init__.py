@@ -14,8 +14,8 @@ from tricklab.techniques.cutout import Cutout
 from tricklab.techniques.diagnostics import Diagnostics
 from tricklab.techniques.dropblock_schedule import DropBlockSchedule
 from tricklab.techniques.early_stopping import EarlyStopping
-from tricklab.techniques.fairness_penalty import FairnessPenalty
 from tricklab.techniques.ema import EMA, ema_update_
+from tricklab.techniques.fairness_penalty import FairnessPenalty
 from tricklab.techniques.focal_loss import FocalLoss
 from tricklab.techniques.grad_accumulation import GradAccumulation
 from tricklab.techniques.grad_clip import GradClip
