@@ -136,8 +136,9 @@ def _markdown(meta: dict[str, Any], results: dict[str, Any], task: Any) -> str:
                      f"{r['seconds']:.1f} |")
     e = meta["energy"]
     lines += ["", "![counterfactuals](counterfactuals.svg)", "",
-              f"Energy of this evaluation: {e['energy_wh']:.4f} Wh [{e['energy_wh_low']:.4f}, {e['energy_wh_high']:.4f}]"
-              f", {e['co2e_g']:.4f} g CO2e at {e['grid_g_per_kwh']:g} g/kWh. Seconds measured on a shared machine.", ""]
+              f"Energy of this evaluation: {e['energy_wh']:.4f} Wh [{e['energy_wh_low']:.4f}, "
+              f"{e['energy_wh_high']:.4f}], {e['co2e_g']:.4f} g CO2e at {e['grid_g_per_kwh']:g} g/kWh. "
+              f"Seconds measured on a shared machine.", ""]
     return "\n".join(lines)
 
 
