@@ -9,6 +9,7 @@ from __future__ import annotations
 from tricklab.registry import Registry
 from tricklab.techniques.bootstrap_loss import BootstrapLoss
 from tricklab.techniques.checkpointing import Checkpointing
+from tricklab.techniques.co_teaching import CoTeaching
 from tricklab.techniques.cutmix import CutMix
 from tricklab.techniques.cutout import Cutout
 from tricklab.techniques.diagnostics import Diagnostics
@@ -16,6 +17,7 @@ from tricklab.techniques.dropblock_schedule import DropBlockSchedule
 from tricklab.techniques.early_stopping import EarlyStopping
 from tricklab.techniques.ema import EMA, ema_update_
 from tricklab.techniques.focal_loss import FocalLoss
+from tricklab.techniques.gce_loss import GCELoss
 from tricklab.techniques.grad_accumulation import GradAccumulation
 from tricklab.techniques.grad_clip import GradClip
 from tricklab.techniques.label_smoothing import LabelSmoothing
@@ -40,9 +42,10 @@ TECHNIQUES: Registry[type[Technique]] = Registry("technique")
 for _cls in (MixedPrecision, GradAccumulation, GradClip, NanGuard, EMA, EarlyStopping, LabelSmoothing,
              LRSchedule, Checkpointing, MetricsLog, Progress, SWA, SAMTechnique, GradCentralization,
              FocalLoss, WeightPenalty, BootstrapLoss, DropBlockSchedule, Mixup, CutMix, Mix, Cutout, RandomErasing,
-             RandomShift, RandomFlip, LSUV, Diagnostics):
+             RandomShift, RandomFlip, LSUV, Diagnostics, CoTeaching, GCELoss):
     TECHNIQUES.register(_cls.name, _cls)
 
 __all__ = ["EMA", "LSUV", "BootstrapLoss", "Diagnostics", "CutMix", "Cutout", "DropBlockSchedule", "FocalLoss", "Mix", "Mixup",
            "RandomErasing", "RandomFlip", "RandomShift", "WeightPenalty", "TECHNIQUES", "Checkpointing", "EarlyStopping", "GradAccumulation", "GradClip", "LRSchedule",
            "LabelSmoothing", "MetricsLog", "MixedPrecision", "NanGuard", "Progress", "SAMTechnique", "GradCentralization", "SWA", "ema_update_", "swa_update_"]
+__all__ += ["CoTeaching", "GCELoss"]
