@@ -41,7 +41,8 @@ CARDS = ROOT / "docs" / "cards"
 STUDIES: dict[str, dict[str, Any]] = {
     "temperature": {
         "folder": "uncertainty-temperature", "baseline": None,
-        "variants": [("plain_no_dropout", "uncertainty", {"method": "plain", "dropout": 0.0})],
+        "variants": [("plain_no_dropout", "uncertainty", {"method": "plain", "dropout": 0.0}),
+                     ("mlp_no_dropout", "uncertainty", {"method": "plain", "model": "mlp", "dropout": 0.0})],
     },
     "compare": {
         "folder": "uncertainty-mnist1d", "baseline": "plain",
@@ -324,63 +325,93 @@ def _verdict_sentence(cmp: dict[str, Any], keys: list[str]) -> str:
     return "; ".join(parts)
 
 
+def ece_floor(diagram: dict[str, Any], draws: int = 4000, seed: int = 0) -> float:
+    """Expected 15-bin ECE of a *perfectly calibrated* predictor with this diagram's bin counts and mean
+    confidences: per bin, the number correct ~ Binomial(n_b, conf_b); ECE = sum_b n_b / N |correct_b / n_b -
+    conf_b|, averaged over ``draws`` simulations. What the finite test set alone puts under any measured ECE."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    n = np.array(diagram["count"], dtype=np.int64)
+    c = np.array([x if x is not None else 0.0 for x in diagram["confidence"]])
+    keep = n > 0
+    n, c = n[keep], np.clip(c[keep], 0.0, 1.0)
+    correct = rng.binomial(n, c, size=(draws, len(n)))
+    return float((np.abs(correct / n - c) * n).sum(1).mean() / n.sum())
+
+
+TEMPERATURE_MODELS = {"plain_no_dropout": "the MNIST-1D paper ConvNet", "mlp_no_dropout": "the MNIST-1D paper MLP"}
+
+
 def card_temperature(results: dict[str, dict[int, Any]], seeds: list[int], steps: int | None) -> None:
     st = _stats()
     folder = CARDS / STUDIES["temperature"]["folder"]
     folder.mkdir(parents=True, exist_ok=True)
-    runs = results["plain_no_dropout"]
-    seeds = sorted(runs)
-    before = [runs[s]["metrics"]["ece"] for s in seeds]
-    rows = {k: [runs[s]["metrics"][k] for s in seeds] for k in
-            ("ece", "ts_ece", "vs_ece", "ms_ece", "nll", "ts_nll", "vs_nll", "ms_nll", "accuracy", "ts_accuracy",
-             "vs_accuracy", "ms_accuracy", "ts_temperature", "brier", "ts_brier")}
-    ratio = [b / a for b, a in zip(before, rows["ts_ece"])]
-    rd = st.describe(ratio)
-    met = all(r >= 3.0 for r in ratio)
-    mean_met = rd["mean"] >= 3.0
-    paired = {k: st.paired(rows[f"ts_{k}"], rows[k], False) for k in ("ece", "nll", "brier")}
-    acc_same = all(a == b for a, b in zip(rows["accuracy"], rows["ts_accuracy"]))
-    plot_reliability(runs, folder / "reliability.svg")
     cmd = _command("temperature", seeds, steps)
-    goal = ("met" if met else ("met on average, missed in some seeds" if mean_met else "MISSED"))
+    keys = ("ece", "ts_ece", "vs_ece", "ms_ece", "nll", "ts_nll", "vs_nll", "ms_nll", "accuracy", "ts_accuracy",
+            "vs_accuracy", "ms_accuracy", "ts_temperature", "brier", "ts_brier")
+    summary: dict[str, Any] = {"command": cmd, "goal": "ECE before / after temperature scaling >= 3",
+                               "machine": _machine(), "models": {}}
+    verdicts, sections = [], []
+    for name, runs in results.items():
+        used = sorted(runs)
+        rows = {k: [runs[s]["metrics"][k] for s in used] for k in keys}
+        ratio = [b / a for b, a in zip(rows["ece"], rows["ts_ece"])]
+        ratio_of_means = (sum(rows["ece"]) / len(used)) / (sum(rows["ts_ece"]) / len(used))
+        rd = st.describe(ratio)
+        floors = [ece_floor(runs[s]["extras"]["reliability_scaled"]["ts"]) for s in used]
+        paired = {k: st.paired(rows[f"ts_{k}"], rows[k], False) for k in ("ece", "nll", "brier")}
+        acc_same = all(a == b for a, b in zip(rows["accuracy"], rows["ts_accuracy"]))
+        every = all(r >= 3.0 for r in ratio)
+        goal = "met in every seed" if every else (
+            "met on average, not in every seed" if min(rd["mean"], ratio_of_means) >= 3.0 else "MISSED")
+        plot_reliability(runs, folder / f"reliability-{name}.svg")
+        label = TEMPERATURE_MODELS[name]
+        verdicts.append(
+            f"- **{label}**: ECE {_ci(st.describe(rows['ece']))} -> {_ci(st.describe(rows['ts_ece']))}, cut "
+            f"{_fmt(rd['mean'], '.2f')}x on average (per seed {', '.join(f'{r:.2f}' for r in ratio)}; ratio of the "
+            f"mean ECEs {ratio_of_means:.2f}): **{goal}**. Difference {_diff(paired['ece'])} "
+            f"({paired['ece']['verdict']}); NLL {_diff(paired['nll'])} ({paired['nll']['verdict']}); accuracy "
+            f"unchanged in every seed: {acc_same}. ECE floor of a perfectly calibrated predictor with the same "
+            f"confidences on these 1000 test examples: {sum(floors) / len(floors):.4f}.")
+        sections += [
+            f"## {label}", "",
+            "| map | test ECE | test NLL | test Brier | test accuracy |", "|---|---|---|---|---|",
+            f"| none | {_ci(st.describe(rows['ece']))} | {_ci(st.describe(rows['nll']))} | "
+            f"{_ci(st.describe(rows['brier']))} | {_ci(st.describe(rows['accuracy']))} |",
+            f"| temperature (T = {_ci(st.describe(rows['ts_temperature']), '.3f')}) | "
+            f"{_ci(st.describe(rows['ts_ece']))} | {_ci(st.describe(rows['ts_nll']))} | "
+            f"{_ci(st.describe(rows['ts_brier']))} | {_ci(st.describe(rows['ts_accuracy']))} |",
+            f"| vector scaling | {_ci(st.describe(rows['vs_ece']))} | {_ci(st.describe(rows['vs_nll']))} | n/a | "
+            f"{_ci(st.describe(rows['vs_accuracy']))} |",
+            f"| matrix scaling | {_ci(st.describe(rows['ms_ece']))} | {_ci(st.describe(rows['ms_nll']))} | n/a | "
+            f"{_ci(st.describe(rows['ms_accuracy']))} |", "",
+            f"![reliability diagrams, {label}](reliability-{name}.svg)", ""]
+        summary["models"][name] = {
+            "model": label, "seeds": used, "values": rows, "ece_ratio": ratio, "ece_ratio_summary": rd,
+            "ratio_of_mean_ece": ratio_of_means, "ece_floor_calibrated": floors,
+            "paired_after_minus_before": paired, "goal": goal, "accuracy_unchanged": acc_same}
     lines = [
         "# Technique card: temperature scaling", "",
         f"Command: `{cmd}`", "",
-        "Post-hoc calibration of an over-confident network by one temperature (Guo et al. 2017), fitted by L-BFGS on "
+        "Post-hoc calibration of over-confident networks by one temperature (Guo et al. 2017), fitted by L-BFGS on "
         "the NLL of a held-out 10% of the training set; vector and matrix scaling beside it. Each seed's model is "
         "compared with itself before and after scaling.", "",
         *_setting("temperature", seeds, steps, [
-            "- **model**: the MNIST-1D paper ConvNet, no dropout (over-confident after 6000 steps: NLL far above "
-            "what its accuracy warrants)",
+            "- **models**: the MNIST-1D paper ConvNet and MLP, no dropout (both over-confident after 6000 steps: "
+            "NLL far above what their accuracy warrants; the MLP over-fits much more)",
             "- **held-out**: 400 training examples (split seed 0), not trained on"]),
         "## Verdict", "",
-        f"Goal (issue 16): temperature scaling cuts the test ECE at least 3x. ECE before / after = "
-        f"{_ci(rd, '.2f')} (per seed: {', '.join(f'{r:.2f}' for r in ratio)}): **{goal}**. "
-        f"ECE {_ci(st.describe(before))} -> {_ci(st.describe(rows['ts_ece']))} (difference "
-        f"{_diff(paired['ece'])}, {paired['ece']['verdict']}); NLL {_diff(paired['nll'])} "
-        f"({paired['nll']['verdict']}). "
-        f"Accuracy unchanged in every seed: {acc_same}. Guo et al. report 16.5% -> 1.3% ECE for a 110-layer ResNet on "
-        f"CIFAR-100; this small network is less over-confident to begin with, and 1000 test examples put a noise "
-        f"floor of about 0.01-0.02 under any 15-bin ECE.", "",
-        "## Measured", "",
-        "| map | test ECE | test NLL | test accuracy |", "|---|---|---|---|",
-        f"| none | {_ci(st.describe(rows['ece']))} | {_ci(st.describe(rows['nll']))} | "
-        f"{_ci(st.describe(rows['accuracy']))} |",
-        f"| temperature (T = {_ci(st.describe(rows['ts_temperature']), '.3f')}) | {_ci(st.describe(rows['ts_ece']))} | "
-        f"{_ci(st.describe(rows['ts_nll']))} | {_ci(st.describe(rows['ts_accuracy']))} |",
-        f"| vector scaling | {_ci(st.describe(rows['vs_ece']))} | {_ci(st.describe(rows['vs_nll']))} | "
-        f"{_ci(st.describe(rows['vs_accuracy']))} |",
-        f"| matrix scaling | {_ci(st.describe(rows['ms_ece']))} | {_ci(st.describe(rows['ms_nll']))} | "
-        f"{_ci(st.describe(rows['ms_accuracy']))} |", "",
-        "Intervals: mean and 95% Student-t interval over seeds. Matrix scaling fits 110 parameters on 400 examples and "
-        "overfits them, as Guo et al. found on data sets with many classes.", "",
-        "![reliability diagrams](reliability.svg)", "",
+        "Goal (issue 16): temperature scaling cuts the test ECE at least 3x on an over-confident model (Guo et al. "
+        "report 16.5% -> 1.3% for a 110-layer ResNet on CIFAR-100).", "",
+        *verdicts, "",
+        "Intervals: mean and 95% Student-t interval over seeds; differences paired by seed. Vector scaling can change "
+        "predictions; matrix scaling fits 110 parameters on 400 examples and over-fits them, as Guo et al. found on "
+        "data sets with many classes.", "",
+        *sections,
     ]
     _write(folder / "temperature_scaling.md", "\n".join(lines) + "\n")
-    _write(folder / "temperature_scaling.json", json.dumps(
-        {"command": cmd, "seeds": seeds, "values": rows, "ece_ratio": ratio, "ece_ratio_summary": rd,
-         "paired_after_minus_before": paired, "goal": "ECE before / after >= 3", "goal_met_every_seed": met,
-         "goal_met_on_average": mean_met, "accuracy_unchanged": acc_same, "machine": _machine()}, indent=1) + "\n")
+    _write(folder / "temperature_scaling.json", json.dumps(summary, indent=1) + "\n")
 
 
 def card_comparisons(study: str, results: dict[str, dict[int, Any]], seeds: list[int], steps: int | None,

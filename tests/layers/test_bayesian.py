@@ -258,3 +258,13 @@ def test_reparameterised_training_reduces_the_elbo_on_a_toy_regression() -> None
         opt.step()
     assert float(layer.weight_mu.detach()) == pytest.approx(2.0, abs=0.1)
     assert np.isfinite(float(layer.kl().detach()))
+
+
+def test_a_layer_holding_its_last_sample_can_be_deep_copied() -> None:
+    import copy
+
+    layer = BayesLinear(3, 2, prior=ScaleMixturePrior())
+    layer(torch.randn(4, 3))  # keeps the sampled weights (part of the autograd graph) for the MC KL
+    clone = copy.deepcopy(layer)
+    torch.testing.assert_close(clone.weight_mu, layer.weight_mu)
+    assert clone._last is None and layer._last is not None

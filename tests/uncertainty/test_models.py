@@ -35,3 +35,17 @@ def test_dropout_placement_and_body() -> None:
         mnist1d_cnn(dropout=1.0)
     with pytest.raises(ConfigError, match="too short"):
         mnist1d_cnn(length=1)
+
+
+def test_mlp_is_the_paper_mlp() -> None:
+    """Reference: tricklab.models.cnn1d.MLP (the paper's MLP) with the same weights."""
+    from tricklab.models.cnn1d import MLP
+    from tricklab.uncertainty.models import mnist1d_mlp
+
+    torch.manual_seed(0)
+    ours = mnist1d_mlp()
+    ref = MLP(40, 10)
+    ref.load_state_dict({f"net.{k}": v for k, v in ours.state_dict().items()})
+    x = torch.randn(3, 40)
+    torch.testing.assert_close(ours(x), ref(x))
+    assert sum(isinstance(m, nn.Dropout) for m in mnist1d_mlp(dropout=0.3)) == 2

@@ -284,6 +284,12 @@ class BayesLayer(nn.Module):
     def closed_form_kl(self) -> bool:
         return self.kl_mode == "closed" or (self.kl_mode == "auto" and isinstance(self.prior, GaussianPrior))
 
+    def __getstate__(self) -> dict[str, object]:
+        # the last sample is part of an autograd graph: not copyable (deepcopy, pickling), and not state
+        state = dict(super().__getstate__())
+        state["_last"] = None
+        return state
+
     def _keep(self, w: Tensor | None, b: Tensor | None) -> None:
         # the MC KL needs the weights this forward used; closed-form KL does not depend on the sample
         self._last = None if (w is None or self.closed_form_kl) else (w, b)

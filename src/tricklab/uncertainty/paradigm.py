@@ -5,7 +5,8 @@ deterministic for a seed on the CPU.
 
 Every method trains with the supervised :class:`tricklab.train.Trainer`:
 
-* ``plain``: the MNIST-1D paper ConvNet with dropout, cross-entropy; predicted in eval mode.
+* ``plain``: the MNIST-1D paper ConvNet (or MLP, ``model="mlp"``) with dropout, cross-entropy; predicted in
+  eval mode.
 * ``mc_dropout``: the same network and training (bit-identical for a seed); predicted by ``mc_samples`` passes
   with only dropout active.
 * ``ensemble``: ``members`` copies, seeds ``seed * 1000 + m``, trained as one :class:`VmapEnsemble` (loss: the
@@ -48,7 +49,7 @@ from tricklab.uncertainty.bayes_by_backprop import ELBOLoss, to_bayesian
 from tricklab.uncertainty.ensemble import VmapEnsemble, ensemble_loss, ensemble_predict_fn, make_members
 from tricklab.uncertainty.mc_dropout import mc_dropout_mode
 from tricklab.uncertainty.metrics import ood_metrics_of, predictive_metrics
-from tricklab.uncertainty.models import mnist1d_cnn, mnist1d_cnn_body
+from tricklab.uncertainty.models import mnist1d_cnn, mnist1d_cnn_body, mnist1d_mlp
 from tricklab.uncertainty.sngp import RandomFeatureGP, fit_covariance, spectral_normalize
 from tricklab.uncertainty.temperature import MatrixScaler, TemperatureScaler, VectorScaler
 
@@ -109,6 +110,7 @@ class UncertaintyConfig(_Common):
     """One uncertainty method on MNIST-1D with OOD detection against a shifted set."""
 
     method: str = "plain"
+    model: str = "cnn"
     dataset: str = "mnist1d"
     shift: str = "mnist1d-shuffled"
     dropout: float = 0.1
@@ -128,6 +130,9 @@ class UncertaintyConfig(_Common):
     def __post_init__(self) -> None:
         self._validate_common()
         _check(self.method in METHODS, "method", f"one of {METHODS}", self.method)
+        _check(self.model in ("cnn", "mlp"), "model", "'cnn' or 'mlp' (the MNIST-1D paper's networks)", self.model)
+        _check(self.model == "cnn" or self.method not in ("bayes_by_backprop", "sngp"), "model",
+               "'cnn' for methods bayes_by_backprop and sngp", self.model)
         _check(self.dataset == "mnist1d", "dataset", "'mnist1d' (the only data set these runs support yet)",
                self.dataset)
         _check(self.shift == "mnist1d-shuffled", "shift", "'mnist1d-shuffled' for dataset mnist1d", self.shift)
@@ -244,11 +249,12 @@ def _calibration(val_logits: Tensor, y_val: Tensor, test_logits: Tensor, y_test:
 def _model_for(cfg: UncertaintyConfig, seed: int, num_train: int) -> tuple[nn.Module, Any, Any]:
     """(model, loss_fn, predict_fn) for the method; the model initialised from ``seed``."""
     torch.manual_seed(seed)
+    net = mnist1d_cnn if cfg.model == "cnn" else mnist1d_mlp
     if cfg.method in ("plain", "mc_dropout"):
-        return mnist1d_cnn(dropout=cfg.dropout), F.cross_entropy, None
+        return net(dropout=cfg.dropout), F.cross_entropy, None
     if cfg.method == "ensemble":
         seeds = [seed * 1000 + m for m in range(cfg.members)]
-        ens = VmapEnsemble(make_members(lambda: mnist1d_cnn(dropout=cfg.dropout), seeds))
+        ens = VmapEnsemble(make_members(lambda: net(dropout=cfg.dropout), seeds))
         return ens, ensemble_loss, ensemble_predict_fn()
     if cfg.method == "bayes_by_backprop":
         prior = (GaussianPrior(cfg.bbb_prior_sigma) if cfg.bbb_prior == "gaussian" else ScaleMixturePrior())
