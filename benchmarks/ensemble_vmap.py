@@ -17,7 +17,7 @@ steps after ``--warmup`` untimed steps, and the ratio of the two identical vmap 
 earns a verdict only when it is further from 1 than that.
 
     python benchmarks/ensemble_vmap.py [--configs cnn:100 mlp:100 cnn:32 mlp:32] [--members 5] [--steps 30]
-        [--repeats 7] [--threads 1]
+        [--repeats 15] [--threads 1]
 
 Prints a table and writes ``benchmarks/results/ensemble_vmap.json``. Goal (issue 16): vmap / sequential <= 0.5.
 """
@@ -138,7 +138,7 @@ def main() -> None:
     ap.add_argument("--members", type=int, default=5)
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=5)
-    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=str(RESULTS / "ensemble_vmap.json"))
     args = ap.parse_args()
