@@ -26,6 +26,7 @@ Members see the same batch by default (diversity comes from the initialisation, 
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -201,8 +202,8 @@ def ensemble_log_probs(outputs: Tensor) -> Tensor:
     """``log (1/M) sum_m softmax(outputs[m])`` (B, C) from member logits (M, B, C): the ensemble's predictive
     distribution as log-probabilities (valid logits for any softmax-based metric)."""
     m = outputs.shape[0]
-    return torch.logsumexp(torch.log_softmax(outputs.float(), -1), dim=0) - torch.log(
-        torch.tensor(float(m)))
+    z = outputs if outputs.dtype in (torch.float32, torch.float64) else outputs.float()  # half: up-cast
+    return torch.logsumexp(torch.log_softmax(z, -1), dim=0) - math.log(m)
 
 
 def ensemble_predict_fn(batch_size: int = 1000) -> Callable[[nn.Module, Any], tuple[Tensor, Tensor]]:

@@ -42,6 +42,9 @@ from tricklab.data.noisy_labels import with_noisy_labels
 from tricklab.data.shifted import load_shift
 from tricklab.errors import ConfigError
 from tricklab.layers.bayesian import GaussianPrior, ScaleMixturePrior, sampling
+from tricklab.techniques.bootstrap_loss import BootstrapLoss
+from tricklab.techniques.co_teaching import CoTeaching
+from tricklab.techniques.gce_loss import GCELoss
 from tricklab.train import Trainer
 from tricklab.train.state import TrainState
 from tricklab.train.technique import Technique
@@ -313,10 +316,6 @@ def run_uncertainty(config: UncertaintyConfig, *, seed: int, run_dir: Path | Non
 
 
 def _label_noise_technique(cfg: LabelNoiseConfig) -> list[Technique]:
-    from tricklab.techniques.bootstrap_loss import BootstrapLoss
-    from tricklab.techniques.co_teaching import CoTeaching
-    from tricklab.techniques.gce_loss import GCELoss
-
     if cfg.technique == "co_teaching":
         tau = cfg.noise_fraction if cfg.forget_rate is None else cfg.forget_rate
         return [CoTeaching(forget_rate=tau, num_gradual=cfg.num_gradual)]
