@@ -105,6 +105,7 @@ _CASES = [
     Case("sam", lambda tmp: {"rho": 0.1}, accumulates=False),
     Case("sam", sam_optimizer=True, accumulates=False, tags=("sam_optimizer",)),
     Case("fairness_penalty", lambda tmp: {"weight": 1.0}, tabular=True),
+    Case("co_teaching", lambda tmp: {"forget_rate": 0.25, "num_gradual": 1}, accumulates=False),
 ]
 CASES = _CASES + [Case(n) for n in NAMES if n not in {c.name for c in _CASES}]
 CASE_IDS = [c.name + "".join(f"[{t}]" for t in c.tags) for c in CASES]
@@ -359,7 +360,7 @@ def test_state_dict_round_trip_on_a_fresh_instance(name: str, tmp_path: Path) ->
 # ------------------------------------------------------------------------------------------------- naming
 #: how a word of a registry name is spelled in a class name (acronyms, and words written as two)
 SPELLING = {"ema": "EMA", "swa": "SWA", "sam": "SAM", "lsuv": "LSUV", "lr": "LR", "cutmix": "CutMix",
-            "dropblock": "DropBlock"}
+            "dropblock": "DropBlock", "gce": "GCE"}
 
 
 @functools.cache
