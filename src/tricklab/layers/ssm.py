@@ -1,7 +1,9 @@
 """Selective state-space models: Mamba (Gu & Dao, 2023, "Mamba: Linear-Time Sequence Modeling with Selective
 State Spaces", arXiv:2312.00752; COLM 2024), in pure PyTorch.
 
-Functional core: :func:`selective_scan` (the S6 recurrence, a sequential reference and a chunked parallel scan).
+Functional core: :func:`selective_scan` (the S6 recurrence) with three implementations: a fused C++ CPU kernel
+(``_selective_scan_cpu.cpp``, built once and cached, see ``_scan_kernel.py``), a chunked parallel scan in pure
+PyTorch (any device; the fallback) and a sequential reference (a Python loop over t).
 Modules: :class:`Mamba` (the mixer: in_proj, causal depthwise conv, SiLU, selective SSM, SiLU gate, out_proj) and
 :class:`MambaLayer` (pre-norm residual block around it). Both have a constant-memory recurrent ``step`` for
 generation.
@@ -26,12 +28,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from tricklab.layers import _scan_kernel
 from tricklab.layers.spec import LayerSpec
 
 MambaState = tuple[Tensor, Tensor]
 """(conv_state (B, E, d_conv - 1): the last d_conv - 1 conv inputs; ssm_state (B, E, N): h_{t-1})."""
 
-_IMPLS = ("parallel", "sequential")
+ScanImpl = Literal["auto", "fused", "chunked", "parallel", "sequential"]
+_IMPLS = ("auto", "fused", "chunked", "parallel", "sequential")  # "parallel": the chunked scan's old name
 _LOG2E = 1.0 / math.log(2.0)
 
 
@@ -78,7 +82,7 @@ def selective_scan(
     z: Tensor | None = None,
     delta_bias: Tensor | None = None,
     delta_softplus: bool = True,
-    impl: Literal["parallel", "sequential"] = "parallel",
+    impl: ScanImpl = "auto",
     chunk_size: int | None = None,
     initial_state: Tensor | None = None,
     return_last_state: bool = False,
@@ -95,8 +99,12 @@ def selective_scan(
         z: optional (B, Dm, L) gate, ``y *= silu(z)`` (applied after the skip, as in Mamba's block).
         delta_bias: optional (Dm,) added to delta before the softplus.
         delta_softplus: apply ``softplus`` to ``delta (+ bias)`` (Mamba: yes; it makes delta > 0).
-        impl: ``"parallel"`` (chunked scan, default) or ``"sequential"`` (the reference: a Python loop over t).
-        chunk_size: parallel path only; ``None`` picks :func:`auto_chunk_size` (L).
+        impl: ``"auto"`` (default): the fused CPU kernel for CPU tensors when it builds, else (other devices, or
+            the build failed: one warning per process) the chunked scan. ``"fused"``: the C++ kernel, an error
+            if it cannot be built. ``"chunked"`` (alias ``"parallel"``): the chunked parallel scan in PyTorch.
+            ``"sequential"``: the reference, a Python loop over t.
+        chunk_size: chunked path: the chunk length (``None``: :func:`auto_chunk_size` (L)); fused path: the
+            number of steps between the states saved for the backward (``None``: 64).
         initial_state: optional (B, Dm, N) h_0 (zeros if None), e.g. a state carried from a previous segment.
         return_last_state: also return h_L, (B, Dm, N).
 
@@ -105,7 +113,8 @@ def selective_scan(
 
     Discretisation (paper eq. 4): ``Abar = exp(delta A)`` is the zero-order hold; ``Bbar = (delta A)^-1 (exp(delta A)
     - I) delta B`` is replaced by its first-order (Euler) form ``delta B``, as in the paper's released kernels.
-    Half-precision inputs are computed in float32 and the output cast back.
+    Half-precision inputs (e.g. under bfloat16 autocast) are computed and accumulated in float32 and the output
+    cast back.
     """
     u = _check_tensor("u", u, 3)
     delta = _check_tensor("delta", delta, 3)
@@ -144,22 +153,47 @@ def selective_scan(
 
     u, delta, A, B, C = u.to(cdt), delta.to(cdt), A.to(cdt), B.to(cdt), C.to(cdt)
     D, z, delta_bias, initial_state = cast(D), cast(z), cast(delta_bias), cast(initial_state)
-
-    if delta_bias is not None:
-        delta = delta + delta_bias[:, None]
-    if delta_softplus:
-        delta = F.softplus(delta)
     h0 = initial_state if initial_state is not None else u.new_zeros(b, dm, n)
-    if impl == "sequential":
-        y, h_last = _scan_sequential(u, delta, A, B, C, h0)
+    impl = _resolve_impl(impl, u)
+
+    if impl == "fused":  # bias, softplus, skip and gate are fused into the kernel too
+        y, h_last = _scan_kernel.fused_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, h0, chunk_size)
     else:
-        y, h_last = _scan_chunked(u, delta, A, B, C, h0, chunk_size or auto_chunk_size(length))
-    if D is not None:
-        y = y + D[:, None] * u
-    if z is not None:
-        y = y * F.silu(z)
+        if delta_bias is not None:
+            delta = delta + delta_bias[:, None]
+        if delta_softplus:
+            delta = F.softplus(delta)
+        if impl == "sequential":
+            y, h_last = _scan_sequential(u, delta, A, B, C, h0)
+        else:
+            y, h_last = _scan_chunked(u, delta, A, B, C, h0, chunk_size or auto_chunk_size(length))
+        if D is not None:
+            y = y + D[:, None] * u
+        if z is not None:
+            y = y * F.silu(z)
     y = y.to(out_dtype)
     return (y, h_last.to(out_dtype)) if return_last_state else y
+
+
+def _resolve_impl(impl: str, u: Tensor) -> str:
+    """The implementation to run: "sequential", "fused" or "chunked" (see :func:`selective_scan`'s ``impl``)."""
+    if impl in ("chunked", "parallel"):
+        return "chunked"
+    if impl == "sequential":
+        return impl
+    on_cpu = u.device.type == "cpu"
+    if impl == "fused":
+        if not on_cpu:
+            raise ValueError(f"selective_scan: impl='fused' is a CPU kernel but the tensors are on {u.device}; use "
+                             f"impl='chunked' (or 'auto', which picks it off the CPU)")
+        _scan_kernel.load()  # raises FusedScanUnavailable with the reason
+        return "fused"
+    if not on_cpu:
+        return "chunked"
+    if _scan_kernel.fused_available():
+        return "fused"
+    _scan_kernel.warn_fallback_once()
+    return "chunked"
 
 
 def _scan_sequential(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
@@ -270,6 +304,46 @@ def _scan_chunked(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, h0:
 # ----------------------------------------------------------------------------------------------------------------
 # modules
 # ----------------------------------------------------------------------------------------------------------------
+def selective_step(
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    h: Tensor,
+    D: Tensor | None = None,
+    z: Tensor | None = None,
+    delta_bias: Tensor | None = None,
+    delta_softplus: bool = True,
+    selective: bool = True,
+) -> tuple[Tensor, Tensor]:
+    """One step of the selective scan (generation): ``h' = exp(delta A) h + delta u B``, ``y = C . h' (+ D u)
+    (* silu(z))``. Equals ``selective_scan`` on a length-1 sequence from state ``h``, in a handful of tensor ops.
+
+    Args:
+        u, delta, z: (B, Dm); A: (Dm, N); h: (B, Dm, N); D, delta_bias: (Dm,).
+        B, C: (B, N) this step's values if ``selective``, else the time-invariant (Dm, N).
+
+    Returns:
+        (y (B, Dm) in u's dtype, new state (B, Dm, N) in h's dtype); half precision is computed in float32.
+    """
+    out_dtype, state_dtype = u.dtype, h.dtype
+    cdt = torch.promote_types(u.dtype, torch.float32)
+    u, delta, A, B, C, h = (t.to(cdt) for t in (u, delta, A, B, C, h))
+    if delta_bias is not None:
+        delta = delta + delta_bias.to(cdt)
+    if delta_softplus:
+        delta = F.softplus(delta)
+    b_t, c_t = (B[:, None, :], C[:, None, :]) if selective else (B, C)  # broadcast against h (B, Dm, N)
+    h = torch.exp(delta[..., None] * A) * h + (delta * u)[..., None] * b_t  # (B, Dm, N), eq. 2a with eq. 4
+    y = (h * c_t).sum(-1)  # (B, Dm), eq. 2b
+    if D is not None:
+        y = y + D.to(cdt) * u
+    if z is not None:
+        y = y * F.silu(z.to(cdt))
+    return y.to(out_dtype), h.to(state_dtype)
+
+
 def _inverse_softplus(x: Tensor) -> Tensor:
     # softplus(y) = x  <=>  y = x + log(1 - exp(-x)); expm1 keeps it exact for small x (dt ~ 1e-3)
     return x + torch.log(-torch.expm1(-x))
@@ -320,7 +394,7 @@ class Mamba(nn.Module):
         dt_init_floor: float = 1e-4,
         bias: bool = False,
         conv_bias: bool = True,
-        impl: Literal["parallel", "sequential"] = "parallel",
+        impl: ScanImpl = "auto",
         chunk_size: int | None = None,
     ) -> None:
         super().__init__()
@@ -455,13 +529,17 @@ class Mamba(nn.Module):
         xc = (window * self.conv1d.weight[:, 0, :]).sum(-1)
         if self.conv1d.bias is not None:
             xc = xc + self.conv1d.bias
-        xc = F.silu(xc)[..., None]  # (B, E, 1)
-        delta, delta_bias, b_, c_ = self._ssm_params(xc)
+        xc = F.silu(xc)  # (B, E)
+        delta, delta_bias, b_, c_ = self._ssm_params(xc[..., None])  # as for a length-1 segment
+        if self.selective:
+            delta, b_, c_ = delta[..., 0], b_[..., 0], c_[..., 0]  # (B, E), (B, N), (B, N)
+        else:
+            delta = delta[..., 0]
         a = -torch.exp(self.A_log)  # A < 0 always: every decay exp(delta A) <= 1
-        # the recurrence for one step (L = 1) through the same core, from state h
-        y, h = selective_scan(xc, delta, a, b_, c_, self.D, z[..., None], delta_bias,
-                              delta_softplus=True, impl="sequential", initial_state=h, return_last_state=True)
-        return self.out_proj(y[..., 0]), (window[..., 1:], h)
+        # the recurrence for one step from state h (selective_scan on L = 1, without its per-call overhead)
+        y, h = selective_step(xc, delta, a, b_, c_, h, self.D, z, delta_bias, delta_softplus=True,
+                              selective=self.selective)
+        return self.out_proj(y), (window[..., 1:], h)
 
     def extra_repr(self) -> str:
         return (f"d_model={self.d_model}, d_state={self.d_state}, d_conv={self.d_conv}, expand={self.expand}, "
@@ -518,4 +596,5 @@ LAYER_SPECS: tuple[LayerSpec, ...] = (
               "pre-norm residual Mamba block: x + Mamba(RMSNorm(x))"),
 )
 
-__all__ = ["LAYER_SPECS", "Mamba", "MambaLayer", "MambaState", "auto_chunk_size", "selective_scan"]
+__all__ = ["LAYER_SPECS", "Mamba", "MambaLayer", "MambaState", "ScanImpl", "auto_chunk_size", "selective_scan",
+           "selective_step"]
