@@ -312,6 +312,29 @@ def test_fused_strong_decay_and_no_grad() -> None:
     assert torch.equal(torch.cat([y0.flatten(), h0.flatten()]), out_f)
 
 
+def test_fused_reads_strided_inputs() -> None:
+    """Reference: the sequential path on contiguous copies. The Mamba block hands the kernel transposed views of
+    (B, L, E) activations (u, delta, and z as a chunk of a wider tensor, not even dense); the kernel reads their
+    rows in place and gives the same outputs and gradients (float64, 1e-10), its output in u's layout."""
+    inp = _inputs(2, 3, 4, 37, seed=8)
+    leaves = {k: v.clone().requires_grad_(True) for k, v in inp.items()}
+    wide = torch.cat([leaves["u"], leaves["z"]], dim=1).transpose(1, 2).contiguous()  # (B, L, 2E), as in_proj
+    strided = dict(leaves, u=wide[..., :3].transpose(1, 2), z=wide[..., 3:].transpose(1, 2),
+                   delta=leaves["delta"].transpose(1, 2).contiguous().transpose(1, 2))
+    assert not strided["u"].is_contiguous() and strided["u"].stride(1) == 1
+    y, h = selective_scan(**strided, impl="fused", return_last_state=True)  # type: ignore[misc]
+    y_ref, h_ref = selective_scan(**leaves, impl="sequential", return_last_state=True)  # type: ignore[misc]
+    assert y.transpose(1, 2).is_contiguous()
+    torch.testing.assert_close(y, y_ref, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(h, h_ref, rtol=1e-10, atol=1e-10)
+    w = torch.randn(y.shape, dtype=F64, generator=torch.Generator().manual_seed(9)).transpose(1, 2).contiguous()
+    w = w.transpose(1, 2)  # a strided output gradient too
+    g = torch.autograd.grad((y * w).sum() + h.sum(), list(leaves.values()))
+    g_ref = torch.autograd.grad((y_ref * w).sum() + h_ref.sum(), list(leaves.values()))
+    for name, a, b in zip(leaves, g, g_ref):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10, msg=lambda m, name=name: f"grad {name}: {m}")
+
+
 def test_fused_threads_agree() -> None:
     """Reference: the same kernel on one thread. With two threads (rows split between them, per-thread dB/dC
     accumulators summed at the end) outputs are identical and gradients equal up to summation order."""
@@ -476,6 +499,29 @@ def test_mamba_parallel_equals_sequential_module(selective: bool, impl: str) -> 
     torch.testing.assert_close(outs[0][0], outs[1][0], rtol=1e-10, atol=1e-10)
     for a, b in zip(outs[0][1], outs[1][1]):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
+
+
+def test_mamba_layer_equals_mambapy_block() -> None:
+    """Reference: mambapy 1.2's ResidualBlock (a pure-PyTorch Mamba with a Blelloch parallel scan, test-only
+    dependency). Its state dict has our MambaLayer's names; with the same weights both give the same outputs and
+    the same gradients of the input and every parameter (float64). mambapy casts A_log and D to float32
+    (``.float()``): A is rounded to float32 in its forward and the A_log and D gradients come back rounded to
+    float32, so gradients are compared at float32's precision (rtol 1e-6), the outputs at 1e-10."""
+    mambapy = pytest.importorskip("mambapy.mamba")
+    torch.manual_seed(0)
+    ref = mambapy.ResidualBlock(mambapy.MambaConfig(d_model=16, n_layers=1, d_state=8)).double()
+    ours = MambaLayer(16, d_state=8).double()
+    ours.load_state_dict(ref.state_dict())
+    x = torch.randn(2, 32, 16, dtype=F64, generator=torch.Generator().manual_seed(4), requires_grad=True)
+    y, y_ref = ours(x), ref(x)
+    torch.testing.assert_close(y, y_ref, rtol=1e-10, atol=1e-10)
+    w = torch.randn(y.shape, dtype=F64, generator=torch.Generator().manual_seed(5))
+    names = [name for name, _ in ours.named_parameters()]
+    theirs = dict(ref.named_parameters())
+    g = torch.autograd.grad((y * w).sum(), [x, *ours.parameters()])
+    g_ref = torch.autograd.grad((y_ref * w).sum(), [x, *(theirs[name] for name in names)])
+    for name, a, b in zip(["x", *names], g, g_ref):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-8, msg=lambda m, name=name: f"grad {name}: {m}")
 
 
 def test_mamba_is_causal() -> None:

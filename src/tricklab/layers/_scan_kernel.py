@@ -160,17 +160,18 @@ def _register_python_side() -> None:
         lanes = 64 // u.element_size()  # the kernel pads N to whole 64-byte vectors (kVecBytes in the C++)
         ck = u.new_empty((b, d, -(-length // chunk), -(-n // lanes) * lanes)) if save else u.new_empty((0,))
         ypre = u.new_empty((b, d, length)) if save and z is not None else u.new_empty((0,))
-        return u.new_empty((b, d, length)), u.new_empty((b, d, n)), ck, ypre
+        return torch.empty_like(u), u.new_empty((b, d, n)), ck, ypre  # out takes u's layout, as in the kernel
 
     @torch.library.register_fake("tricklab::selective_scan_bwd")
     def _bwd_fake(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None, z: Tensor | None,
                   delta_bias: Tensor | None, delta_softplus: bool, checkpoints: Tensor, y_pre_gate: Tensor,
                   dout: Tensor, dh_last: Tensor, chunk: int) -> tuple[Tensor, ...]:
-        def like(t: Tensor | None) -> Tensor:
-            return u.new_empty((0,)) if t is None else torch.empty_like(t)
+        # as the kernel: du, ddelta, dz take their inputs' layouts (empty_like), the rest are contiguous
+        def fresh(t: Tensor | None) -> Tensor:
+            return u.new_empty((0,)) if t is None else t.new_empty(t.shape)
 
-        return (torch.empty_like(u), torch.empty_like(delta), torch.empty_like(A), torch.empty_like(B),
-                torch.empty_like(C), like(D), like(z), like(delta_bias), torch.empty_like(dh_last))
+        return (torch.empty_like(u), torch.empty_like(delta), fresh(A), fresh(B), fresh(C), fresh(D),
+                u.new_empty((0,)) if z is None else torch.empty_like(z), fresh(delta_bias), fresh(dh_last))
 
     def setup_context(ctx: object, inputs: tuple, output: tuple) -> None:
         u, delta, A, B, C, D, z, delta_bias, _h0, softplus, chunk, save = inputs
@@ -223,8 +224,10 @@ def load() -> None:
     _STATE["loaded"] = True
 
 
-def _tail(text: str, lines: int = 6) -> str:
-    return " | ".join(line.strip() for line in text.strip().splitlines()[-lines:])
+def _tail(text: str, lines: int = 6, chars: int = 600) -> str:
+    """The end of a build log on one line, at most ``chars`` characters (compiler errors can be pages long)."""
+    tail = " | ".join(line.strip() for line in text.strip().splitlines()[-lines:])
+    return tail if len(tail) <= chars else "..." + tail[-chars:]
 
 
 def fused_available() -> bool:

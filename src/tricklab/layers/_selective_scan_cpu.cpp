@@ -34,6 +34,7 @@
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/constant_pad_nd.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
 #include <ATen/ops/sum.h>
 #include <ATen/ops/zeros.h>
 #include <torch/library.h>
@@ -386,6 +387,65 @@ void with_nv(int64_t nv, F&& f) {
   else f(std::integral_constant<int, 0>{});
 }
 
+// A (Bt, D, L) tensor with any strides. The Mamba block hands over transposed views of (Bt, L, D) activations,
+// whose (b, d) rows are strided; copying them to (Bt, D, L) with .contiguous() costs a full transpose per tensor
+// per call. Instead, rows are handled in groups of kGroup neighbouring channels (Block): a group is gathered
+// with one pass over its L cache lines (channels are contiguous in that layout) and scattered back the same way.
+template <typename T>
+struct Rows {
+  T* p = nullptr;
+  int64_t s0 = 0, s1 = 0, s2 = 0;
+  Rows() = default;
+  explicit Rows(const at::Tensor& t)
+      : p(const_cast<T*>(t.const_data_ptr<T>())), s0(t.stride(0)), s1(t.stride(1)), s2(t.stride(2)) {}
+};
+
+constexpr int64_t kGroup = 16;
+
+// kGroup rows of one Rows tensor as contiguous (L,) rows: in place when the rows are contiguous (stride 1 along
+// time), else through a per-thread buffer (gathered by load, scattered by store).
+template <typename T>
+struct Block {
+  std::vector<T> buf;
+  const Rows<T>* src = nullptr;
+  int64_t b = 0, d0 = 0, g = 0, L = 0;
+  explicit Block(int64_t length) : buf(kGroup * length), L(length) {}
+  bool direct() const { return src->s2 == 1; }
+  T* place(int64_t j) { return direct() ? src->p + b * src->s0 + (d0 + j) * src->s1 : buf.data() + j * L; }
+  void bind(const Rows<T>& s, int64_t b_, int64_t d0_, int64_t g_) { src = &s, b = b_, d0 = d0_, g = g_; }
+  void load(const Rows<T>& s, int64_t b_, int64_t d0_, int64_t g_) {  // for inputs
+    bind(s, b_, d0_, g_);
+    if (direct()) return;
+    const T* base = s.p + b * s.s0 + d0 * s.s1;
+    int64_t t0 = 0;
+    if (g == kGroup && s.s1 == 1) {  // channels contiguous: transpose kGroup x kGroup tiles through the stack
+      T tile[kGroup][kGroup];
+      for (; t0 + kGroup <= L; t0 += kGroup) {
+        for (int64_t i = 0; i < kGroup; ++i)
+          for (int64_t j = 0; j < kGroup; ++j) tile[j][i] = base[(t0 + i) * s.s2 + j];
+        for (int64_t j = 0; j < kGroup; ++j) std::copy(tile[j], tile[j] + kGroup, buf.data() + j * L + t0);
+      }
+    }
+    for (int64_t t = t0; t < L; ++t)
+      for (int64_t j = 0; j < g; ++j) buf[j * L + t] = base[t * s.s2 + j * s.s1];
+  }
+  void store() {  // for outputs, after their rows were written at place(j)
+    if (direct()) return;
+    T* base = src->p + b * src->s0 + d0 * src->s1;
+    int64_t t0 = 0;
+    if (g == kGroup && src->s1 == 1) {
+      T tile[kGroup][kGroup];
+      for (; t0 + kGroup <= L; t0 += kGroup) {
+        for (int64_t j = 0; j < kGroup; ++j) std::copy(buf.data() + j * L + t0, buf.data() + j * L + t0 + kGroup, tile[j]);
+        for (int64_t i = 0; i < kGroup; ++i)
+          for (int64_t j = 0; j < kGroup; ++j) base[(t0 + i) * src->s2 + j] = tile[j][i];
+      }
+    }
+    for (int64_t t = t0; t < L; ++t)
+      for (int64_t j = 0; j < g; ++j) base[t * src->s2 + j * src->s1] = buf[j * L + t];
+  }
+};
+
 // Returns (out (Bt, D, L), h_last (Bt, D, N), chunk states (Bt, D, K, Np) or (0,), y before the gate (Bt, D, L)
 // when z is given and save is set, else (0,)).
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> scan_fwd(
@@ -397,48 +457,57 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> scan_fwd(
   const int64_t Bt = u_.size(0), D = u_.size(1), L = u_.size(2), N = A_.size(1);
   const int64_t W = kVecBytes / static_cast<int64_t>(u_.element_size()), np = padded(N, W), nv = np / W;
   const int64_t K = (L + chunk - 1) / chunk;
-  const at::Tensor u = u_.contiguous(), dl = dl_.contiguous(), h0 = h0_.contiguous();
-  const at::Tensor Dv = opt_contig(D_), z = opt_contig(z_), bias = opt_contig(bias_);
+  const at::Tensor h0 = h0_.contiguous(), Dv = opt_contig(D_), bias = opt_contig(bias_);
   const at::Tensor A = pad_states(A_, np), Bm = pad_states(B_, np), Cm = pad_states(C_, np);
-  const bool b_sel = B_.dim() == 3, c_sel = C_.dim() == 3, keep_y = save && z.defined();
-  at::Tensor out = at::empty({Bt, D, L}, u.options()), hl = at::empty({Bt, D, N}, u.options());
-  at::Tensor ck = save ? at::empty({Bt, D, K, np}, u.options()) : at::empty({0}, u.options());
-  at::Tensor ypre = keep_y ? at::empty({Bt, D, L}, u.options()) : at::empty({0}, u.options());
-  AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "tricklab_scan_fwd", [&] {
+  const bool b_sel = B_.dim() == 3, c_sel = C_.dim() == 3, has_z = z_.has_value(), keep_y = save && has_z;
+  // out takes u's layout (a transposed view of (Bt, L, D) gives one that is, transposed back, contiguous)
+  at::Tensor out = at::empty_like(u_), hl = at::empty({Bt, D, N}, u_.options());
+  at::Tensor ck = save ? at::empty({Bt, D, K, np}, u_.options()) : at::empty({0}, u_.options());
+  at::Tensor ypre = keep_y ? at::empty({Bt, D, L}, u_.options()) : at::empty({0}, u_.options());
+  AT_DISPATCH_FLOATING_TYPES(u_.scalar_type(), "tricklab_scan_fwd", [&] {
     using T = scalar_t;
     constexpr int Wv = Vec<T>::W;
-    const T *pu = u.const_data_ptr<T>(), *pd = dl.const_data_ptr<T>(), *pA = A.const_data_ptr<T>();
-    const T *pB = Bm.const_data_ptr<T>(), *pC = Cm.const_data_ptr<T>(), *ph0 = h0.const_data_ptr<T>();
-    const T *pD = opt_ptr<T>(Dv), *pz = opt_ptr<T>(z), *pbias = opt_ptr<T>(bias);
-    T *pout = out.mutable_data_ptr<T>(), *phl = hl.mutable_data_ptr<T>();
-    T* pck = save ? ck.mutable_data_ptr<T>() : nullptr;
+    const Rows<T> u(u_), dl(dl_), z = has_z ? Rows<T>(*z_) : Rows<T>(), yo(out);
+    const T *pA = A.const_data_ptr<T>(), *pB = Bm.const_data_ptr<T>(), *pC = Cm.const_data_ptr<T>();
+    const T *ph0 = h0.const_data_ptr<T>(), *pD = opt_ptr<T>(Dv), *pbias = opt_ptr<T>(bias);
+    T *phl = hl.mutable_data_ptr<T>(), *pck = save ? ck.mutable_data_ptr<T>() : nullptr;
     T* pyp = keep_y ? ypre.mutable_data_ptr<T>() : nullptr;
     at::parallel_for(0, Bt * D, grain_for(L, np), [&](int64_t r0, int64_t r1) {
       std::vector<V<T>> scratch(nv);
       std::vector<T> dlb(L);
-      for (int64_t r = r0; r < r1; ++r) {
-        const int64_t b = r / D, d = r % D;
-        row_delta<T>(L, pd + r * L, pbias ? pbias[d] : T(0), softplus, dlb.data(), nullptr);
-        const T* Bp = b_sel ? pB + b * L * np : pB + d * np;
-        const T* Cp = c_sel ? pC + b * L * np : pC + d * np;
-        T* y = pout + r * L;
-        with_nv(nv, [&](auto nvc) {
-          forward_row<T, decltype(nvc)::value>(L, N, nv, chunk, pu + r * L, dlb.data(), pA + d * np, Bp,
-                                               b_sel ? np : 0, Cp, c_sel ? np : 0, ph0 + r * N, y, phl + r * N,
-                                               pck ? pck + r * K * np : nullptr, scratch.data());
-        });
-        if (pD == nullptr && pz == nullptr) continue;
-        const T Dd = pD ? pD[d] : T(0);
-        for (int64_t t = 0; t < L; t += Wv) {  // y += D u; keep y; y *= silu(z)
-          const int64_t cnt = std::min<int64_t>(Wv, L - t);
-          V<T> yv = loadn(y + t, cnt) + Dd * loadn(pu + r * L + t, cnt);
-          if (pz != nullptr) {
-            if (pyp != nullptr) storen(pyp + r * L + t, yv, cnt);
-            const V<T> zv = loadn(pz + r * L + t, cnt);
-            yv = yv * zv * vsigmoid<T>(zv);
+      Block<T> ublk(L), dlblk(L), zblk(has_z ? L : 0), yblk(L);
+      for (int64_t r = r0; r < r1;) {  // groups of up to kGroup channels of one batch element
+        const int64_t b = r / D, d0 = r % D, g = std::min({kGroup, D - d0, r1 - r});
+        ublk.load(u, b, d0, g), dlblk.load(dl, b, d0, g), yblk.bind(yo, b, d0, g);
+        if (has_z) zblk.load(z, b, d0, g);
+        for (int64_t j = 0; j < g; ++j) {
+          const int64_t d = d0 + j, rr = r + j;
+          row_delta<T>(L, dlblk.place(j), pbias ? pbias[d] : T(0), softplus, dlb.data(), nullptr);
+          const T* ur = ublk.place(j);
+          const T* Bp = b_sel ? pB + b * L * np : pB + d * np;
+          const T* Cp = c_sel ? pC + b * L * np : pC + d * np;
+          T* y = yblk.place(j);
+          with_nv(nv, [&](auto nvc) {
+            forward_row<T, decltype(nvc)::value>(L, N, nv, chunk, ur, dlb.data(), pA + d * np, Bp,
+                                                 b_sel ? np : 0, Cp, c_sel ? np : 0, ph0 + rr * N, y, phl + rr * N,
+                                                 pck ? pck + rr * K * np : nullptr, scratch.data());
+          });
+          if (pD == nullptr && !has_z) continue;
+          const T Dd = pD ? pD[d] : T(0);
+          const T* zr = has_z ? zblk.place(j) : nullptr;
+          for (int64_t t = 0; t < L; t += Wv) {  // y += D u; keep y; y *= silu(z)
+            const int64_t cnt = std::min<int64_t>(Wv, L - t);
+            V<T> yv = loadn(y + t, cnt) + Dd * loadn(ur + t, cnt);
+            if (zr != nullptr) {
+              if (pyp != nullptr) storen(pyp + rr * L + t, yv, cnt);
+              const V<T> zv = loadn(zr + t, cnt);
+              yv = yv * zv * vsigmoid<T>(zv);
+            }
+            storen(y + t, yv, cnt);
           }
-          storen(y + t, yv, cnt);
         }
+        yblk.store();
+        r += g;
       }
     });
   });
@@ -463,18 +532,17 @@ scan_bwd(const at::Tensor& u_, const at::Tensor& dl_, const at::Tensor& A_, cons
   TORCH_CHECK(!z_.has_value() || ypre_.sizes() == u_.sizes(),
               "tricklab fused scan backward: the gate needs the saved pre-gate output");
   TORCH_CHECK(dout_.sizes() == u_.sizes(), "tricklab fused scan backward: dout must have u's shape");
-  const bool b_sel = B_.dim() == 3, c_sel = C_.dim() == 3;
-  const at::Tensor u = u_.contiguous(), dl = dl_.contiguous(), ck = ckpt_.contiguous();
-  const at::Tensor dout = dout_.contiguous(), dhl = dhl_.contiguous();
-  const at::Tensor Dv = opt_contig(D_), z = opt_contig(z_), bias = opt_contig(bias_);
-  const at::Tensor ypre = z.defined() ? ypre_.contiguous() : at::Tensor();
+  const bool b_sel = B_.dim() == 3, c_sel = C_.dim() == 3, has_z = z_.has_value();
+  const at::Tensor ck = ckpt_.contiguous(), dhl = dhl_.contiguous();
+  const at::Tensor Dv = opt_contig(D_), bias = opt_contig(bias_);
+  const at::Tensor ypre = has_z ? ypre_.contiguous() : at::Tensor();
   const at::Tensor A = pad_states(A_, np), Bm = pad_states(B_, np), Cm = pad_states(C_, np);
-  auto o = u.options();
-  at::Tensor du = at::empty({Bt, D, L}, o), dd = at::empty({Bt, D, L}, o);
+  auto o = u_.options();
+  // input gradients take their inputs' layouts (see Rows)
+  at::Tensor du = at::empty_like(u_), dd = at::empty_like(dl_), dz = has_z ? at::empty_like(*z_) : at::empty({0}, o);
   at::Tensor dA_rows = at::empty({Bt, D, np}, o), dh0 = at::empty({Bt, D, N}, o);
   at::Tensor dD_rows = Dv.defined() ? at::empty({Bt, D}, o) : at::Tensor();
   at::Tensor dbias_rows = bias.defined() ? at::empty({Bt, D}, o) : at::Tensor();
-  at::Tensor dz = z.defined() ? at::empty({Bt, D, L}, o) : at::empty({0}, o);
   // selective: per-thread (Bt, L, Np) accumulators, since rows of different channels add into the same dB_t, dC_t;
   // time-invariant: per-row (Bt, D, Np) results, summed over the batch below
   const int64_t grain = grain_for(L, np);
@@ -483,70 +551,86 @@ scan_bwd(const at::Tensor& u_, const at::Tensor& dl_, const at::Tensor& A_, cons
     return sel ? at::zeros({n_threads, Bt, L, np}, o) : at::empty({Bt, D, np}, o);
   };
   at::Tensor dB_acc = grad_buffer(b_sel), dC_acc = grad_buffer(c_sel);
-  AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "tricklab_scan_bwd", [&] {
+  AT_DISPATCH_FLOATING_TYPES(u_.scalar_type(), "tricklab_scan_bwd", [&] {
     using T = scalar_t;
     constexpr int Wv = Vec<T>::W;
-    const T *pu = u.const_data_ptr<T>(), *pd = dl.const_data_ptr<T>(), *pA = A.const_data_ptr<T>();
-    const T *pB = Bm.const_data_ptr<T>(), *pC = Cm.const_data_ptr<T>(), *pck = ck.const_data_ptr<T>();
-    const T *pdo = dout.const_data_ptr<T>(), *pdhl = dhl.const_data_ptr<T>();
-    const T *pD = opt_ptr<T>(Dv), *pz = opt_ptr<T>(z), *pbias = opt_ptr<T>(bias), *pyp = opt_ptr<T>(ypre);
-    T *pdu = du.mutable_data_ptr<T>(), *pdd = dd.mutable_data_ptr<T>(), *pdA = dA_rows.mutable_data_ptr<T>();
-    T *pdh0 = dh0.mutable_data_ptr<T>(), *pdB = dB_acc.mutable_data_ptr<T>(), *pdC = dC_acc.mutable_data_ptr<T>();
+    const Rows<T> u(u_), dl(dl_), dout(dout_), z = has_z ? Rows<T>(*z_) : Rows<T>();
+    const Rows<T> du_o(du), dd_o(dd), dz_o = has_z ? Rows<T>(dz) : Rows<T>();
+    const T *pA = A.const_data_ptr<T>(), *pB = Bm.const_data_ptr<T>(), *pC = Cm.const_data_ptr<T>();
+    const T *pck = ck.const_data_ptr<T>(), *pdhl = dhl.const_data_ptr<T>();
+    const T *pD = opt_ptr<T>(Dv), *pbias = opt_ptr<T>(bias), *pyp = opt_ptr<T>(ypre);
+    T *pdA = dA_rows.mutable_data_ptr<T>(), *pdh0 = dh0.mutable_data_ptr<T>();
+    T *pdB = dB_acc.mutable_data_ptr<T>(), *pdC = dC_acc.mutable_data_ptr<T>();
     T* pdD = dD_rows.defined() ? dD_rows.mutable_data_ptr<T>() : nullptr;
     T* pdbias = dbias_rows.defined() ? dbias_rows.mutable_data_ptr<T>() : nullptr;
-    T* pdz = z.defined() ? dz.mutable_data_ptr<T>() : nullptr;
     at::parallel_for(0, Bt * D, grain, [&](int64_t r0, int64_t r1) {
       const int64_t tid = (b_sel || c_sel) ? at::get_thread_num() : 0;
       TORCH_CHECK(tid < n_threads, "tricklab fused scan backward: more threads than accumulators");
       const int64_t tc = std::min(chunk, L);
       std::vector<T> hb((tc + 1) * np), ab(tc * np), dlb(L), sgb(L), gyb(L);
       std::vector<V<T>> scratch(4 * nv);
-      for (int64_t r = r0; r < r1; ++r) {
-        const int64_t b = r / D, d = r % D;
-        const T* ur = pu + r * L;
-        row_delta<T>(L, pd + r * L, pbias ? pbias[d] : T(0), softplus, dlb.data(), sgb.data());
-        // through the gate and the skip: g = dLoss/dy (y = C h + D u), dz, dD
-        const T Dd = pD ? pD[d] : T(0);
-        V<T> dDv{};
-        for (int64_t t = 0; t < L; t += Wv) {
-          const int64_t cnt = std::min<int64_t>(Wv, L - t);
-          V<T> g = loadn(pdo + r * L + t, cnt);
-          if (pz != nullptr) {
-            const V<T> zv = loadn(pz + r * L + t, cnt), sz = vsigmoid<T>(zv);
-            storen(pdz + r * L + t, g * loadn(pyp + r * L + t, cnt) * sz * (T(1) + zv * (T(1) - sz)), cnt);
-            g = g * zv * sz;
+      const int64_t zl = has_z ? L : 0;
+      Block<T> ublk(L), dlblk(L), goblk(L), zblk(zl), dublk(L), ddblk(L), dzblk(zl);
+      for (int64_t r = r0; r < r1;) {  // groups of up to kGroup channels of one batch element
+        const int64_t b = r / D, d0 = r % D, g = std::min({kGroup, D - d0, r1 - r});
+        ublk.load(u, b, d0, g), dlblk.load(dl, b, d0, g), goblk.load(dout, b, d0, g);
+        dublk.bind(du_o, b, d0, g), ddblk.bind(dd_o, b, d0, g);
+        if (has_z) zblk.load(z, b, d0, g), dzblk.bind(dz_o, b, d0, g);
+        for (int64_t j = 0; j < g; ++j) {
+          const int64_t d = d0 + j, rr = r + j;
+          const T* ur = ublk.place(j);
+          row_delta<T>(L, dlblk.place(j), pbias ? pbias[d] : T(0), softplus, dlb.data(), sgb.data());
+          // through the gate and the skip: g = dLoss/dy (y = C h + D u), dz, dD
+          const T* gor = goblk.place(j);
+          const T* zr = has_z ? zblk.place(j) : nullptr;
+          T* dzr = has_z ? dzblk.place(j) : nullptr;
+          const T Dd = pD ? pD[d] : T(0);
+          V<T> dDv{};
+          for (int64_t t = 0; t < L; t += Wv) {
+            const int64_t cnt = std::min<int64_t>(Wv, L - t);
+            V<T> gv = loadn(gor + t, cnt);
+            if (zr != nullptr) {
+              const V<T> zv = loadn(zr + t, cnt), sz = vsigmoid<T>(zv);
+              storen(dzr + t, gv * loadn(pyp + rr * L + t, cnt) * sz * (T(1) + zv * (T(1) - sz)), cnt);
+              gv = gv * zv * sz;
+            }
+            dDv += gv * loadn(ur + t, cnt);
+            storen(gyb.data() + t, gv, cnt);
           }
-          dDv += g * loadn(ur + t, cnt);
-          storen(gyb.data() + t, g, cnt);
+          if (pdD != nullptr) pdD[rr] = hsum(dDv);
+          T* dur = dublk.place(j);
+          T* ddr = ddblk.place(j);
+          auto run = [&](auto nvc, auto bsel, auto csel) {
+            constexpr bool BS = decltype(bsel)::value, CS = decltype(csel)::value;
+            const T* Bp = BS ? pB + b * L * np : pB + d * np;
+            const T* Cp = CS ? pC + b * L * np : pC + d * np;
+            T* dBr = BS ? pdB + (tid * Bt + b) * L * np : pdB + rr * np;
+            T* dCr = CS ? pdC + (tid * Bt + b) * L * np : pdC + rr * np;
+            backward_row<T, decltype(nvc)::value, BS, CS>(L, N, nv, chunk, ur, dlb.data(), pA + d * np, Bp, Cp,
+                                                          pck + rr * K * np, gyb.data(), pdhl + rr * N, dur, ddr,
+                                                          pdA + rr * np, dBr, dCr, pdh0 + rr * N, hb.data(),
+                                                          ab.data(), scratch.data());
+          };
+          with_nv(nv, [&](auto nvc) {
+            if (b_sel && c_sel) run(nvc, std::true_type{}, std::true_type{});
+            else if (b_sel) run(nvc, std::true_type{}, std::false_type{});
+            else if (c_sel) run(nvc, std::false_type{}, std::true_type{});
+            else run(nvc, std::false_type{}, std::false_type{});
+          });
+          // du += g D; ddelta_raw = ddelta softplus'(raw + bias); dbias = sum_t ddelta_raw
+          V<T> dbv{};
+          for (int64_t t = 0; t < L; t += Wv) {
+            const int64_t cnt = std::min<int64_t>(Wv, L - t);
+            if (pD != nullptr) storen(dur + t, loadn(dur + t, cnt) + Dd * loadn(gyb.data() + t, cnt), cnt);
+            const V<T> dr = loadn(ddr + t, cnt) * loadn(sgb.data() + t, cnt);
+            storen(ddr + t, dr, cnt);
+            dbv += dr;
+          }
+          if (pdbias != nullptr) pdbias[rr] = hsum(dbv);
         }
-        if (pdD != nullptr) pdD[r] = hsum(dDv);
-        auto run = [&](auto nvc, auto bsel, auto csel) {
-          constexpr bool BS = decltype(bsel)::value, CS = decltype(csel)::value;
-          const T* Bp = BS ? pB + b * L * np : pB + d * np;
-          const T* Cp = CS ? pC + b * L * np : pC + d * np;
-          T* dBr = BS ? pdB + (tid * Bt + b) * L * np : pdB + r * np;
-          T* dCr = CS ? pdC + (tid * Bt + b) * L * np : pdC + r * np;
-          backward_row<T, decltype(nvc)::value, BS, CS>(L, N, nv, chunk, ur, dlb.data(), pA + d * np, Bp, Cp,
-                                                        pck + r * K * np, gyb.data(), pdhl + r * N, pdu + r * L,
-                                                        pdd + r * L, pdA + r * np, dBr, dCr, pdh0 + r * N,
-                                                        hb.data(), ab.data(), scratch.data());
-        };
-        with_nv(nv, [&](auto nvc) {
-          if (b_sel && c_sel) run(nvc, std::true_type{}, std::true_type{});
-          else if (b_sel) run(nvc, std::true_type{}, std::false_type{});
-          else if (c_sel) run(nvc, std::false_type{}, std::true_type{});
-          else run(nvc, std::false_type{}, std::false_type{});
-        });
-        // du += g D; ddelta_raw = ddelta softplus'(raw + bias); dbias = sum_t ddelta_raw
-        V<T> dbv{};
-        for (int64_t t = 0; t < L; t += Wv) {
-          const int64_t cnt = std::min<int64_t>(Wv, L - t);
-          if (pD != nullptr) storen(pdu + r * L + t, loadn(pdu + r * L + t, cnt) + Dd * loadn(gyb.data() + t, cnt), cnt);
-          const V<T> ddr = loadn(pdd + r * L + t, cnt) * loadn(sgb.data() + t, cnt);
-          storen(pdd + r * L + t, ddr, cnt);
-          dbv += ddr;
-        }
-        if (pdbias != nullptr) pdbias[r] = hsum(dbv);
+        dublk.store(), ddblk.store();
+        if (has_z) dzblk.store();
+        r += g;
       }
     });
   });

@@ -447,36 +447,47 @@ class Mamba(nn.Module):
             raise ValueError(f"Mamba: {what} must be {want} with d_model = {self.d_model}, got {tuple(x.shape)}")
 
     def _ssm_params(self, xc: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """(delta before bias/softplus (B, E, L), delta_bias (E,), B, C) from conv output xc (B, E, L)."""
+        """(delta before bias/softplus (B, E, L), delta_bias (E,), B, C) from the conv output xc (B, L, E).
+
+        delta, B and C are transposed views of (B, L, .) projections: the fused scan reads such strided rows
+        directly, so nothing is copied into a (B, E, L) layout."""
         if not self.selective:
-            return xc.new_zeros(()).expand_as(xc), self.dt_bias, self.B, self.C
-        dbc = self.x_proj(xc.transpose(1, 2))  # (B, L, R + 2N)
+            b, length, e = xc.shape
+            return xc.new_zeros(()).expand(b, e, length), self.dt_bias, self.B, self.C
+        dbc = self.x_proj(xc)  # (B, L, R + 2N)
         dt, b_sel, c_sel = dbc.split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         delta = F.linear(dt, self.dt_proj.weight).transpose(1, 2)  # (B, E, L); bias added inside the scan
         return delta, self.dt_proj.bias, b_sel.transpose(1, 2), c_sel.transpose(1, 2)
 
+    def _causal_conv(self, xp: Tensor, length: int) -> Tensor:
+        """Depthwise causal conv over time, channels last: xp (B, d_conv - 1 + L, E) = left context then the
+        inputs -> (B, L, E), ``out_t = bias + sum_j w_j * x_{t - (d_conv - 1) + j}`` (what ``self.conv1d`` computes
+        with its left padding, as d_conv shifted multiply-adds: no transposes to the (B, E, L) layout conv1d
+        needs, and cheaper than its backward on the CPU, see benchmarks/mamba_vs_attention.py)."""
+        k = self.d_conv
+        w = self.conv1d.weight[:, 0, :]  # (E, k)
+        bias = self.conv1d.bias if self.conv1d.bias is not None else xp.new_zeros(())
+        out = torch.addcmul(bias, xp[:, k - 1:k - 1 + length], w[:, k - 1])
+        for j in range(k - 1):
+            out = torch.addcmul(out, xp[:, j:j + length], w[:, j])
+        return out
+
     def _mix(self, x: Tensor, state: MambaState | None, want_state: bool) -> tuple[Tensor, MambaState | None]:
-        length = x.shape[1]
-        xs, z = self.in_proj(x).chunk(2, dim=-1)  # (B, L, E) each
-        xs, z = xs.transpose(1, 2), z.transpose(1, 2)  # (B, E, L)
+        length, k = x.shape[1], self.d_conv
+        xs, z = self.in_proj(x).chunk(2, dim=-1)  # (B, L, E) each, channels last throughout
         if state is None:
-            xc = self.conv1d(xs)[..., :length]  # causal: output t sees inputs t - d_conv + 1 .. t
-            h0 = None
+            xp, h0 = F.pad(xs, (0, 0, k - 1, 0)), None  # left context = zeros
         else:
             conv_state, h0 = state
-            xs = torch.cat([conv_state, xs], dim=-1)  # the stored left context replaces the zero padding
-            xc = F.conv1d(xs, self.conv1d.weight, self.conv1d.bias, groups=self.d_inner)
-        new_conv = None
-        if want_state:
-            if state is None:  # left context = zeros, as the padding
-                xs = F.pad(xs, (self.d_conv - 1, 0))
-            new_conv = xs[..., xs.shape[-1] - (self.d_conv - 1):]  # (B, E, d_conv - 1)
-        xc = F.silu(xc)
+            xp = torch.cat([conv_state.transpose(1, 2).to(xs.dtype), xs], dim=1)  # the stored left context
+        xc = F.silu(self._causal_conv(xp, length))  # (B, L, E): output t sees inputs t - d_conv + 1 .. t
+        new_conv = xp[:, xp.shape[1] - (k - 1):].transpose(1, 2) if want_state else None  # (B, E, d_conv - 1)
         delta, delta_bias, b_, c_ = self._ssm_params(xc)
         a = -torch.exp(self.A_log)  # A < 0 always: every decay exp(delta A) <= 1
-        out = selective_scan(xc, delta, a, b_, c_, self.D, z, delta_bias, delta_softplus=True,
-                             impl=self.impl, chunk_size=self.chunk_size, initial_state=h0,
+        out = selective_scan(xc.transpose(1, 2), delta, a, b_, c_, self.D, z.transpose(1, 2), delta_bias,
+                             delta_softplus=True, impl=self.impl, chunk_size=self.chunk_size, initial_state=h0,
                              return_last_state=want_state)
+        # y (B, E, L): the fused scan writes it in u's channels-last layout, so the transpose back is free
         if want_state:
             y, h_last = out  # type: ignore[misc]
             return self.out_proj(y.transpose(1, 2)), (new_conv, h_last)  # type: ignore[return-value]
@@ -530,7 +541,7 @@ class Mamba(nn.Module):
         if self.conv1d.bias is not None:
             xc = xc + self.conv1d.bias
         xc = F.silu(xc)  # (B, E)
-        delta, delta_bias, b_, c_ = self._ssm_params(xc[..., None])  # as for a length-1 segment
+        delta, delta_bias, b_, c_ = self._ssm_params(xc[:, None])  # as for a length-1 segment
         if self.selective:
             delta, b_, c_ = delta[..., 0], b_[..., 0], c_[..., 0]  # (B, E), (B, N), (B, N)
         else:
