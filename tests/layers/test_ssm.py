@@ -465,6 +465,30 @@ def test_selective_step_equals_one_scan_step(selective: bool) -> None:
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("selective", [True, False])
+@pytest.mark.parametrize(("n", "dtype"), [(4, F64), (20, F64), (16, torch.float32), (40, torch.float32)])
+def test_fused_step_equals_torch_step(selective: bool, n: int, dtype: torch.dtype) -> None:
+    """Reference: selective_step's tensor-op path (itself checked against selective_scan above). The kernel's
+    one-call step (used for generation without autograd) gives the same output and new state, with and without
+    D, z and delta_bias, for state sizes that do and do not fill whole vectors; the given state is unchanged."""
+    inp = _inputs(3, 5, n, 1, selective, dtype=dtype)
+    sq = {k: (v[..., 0] if k in ("u", "delta", "z") or (selective and k in ("B", "C")) else v)
+          for k, v in inp.items()}
+    tol = 1e-12 if dtype == F64 else 1e-5
+    for extras in ({"D": sq["D"], "z": sq["z"], "delta_bias": sq["delta_bias"]}, {}):
+        args = (sq["u"], sq["delta"], sq["A"], sq["B"], sq["C"], sq["initial_state"])
+        h_before = sq["initial_state"].clone()
+        with torch.no_grad():
+            y_f, h_f = selective_step(*args, **extras, selective=selective, impl="fused")  # type: ignore[arg-type]
+            y_t, h_t = selective_step(*args, **extras, selective=selective, impl="torch")  # type: ignore[arg-type]
+        torch.testing.assert_close(y_f, y_t, rtol=tol, atol=tol)
+        torch.testing.assert_close(h_f, h_t, rtol=tol, atol=tol)
+        assert torch.equal(sq["initial_state"], h_before)
+    with pytest.raises(ValueError, match="without autograd"):
+        selective_step(*(t.requires_grad_(True) if i == 0 else t for i, t in enumerate(args)),
+                       selective=selective, impl="fused")
+
+
 # ------------------------------------------------------------------------------------------------- Mamba
 def test_mamba_init_follows_the_paper() -> None:
     """Reference: the paper's initialisation. A_n = -(n + 1) (S4D-real), D = 1, softplus(dt bias) log-uniform in

@@ -39,8 +39,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-__all__ = ["FusedScanUnavailable", "cache_dir", "fused_available", "fused_chunk_size", "fused_scan", "load",
-           "warn_fallback_once"]
+__all__ = ["FusedScanUnavailable", "cache_dir", "fused_available", "fused_chunk_size", "fused_scan", "fused_step",
+           "load", "warn_fallback_once"]
 
 SOURCE = Path(__file__).with_name("_selective_scan_cpu.cpp")
 _CFLAGS = ("-O3", "-march=native", "-fopenmp")
@@ -194,6 +194,12 @@ def _register_python_side() -> None:
 
     torch.library.register_autograd("tricklab::selective_scan_fwd", backward, setup_context=setup_context)
 
+    @torch.library.register_fake("tricklab::selective_scan_step")
+    def _step_fake(h: Tensor, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None,
+                   z: Tensor | None, delta_bias: Tensor | None, delta_softplus: bool,
+                   selective: bool) -> tuple[Tensor, Tensor]:
+        return u.new_empty(u.shape), h.new_empty(h.shape)
+
 
 def load() -> None:
     """Build (if needed) and load the kernel once per process; raise :class:`FusedScanUnavailable` if it cannot
@@ -270,3 +276,13 @@ def fused_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Ten
     y, h_last, _, _ = torch.ops.tricklab.selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, h0,
                                                             bool(delta_softplus), chunk, save)
     return y, h_last
+
+
+def fused_step(h: Tensor, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None,
+               z: Tensor | None, delta_bias: Tensor | None, delta_softplus: bool,
+               selective: bool) -> tuple[Tensor, Tensor]:
+    """One recurrence step in one call (generation, no autograd): (y (B, Dm), new state (B, Dm, N)); shapes as
+    :func:`~tricklab.layers.ssm.selective_step`, float32/float64 CPU tensors of one dtype."""
+    load()
+    return torch.ops.tricklab.selective_scan_step(h, u, delta, A, B, C, D, z, delta_bias, bool(delta_softplus),
+                                                  bool(selective))

@@ -40,6 +40,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <limits>
@@ -644,6 +645,59 @@ scan_bwd(const at::Tensor& u_, const at::Tensor& dl_, const at::Tensor& A_, cons
           batch_sum(dD_rows), dz, batch_sum(dbias_rows), dh0};
 }
 
+// One step of the recurrence for generation (no autograd: the Python step is used when gradients are needed):
+// u, delta_raw, z (Bt, D); h (Bt, D, N); B, C (Bt, N) if selective else (D, N). Returns (y (Bt, D), new h); the
+// given state is not modified.
+std::tuple<at::Tensor, at::Tensor> scan_step(const at::Tensor& h_, const at::Tensor& u_, const at::Tensor& dl_,
+                                             const at::Tensor& A_, const at::Tensor& B_, const at::Tensor& C_,
+                                             const std::optional<at::Tensor>& D_, const std::optional<at::Tensor>& z_,
+                                             const std::optional<at::Tensor>& bias_, bool softplus, bool selective) {
+  TORCH_CHECK(u_.device().is_cpu() && (u_.scalar_type() == at::kFloat || u_.scalar_type() == at::kDouble),
+              "tricklab fused step: float32 or float64 CPU tensors only");
+  const int64_t Bt = u_.size(0), D = u_.size(1), N = A_.size(1);
+  TORCH_CHECK(u_.dim() == 2 && dl_.sizes() == u_.sizes() && A_.dim() == 2 && A_.size(0) == D && h_.dim() == 3 &&
+                  h_.size(0) == Bt && h_.size(1) == D && h_.size(2) == N,
+              "tricklab fused step: u, delta (Bt, D), A (D, N), h (Bt, D, N)");
+  const int64_t rows_bc = selective ? Bt : D;
+  TORCH_CHECK(B_.dim() == 2 && C_.dim() == 2 && B_.size(0) == rows_bc && C_.size(0) == rows_bc && B_.size(1) == N &&
+                  C_.size(1) == N,
+              "tricklab fused step: B and C must be (Bt, N) when selective, else (D, N)");
+  for (const at::Tensor* t : {&h_, &dl_, &A_, &B_, &C_})
+    TORCH_CHECK(t->scalar_type() == u_.scalar_type(), "tricklab fused step: all inputs must share u's dtype");
+  const at::Tensor h = h_.contiguous(), u = u_.contiguous(), dl = dl_.contiguous(), A = A_.contiguous();
+  const at::Tensor Bm = B_.contiguous(), Cm = C_.contiguous(), Dv = opt_contig(D_), z = opt_contig(z_);
+  const at::Tensor bias = opt_contig(bias_);
+  at::Tensor y = at::empty({Bt, D}, u.options()), hn = at::empty({Bt, D, N}, u.options());
+  AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "tricklab_scan_step", [&] {
+    using T = scalar_t;
+    constexpr int W = Vec<T>::W;
+    const T *ph = h.const_data_ptr<T>(), *pu = u.const_data_ptr<T>(), *pd = dl.const_data_ptr<T>();
+    const T *pA = A.const_data_ptr<T>(), *pB = Bm.const_data_ptr<T>(), *pC = Cm.const_data_ptr<T>();
+    const T *pD = opt_ptr<T>(Dv), *pz = opt_ptr<T>(z), *pbias = opt_ptr<T>(bias);
+    T *py = y.mutable_data_ptr<T>(), *phn = hn.mutable_data_ptr<T>();
+    for (int64_t r = 0; r < Bt * D; ++r) {  // one step is far too little work to fork threads for
+      const int64_t b = r / D, d = r % D;
+      T x = pd[r] + (pbias ? pbias[d] : T(0));
+      if (softplus) x = x > T(kSoftplusThreshold) ? x : std::log1p(std::exp(x));
+      const T du = x * pu[r];
+      const T* b_row = pB + (selective ? b : d) * N;
+      const T* c_row = pC + (selective ? b : d) * N;
+      V<T> acc{};
+      for (int64_t i = 0; i < N; i += W) {  // the state in whole vectors; lanes past N read as zero
+        const int64_t cnt = std::min<int64_t>(W, N - i);
+        const V<T> hv = vexp<T>(x * loadn(pA + d * N + i, cnt)) * loadn(ph + r * N + i, cnt) +
+                        du * loadn(b_row + i, cnt);
+        storen(phn + r * N + i, hv, cnt);
+        acc += hv * loadn(c_row + i, cnt);
+      }
+      T out = hsum(acc) + (pD ? pD[d] * pu[r] : T(0));
+      if (pz != nullptr) out *= pz[r] / (T(1) + std::exp(-pz[r]));
+      py[r] = out;
+    }
+  });
+  return {y, hn};
+}
+
 }  // namespace
 
 TORCH_LIBRARY(tricklab, m) {
@@ -652,9 +706,12 @@ TORCH_LIBRARY(tricklab, m) {
   m.def("selective_scan_bwd(Tensor u, Tensor delta, Tensor A, Tensor B, Tensor C, Tensor? D, Tensor? z, "
         "Tensor? delta_bias, bool delta_softplus, Tensor checkpoints, Tensor y_pre_gate, Tensor dout, Tensor dh_last, "
         "int chunk) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+  m.def("selective_scan_step(Tensor h, Tensor u, Tensor delta, Tensor A, Tensor B, Tensor C, Tensor? D, Tensor? z, "
+        "Tensor? delta_bias, bool delta_softplus, bool selective) -> (Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(tricklab, CPU, m) {
   m.impl("selective_scan_fwd", &scan_fwd);
   m.impl("selective_scan_bwd", &scan_bwd);
+  m.impl("selective_scan_step", &scan_step);
 }
