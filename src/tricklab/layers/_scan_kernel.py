@@ -204,6 +204,13 @@ def _register_python_side() -> None:
 def load() -> None:
     """Build (if needed) and load the kernel once per process; raise :class:`FusedScanUnavailable` if it cannot
     be. A failure is remembered: later calls raise the same error without trying again."""
+    if _STATE["loaded"]:  # the common case, and the only one torch.compile traces
+        return
+    _load_once()
+
+
+@torch.compiler.disable  # file locks, hashing, a compiler run: never traced (torch.compile runs it eagerly once)
+def _load_once() -> None:
     if _STATE["loaded"]:
         return
     if _STATE["error"] is not None:
@@ -238,13 +245,18 @@ def _tail(text: str, lines: int = 6, chars: int = 600) -> str:
 
 def fused_available() -> bool:
     """True when the kernel is loaded or can be (the first call may compile it)."""
+    if _STATE["loaded"]:
+        return True
+    if _STATE["error"] is not None:
+        return False
     try:
-        load()
+        _load_once()
     except FusedScanUnavailable:
         return False
     return True
 
 
+@torch.compiler.disable
 def warn_fallback_once() -> None:
     """The one warning per process that ``impl="auto"`` took the chunked path because the kernel is missing."""
     if _STATE["warned"]:
