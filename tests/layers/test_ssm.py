@@ -335,6 +335,18 @@ def test_fused_reads_strided_inputs() -> None:
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10, msg=lambda m, name=name: f"grad {name}: {m}")
 
 
+def test_fused_propagates_nan() -> None:
+    """Reference: IEEE arithmetic, as the sequential path shows it. A NaN in delta reaches the outputs from that
+    step on (the kernel's exp must not turn it into a finite number) and the gradients."""
+    inp = _inputs(1, 2, 3, 6, dtype=torch.float32)
+    inp["delta"][0, 1, 3] = float("nan")
+    for impl in ("sequential", "fused"):
+        out, grads = _run(inp, impl=impl)
+        y = out[: 2 * 6].reshape(2, 6)
+        assert torch.isnan(y[1, 3:]).all() and not torch.isnan(y[0]).any() and not torch.isnan(y[1, :3]).any(), impl
+        assert torch.isnan(grads[0]).any(), impl
+
+
 def test_fused_threads_agree() -> None:
     """Reference: the same kernel on one thread. With two threads (rows split between them, per-thread dB/dC
     accumulators summed at the end) outputs are identical and gradients equal up to summation order."""

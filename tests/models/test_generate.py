@@ -137,6 +137,18 @@ def test_gpt_cache_beyond_block_size_matches_cropping() -> None:
     assert torch.equal(a, b)
 
 
+def test_recurrent_models_are_not_cropped() -> None:
+    """Reference: the full forward on the whole sequence. A recurrent model decoded with its state keeps the whole
+    context even when block_size is given (the lab passes its training block): greedy tokens equal the argmax of
+    the uncropped forward at every step."""
+    m = _model("mamba").eval()
+    prompt = torch.randint(0, 9, (2, 5), generator=torch.Generator().manual_seed(2))
+    out = generate(m, prompt, 10, temperature=0.0, block_size=4)
+    with torch.no_grad():
+        for t in range(5, 15):
+            assert torch.equal(m(out[:, :t])[:, -1].argmax(-1), out[:, t])
+
+
 def test_static_kv_cache() -> None:
     """Reference: torch.cat of the appended keys/values (what KVCache does). The preallocated cache returns the
     same tensors, refuses to overflow unless it may grow, and grows by doubling."""

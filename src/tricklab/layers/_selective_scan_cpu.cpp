@@ -95,6 +95,7 @@ inline void store(T* p, V<T> v) {
 }
 
 // Sum of the lanes as a tree of whole-vector adds (log2 W shuffles) rather than W - 1 dependent scalar adds.
+static_assert(kVecBytes == 64, "hsum's shuffles are written for 16 float / 8 double lanes");
 inline float hsum(V<float> v) {
   v += __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7);
   v += __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11);
@@ -112,9 +113,10 @@ inline double hsum(V<double> v) {
 
 // exp(x) = 2^k exp(r), k = round(x / ln2) (the add-and-subtract-1.5*2^p trick rounds to nearest), r = x - k ln2
 // with ln2 split Cody-Waite style into a high part with few bits (k * ln2_hi exact) and a low part, |r| <= ln2/2;
-// exp(r) by its Taylor series in Horner form (coefficients 1/j!), whose truncation error |r|^(m+1)/(m+1)! is below the type's
-// epsilon (float m = 7: 5e-9; double m = 13: 4e-18). 2^k is built in the exponent bits. Below the smallest
-// normal result it returns 0 (absolute error < 1.2e-38 / 2.3e-308), above the largest inf; NaN stays NaN.
+// exp(r) by its Taylor series in Horner form (coefficients 1/j!), whose truncation error |r|^(m+1)/(m+1)! is
+// below the type's epsilon (float m = 7: 5e-9; double m = 13: 4e-18). 2^k is built in the exponent bits. Below
+// the smallest normal result it returns 0 (absolute error < 1.2e-38 / 2.3e-308), above the largest inf; NaN
+// stays NaN.
 template <typename T>
 inline V<T> vexp(V<T> x) {
   using C = Vec<T>;
@@ -437,7 +439,10 @@ struct Block {
     if (g == kGroup && src->s1 == 1) {
       T tile[kGroup][kGroup];
       for (; t0 + kGroup <= L; t0 += kGroup) {
-        for (int64_t j = 0; j < kGroup; ++j) std::copy(buf.data() + j * L + t0, buf.data() + j * L + t0 + kGroup, tile[j]);
+        for (int64_t j = 0; j < kGroup; ++j) {
+          const T* row = buf.data() + j * L + t0;
+          std::copy(row, row + kGroup, tile[j]);
+        }
         for (int64_t i = 0; i < kGroup; ++i)
           for (int64_t j = 0; j < kGroup; ++j) base[(t0 + i) * src->s2 + j] = tile[j][i];
       }
@@ -702,7 +707,8 @@ std::tuple<at::Tensor, at::Tensor> scan_step(const at::Tensor& h_, const at::Ten
 
 TORCH_LIBRARY(tricklab, m) {
   m.def("selective_scan_fwd(Tensor u, Tensor delta, Tensor A, Tensor B, Tensor C, Tensor? D, Tensor? z, "
-        "Tensor? delta_bias, Tensor h0, bool delta_softplus, int chunk, bool save) -> (Tensor, Tensor, Tensor, Tensor)");
+        "Tensor? delta_bias, Tensor h0, bool delta_softplus, int chunk, bool save) "
+        "-> (Tensor, Tensor, Tensor, Tensor)");
   m.def("selective_scan_bwd(Tensor u, Tensor delta, Tensor A, Tensor B, Tensor C, Tensor? D, Tensor? z, "
         "Tensor? delta_bias, bool delta_softplus, Tensor checkpoints, Tensor y_pre_gate, Tensor dout, Tensor dh_last, "
         "int chunk) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");

@@ -74,7 +74,9 @@ def generate(model: nn.Module, prompt: Tensor, max_new_tokens: int, temperature:
 
     Args:
         model: ``model(x (B, T)) -> logits (B, T, V)``, optionally with the state interface (module docstring).
-        block_size: longest context the model takes; defaults to ``model.block_size`` when it has one.
+        block_size: longest context the model takes; defaults to ``model.block_size`` when it has one. Models
+            decoded with a recurrent state and no ``block_size`` of their own (Mamba, LSTM, the hybrid) keep the
+            whole context in their state and are not cropped.
         cache: decode with the model's state (recurrent state or KV cache); default: when the model has the
             interface. ``False``: re-run the model on the whole (cropped) context for every token.
         recurrent: the former name of ``cache`` (used when ``cache`` is None).
@@ -95,6 +97,8 @@ def generate(model: nn.Module, prompt: Tensor, max_new_tokens: int, temperature:
     block = block_size if block_size is not None else getattr(model, "block_size", None)
     if block is not None and (isinstance(block, bool) or not isinstance(block, int) or block < 1):
         raise ValueError(f"block_size must be a positive int, got {block!r}")
+    if use_state and not hasattr(model, "block_size"):
+        block = None  # a recurrent state carries the whole context: nothing to crop (as before the KV cache)
     was_training = model.training
     model.eval()
     try:
