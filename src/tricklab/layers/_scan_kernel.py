@@ -121,6 +121,9 @@ def _compile(so_path: Path, build_dir: Path) -> None:
     publish a copy at ``so_path`` atomically. Caller holds the build lock."""
     from torch.utils import cpp_extension
 
+    compiler = os.environ.get("CXX", "c++")  # what cpp_extension runs
+    if shutil.which(compiler) is None:
+        raise FusedScanUnavailable(f"no C++ compiler: {compiler!r} is not on PATH (Debian/Ubuntu: apt-get install g++)")
     ninja_dir = _ninja_dir()
     if ninja_dir is None:
         raise FusedScanUnavailable("ninja is not installed (pip install 'tricklab[fast]' or pip install ninja)")
