@@ -8,6 +8,7 @@ import pytest
 import torch
 from optim_helpers import assert_close, assert_equal, clone_params, feed, make_params
 
+import tricklab.optim.lamb as lamb_mod
 from tricklab.optim import LAMB
 
 pytorch_optimizer = pytest.importorskip("pytorch_optimizer")
@@ -27,6 +28,22 @@ def test_matches_pytorch_optimizer_lamb(weight_decay: float, their_foreach: bool
     feed([(ours, ours_p), (theirs, theirs_p)], steps=60)
     assert_close(ours_p, theirs_p, rtol=1e-5, atol=1e-6)
     assert max(float((a - b).detach().abs().max()) for a, b in zip(ours_p, make_params(0))) > 0.1  # it moved
+
+
+@pytest.mark.parametrize("our_foreach", [True, False])
+def test_no_clamp_matches_pytorch_optimizer_lamb_without_clamp(our_foreach: bool) -> None:
+    """Reference: pytorch_optimizer.Lamb with its clamp of ||x|| (a class attribute, 10) set to infinity on the
+    instance, against our max_weight_norm=None; one tensor has norm > 10 so the clamp would matter."""
+    ours_p = make_params(0)
+    with torch.no_grad():
+        ours_p[0].mul_(5.0)
+    theirs_p = clone_params(ours_p)
+    ours = LAMB(ours_p, lr=0.02, weight_decay=0.01, bias_correction=False, max_weight_norm=None,
+                foreach=our_foreach)
+    theirs = pytorch_optimizer.Lamb(theirs_p, lr=0.02, weight_decay=0.01, weight_decouple=False, adam_debias=True)
+    theirs.clamp = float("inf")
+    feed([(ours, ours_p), (theirs, theirs_p)], steps=40)
+    assert_close(ours_p, theirs_p, rtol=1e-5, atol=1e-6)
 
 
 def _numpy_lamb(x: list[np.ndarray], grads: list[list[np.ndarray]], lr: float, b1: float, b2: float, eps: float,
@@ -73,9 +90,12 @@ def test_matches_numpy_paper_equations(weight_decay: float, foreach: bool) -> No
 
 @pytest.mark.parametrize("kw", [{}, {"weight_decay": 0.1}, {"bias_correction": False, "weight_decay": 0.01},
                                 {"max_weight_norm": None}])
-def test_foreach_equals_single_tensor_path(kw: dict) -> None:
+@pytest.mark.parametrize("chunk", [1 << 18, 30])
+def test_foreach_equals_single_tensor_path(kw: dict, chunk: int, monkeypatch: pytest.MonkeyPatch) -> None:
     """Reference: the per-tensor loop (foreach=False) is the simple slow path; the multi-tensor path must
-    give bit-identical parameters after 20 steps."""
+    give bit-identical parameters after 20 steps (the per-tensor path's trust ratios taken per run of
+    ``CHUNK_NUMEL`` elements: one run, and several)."""
+    monkeypatch.setattr(lamb_mod, "CHUNK_NUMEL", chunk)
     a = make_params(0)
     b = clone_params(a)
     feed([(LAMB(a, lr=0.01, foreach=True, **kw), a), (LAMB(b, lr=0.01, foreach=False, **kw), b)], steps=20)

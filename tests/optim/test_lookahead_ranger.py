@@ -10,6 +10,7 @@ import pytest
 import torch
 from optim_helpers import assert_close, assert_equal, clone_params, feed, make_params
 
+import tricklab.optim.lookahead as lookahead_mod
 import tricklab.optim.radam as radam_mod
 from tricklab.optim import Lookahead, Ranger
 from tricklab.optim.radam import RAdam, rectification
@@ -33,6 +34,18 @@ def test_lookahead_matches_pytorch_optimizer(inner: str, k: int, alpha: float) -
     theirs = pytorch_optimizer.Lookahead(make(theirs_p), k=k, alpha=alpha)
     feed([(ours, ours_p), (theirs, theirs_p)], steps=61)
     assert_close(ours_p, theirs_p, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_lookahead_foreach_equals_per_tensor_sync(k: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reference: the per-tensor sync (foreach=False), bit-identical, with the CPU multi-tensor sync cut into
+    several runs."""
+    monkeypatch.setattr(lookahead_mod, "CHUNK_NUMEL", 30)
+    a = make_params(2)
+    b = clone_params(a)
+    oa = Lookahead(torch.optim.SGD(a, lr=0.05, momentum=0.9), k=k, alpha=0.7)
+    ob = Lookahead(torch.optim.SGD(b, lr=0.05, momentum=0.9), k=k, alpha=0.7, foreach=False)
+    feed([(oa, a), (ob, b)], steps=12, check=lambda t: assert_equal(a, b))
 
 
 def test_lookahead_slow_weight_rule() -> None:

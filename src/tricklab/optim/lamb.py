@@ -92,25 +92,38 @@ def _trust(w_norm: torch.Tensor, r_norm: torch.Tensor, group: dict[str, Any]) ->
 
 def _lamb_single(params: list[torch.Tensor], grads: list[torch.Tensor], ms: list[torch.Tensor],
                  vs: list[torch.Tensor], bufs: list[torch.Tensor], steps: list[int], group: dict[str, Any]) -> None:
+    # per tensor, the operations of _lamb_foreach (identical results); the trust ratios (a dozen small ops) are
+    # computed for runs of about CHUNK_NUMEL elements at a time rather than per tensor, and each run's updates
+    # follow while its tensors are still in the cache
     beta1, beta2 = group["betas"]
     c1, c2 = _corrections(steps, group)
     wd, lr, eps = group["weight_decay"], group["lr"], group["eps"]
-    for p, g, m, v, r, a, b in zip(params, grads, ms, vs, bufs, c1, c2):
+    start, n, w_norms, r_norms, cs = 0, 0, [], [], []
+    for i, (p, g, m, v, r, a, b) in enumerate(zip(params, grads, ms, vs, bufs, c1, c2)):
         m.lerp_(g, 1.0 - beta1)  # m = beta1 m + (1 - beta1) g
         v.mul_(beta2).addcmul_(g, g, value=1.0 - beta2)
-        r.copy_(v).sqrt_()
+        torch.sqrt(v, out=r)
         if group["bias_correction"]:
             r.mul_(b)  # sqrt(v_hat) = sqrt(v) / sqrt(1 - beta2^t)
         r.add_(eps).reciprocal_().mul_(m)  # m / (sqrt(v_hat) + eps)
         if wd != 0.0:
             r.mul_(a).add_(p, alpha=wd)  # r = m_hat / (sqrt(v_hat) + eps) + lambda x
-            c = 1.0
+            cs.append(1.0)
         else:
-            c = a  # r = a * (m / denom): keep the scalar a out of the tensor pass, in ||r|| and the step
-        w_norm = torch.linalg.vector_norm(p)
-        c_t = torch.tensor(c, dtype=w_norm.dtype, device=w_norm.device)  # same rounding as the foreach path
-        trust = _trust(w_norm, torch.linalg.vector_norm(r) * c_t, group)
-        p.add_(r.mul_(trust * (c_t * -lr)))
+            cs.append(a)  # r = a * (m / denom): keep the scalar a out of the tensor pass, in ||r|| and the step
+        w_norms.append(torch.linalg.vector_norm(p))
+        r_norms.append(torch.linalg.vector_norm(r))
+        n += p.numel()
+        if n >= CHUNK_NUMEL or i == len(params) - 1:
+            c_t = torch.tensor(cs, dtype=w_norms[0].dtype, device=w_norms[0].device)
+            w_norm = torch.stack(w_norms)
+            scale = (_trust(w_norm, torch.stack(r_norms) * c_t, group) * (c_t * -lr)).unbind()
+            for q, rr, s in zip(params[start:i + 1], bufs[start:i + 1], scale):
+                q.add_(rr.mul_(s))
+            start, n, w_norms, r_norms, cs = i + 1, 0, [], [], []
+
+
+CHUNK_NUMEL = 1 << 18  # 256K elements per run of the per-tensor path (1 MB per float32 array)
 
 
 def _lamb_foreach(params: list[torch.Tensor], grads: list[torch.Tensor], ms: list[torch.Tensor],
