@@ -85,7 +85,8 @@ def batch_graphs(graphs: Sequence[Graph]) -> Graph:
             ys.append(g.y.reshape(-1))
         offset += g.num_nodes
     y = torch.cat(ys) if len(ys) == len(graphs) else None
-    return Graph(x=torch.cat(xs).coalesce() if sparse else torch.cat(xs), edge_index=torch.cat(edges, dim=1), y=y, batch=torch.cat(batch),
+    x = torch.cat(xs).coalesce() if sparse else torch.cat(xs)
+    return Graph(x=x, edge_index=torch.cat(edges, dim=1), y=y, batch=torch.cat(batch),
                  num_graphs=len(graphs))
 
 

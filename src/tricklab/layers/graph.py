@@ -126,7 +126,8 @@ def gcn_propagation_coefficients(
     """(edge_index', coeff (E',)) of the GCN propagation matrix for the given options (see :func:`gcn_conv`)."""
     if normalize:
         return gcn_norm(edge_index, num_nodes, edge_weight, add_self_loops, dtype)
-    w = edge_weight if edge_weight is not None else torch.ones(edge_index.shape[1], dtype=dtype, device=edge_index.device)
+    w = (edge_weight if edge_weight is not None
+         else torch.ones(edge_index.shape[1], dtype=dtype, device=edge_index.device))
     if add_self_loops:
         edge_index, w = add_remaining_self_loops(edge_index, num_nodes, w, 1.0)
         assert w is not None
@@ -291,7 +292,8 @@ class GATConv(nn.Module):
     ) -> None:
         super().__init__()
         self.in_channels, self.out_channels, self.heads = in_channels, out_channels, heads
-        self.concat, self.negative_slope, self.dropout, self.add_self_loops = concat, negative_slope, dropout, add_self_loops
+        self.concat, self.negative_slope, self.dropout = concat, negative_slope, dropout
+        self.add_self_loops = add_self_loops
         self.input_dropout, self.independent_head_dropout = input_dropout, independent_head_dropout
         self.feature_dropout, self.per_head_init = feature_dropout, per_head_init
         self.weight = nn.Parameter(torch.empty(heads * out_channels, in_channels))
@@ -316,7 +318,8 @@ class GATConv(nn.Module):
             if b is not None:
                 nn.init.zeros_(b)
 
-    def forward(self, x: Tensor, edge_index: Tensor, return_attention: bool = False) -> Tensor | tuple[Tensor, tuple[Tensor, Tensor]]:
+    def forward(self, x: Tensor, edge_index: Tensor,
+                return_attention: bool = False) -> Tensor | tuple[Tensor, tuple[Tensor, Tensor]]:
         att_bias = (self.att_src_bias + self.att_dst_bias) if self.att_src_bias is not None else None
         return gat_conv(x, edge_index, self.weight, self.att_src, self.att_dst, self.bias, concat=self.concat,
                         negative_slope=self.negative_slope, dropout=self.dropout, training=self.training,

@@ -63,7 +63,8 @@ def add_remaining_self_loops(
 
 
 # --------------------------------------------------------------------------------------------- degrees
-def degree(index: Tensor, num_nodes: int, edge_weight: Tensor | None = None, dtype: torch.dtype | None = None) -> Tensor:
+def degree(index: Tensor, num_nodes: int, edge_weight: Tensor | None = None,
+           dtype: torch.dtype | None = None) -> Tensor:
     """(N,) number (or weighted sum) of entries of ``index`` per node: in-degree for ``edge_index[1]``."""
     if edge_weight is None:
         return torch.bincount(index, minlength=num_nodes).to(dtype or torch.get_default_dtype())
@@ -104,7 +105,8 @@ def _norm_dim(dim: int, ndim: int) -> int:
 
 
 def scatter_sum(src: Tensor, index: Tensor, dim: int = 0, dim_size: int | None = None) -> Tensor:
-    """out[.., k, ..] = sum of src[.., e, ..] over the e with index[e] = k, along ``dim``; index is 1-D (src.shape[dim],)."""
+    """out[.., k, ..] = sum of src[.., e, ..] over the e with index[e] = k, along ``dim``; index is 1-D
+    (src.shape[dim],)."""
     dim = _norm_dim(dim, src.ndim)
     size = list(src.shape)
     size[dim] = int(index.max()) + 1 if dim_size is None and index.numel() else (dim_size or 0)

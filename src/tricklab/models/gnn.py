@@ -53,7 +53,8 @@ class GCN(nn.Module):
     Dropout before each layer; the first is the first layer's ``input_dropout`` (on sparse features, their
     non-zeros only), the same draw as ``F.dropout`` on dense features."""
 
-    def __init__(self, in_channels: int, hidden: int, num_classes: int, dropout: float = 0.5, cached: bool = True) -> None:
+    def __init__(self, in_channels: int, hidden: int, num_classes: int, dropout: float = 0.5,
+                 cached: bool = True) -> None:
         super().__init__()
         self.dropout = dropout
         self.conv1 = GCNConv(in_channels, hidden, cached=cached, input_dropout=dropout)
@@ -176,7 +177,8 @@ def gcn(input_shape: tuple[int, ...], num_classes: int, hidden: int = 16, dropou
     return GCN(f, hidden, num_classes, dropout, cached)
 
 
-@MODELS.register("gat", summary="Velickovic et al. 2018 two-layer GAT for node classification (8 heads x 8, ELU, dropout 0.6).")
+@MODELS.register("gat", summary="Velickovic et al. 2018 two-layer GAT for node classification (8 heads x 8, ELU, "
+                                "dropout 0.6; protocol='paper' for the authors' code).")
 def gat(input_shape: tuple[int, ...], num_classes: int, hidden: int = 8, heads: int = 8, out_heads: int = 1,
         dropout: float = 0.6, protocol: str = "pyg") -> nn.Module:
     """Velickovic et al. 2018 two-layer GAT (Cora setting); ``protocol`` 'pyg' (torch_geometric's example) or
@@ -210,7 +212,8 @@ def gcn_graph(input_shape: tuple[int, ...], num_classes: int, hidden: int = 64, 
     return GCNGraphClassifier(f, hidden, num_classes, num_layers, dropout, pool)
 
 
-@MODELS.register("gated_gnn", summary="Li et al. 2016 gated graph network + global pooling + linear, for graph classification.")
+@MODELS.register("gated_gnn", summary="Li et al. 2016 gated graph network + global pooling + linear, for graph "
+                                      "classification.")
 def gated_gnn(input_shape: tuple[int, ...], num_classes: int, hidden: int = 64, steps: int = 3, pool: str = "sum",
               dropout: float = 0.0) -> nn.Module:
     """Li et al. 2016 gated graph neural network for graph classification."""
