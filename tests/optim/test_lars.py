@@ -130,6 +130,30 @@ def test_step_allocates_no_parameter_sized_tensors(kw: dict, foreach: bool) -> N
     assert max(sizes, default=0) <= 64 * 4
 
 
+@pytest.mark.parametrize("foreach", [True, False])
+def test_mixed_dtypes_in_one_group_equal_separate_optimizers(foreach: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reference: one LARS per dtype (the update is per tensor, so a mixed group is the two groups side by
+    side); each dtype has its own scratch buffer (a float64 tensor never passes through float32 scratch)."""
+    monkeypatch.setattr(lars_mod, "CHUNK_NUMEL", 30)
+    a = make_params(0)
+    for i in (0, 2, 5):
+        a[i] = torch.nn.Parameter(a[i].detach().double())
+    b = clone_params(a)
+    kw = {"lr": 0.1, "weight_decay": 0.01, "nesterov": True, "foreach": foreach}
+    mixed = LARS(a, **kw)
+    sep = [LARS([p for p in b if p.dtype == dt], **kw) for dt in (torch.float32, torch.float64)]
+    g = torch.Generator().manual_seed(9)
+    for _ in range(10):
+        for p, q in zip(a, b):
+            gr = torch.randn(p.shape, generator=g, dtype=p.dtype)
+            p.grad, q.grad = gr.clone(), gr.clone()
+        mixed.step()
+        for o in sep:
+            o.step()
+    assert_equal(a, b)
+    assert [p.dtype for p in a] == [p.dtype for p in b]
+
+
 def test_new_parameters_in_a_group_rebuild_the_scratch() -> None:
     """Reference: a fresh LARS over the new parameters. Replacing a group's parameters (other shapes) after
     some steps does not reuse the scratch views of the old ones."""

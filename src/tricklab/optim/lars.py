@@ -108,29 +108,52 @@ def _runs(opt: Optimizer, key: Any, params: list[torch.Tensor], foreach: bool) -
     # the cache holds the tensors themselves (not their ids, which a freed tensor's successor could reuse)
     if hit is not None and len(hit[0]) == len(params) and all(a is b for a, b in zip(hit[0], params)):
         return hit[1]
-    p0 = params[0]
-    cpu = p0.device.type == "cpu"
     bounds: list[tuple[int, int]] = []
     start, n = 0, 0
     for i, p in enumerate(params):
         n += p.numel()
-        if not foreach or (cpu and n >= CHUNK_NUMEL) or i == len(params) - 1:
+        last = i == len(params) - 1
+        # a run ends at CHUNK_NUMEL elements on the CPU, after every tensor in the per-tensor path, and where the
+        # next tensor has another device or dtype (each kind has its own scratch buffer)
+        if (last or not foreach or (p.device.type == "cpu" and n >= CHUNK_NUMEL)
+                or (params[i + 1].device, params[i + 1].dtype) != (p.device, p.dtype)):
             bounds.append((start, i + 1))
             start, n = i + 1, 0
-    need = max(sum(p.numel() for p in params[a:b]) for a, b in bounds)
-    flat = torch.empty(need, dtype=p0.dtype, device=p0.device)
+    need: dict[tuple[torch.device, torch.dtype], int] = {}
+    for a, b in bounds:
+        kind = (params[a].device, params[a].dtype)
+        need[kind] = max(need.get(kind, 0), sum(p.numel() for p in params[a:b]))
+    flat = {kind: torch.empty(size, dtype=kind[1], device=kind[0]) for kind, size in need.items()}
     runs = []
     for a, b in bounds:
         views, off = [], 0
+        buf = flat[(params[a].device, params[a].dtype)]
         for p in params[a:b]:
-            views.append(flat[off:off + p.numel()].view(p.shape))
+            views.append(buf[off:off + p.numel()].view(p.shape))
             off += p.numel()
         runs.append((a, b, views))
     cache[key] = (list(params), runs)
     return runs
 
 
-CHUNK_NUMEL = 1 << 18  # 256K elements (1 MB in float32 per array; measured 1 << 16 .. 1 << 20 alike)
+CHUNK_NUMEL = 1 << 18  # 256K elements: 1 MB per float32 array, the run size of our RAdam (radam.py)
+
+
+def _ratios(w_norms: Sequence[torch.Tensor], g_norms: Sequence[torch.Tensor],
+            group: dict[str, Any]) -> list[torch.Tensor]:
+    """The trust ratio of each tensor from its norms, a few small ops for all of them together (per device and
+    dtype, so that each ratio is computed in its tensor's precision)."""
+    kinds: dict[tuple[torch.device, torch.dtype], list[int]] = {}
+    for i, t in enumerate(w_norms):
+        kinds.setdefault((t.device, t.dtype), []).append(i)
+    if len(kinds) == 1:
+        return list(_trust(torch.stack(list(w_norms)), torch.stack(list(g_norms)), group).unbind())
+    out: list[torch.Tensor] = [w_norms[0]] * len(w_norms)
+    for idx in kinds.values():
+        for i, r in zip(idx, _trust(torch.stack([w_norms[i] for i in idx]),
+                                    torch.stack([g_norms[i] for i in idx]), group).unbind()):
+            out[i] = r
+    return out
 
 
 def _trust(w_norm: torch.Tensor, g_norm: torch.Tensor, group: dict[str, Any]) -> torch.Tensor:
@@ -145,8 +168,7 @@ def _lars_foreach_group(params: list[torch.Tensor], grads: list[torch.Tensor], b
     # all trust ratios at once: two multi-tensor norms and a handful of small ops per group, not per tensor
     ratios: Sequence[torch.Tensor] = ()
     if trust:
-        ratios = _trust(torch.stack(torch._foreach_norm(params)), torch.stack(torch._foreach_norm(grads)),
-                        group).unbind()
+        ratios = _ratios(torch._foreach_norm(params), torch._foreach_norm(grads), group)
     for a, b, scratch in runs:
         _lars_foreach(params[a:b], grads[a:b], bufs[a:b], scratch, ratios[a:b], group, trust)
 
@@ -165,8 +187,8 @@ def _lars_single_group(params: list[torch.Tensor], grads: list[torch.Tensor], bu
         if n >= CHUNK_NUMEL or i == len(params) - 1:
             b = i + 1
             ps, gs = params[a:b], grads[a:b]
-            ratios = _trust(torch.stack([torch.linalg.vector_norm(t) for t in ps]),
-                            torch.stack([torch.linalg.vector_norm(t) for t in gs]), group).unbind()
+            ratios = _ratios([torch.linalg.vector_norm(t) for t in ps], [torch.linalg.vector_norm(t) for t in gs],
+                             group)
             _lars_single(ps, gs, bufs[a:b], views[a:b], ratios, group, trust)
             a, n = b, 0
 
