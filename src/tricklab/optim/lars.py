@@ -23,6 +23,8 @@ from typing import Any
 import torch
 from torch.optim import Optimizer
 
+from tricklab.optim._moments import scratch_runs
+
 
 class LARS(Optimizer):
     """LARS (You et al. 2017): momentum SGD with a per-tensor trust ratio eta*||w||/(||g|| + wd*||w||).
@@ -85,75 +87,44 @@ class LARS(Optimizer):
                     lists[2].append(st["momentum_buffer"])
             for trust, (ps, gs, bs) in ((True, scaled), (False, plain)):
                 if ps:
-                    runs = (_runs(self, (gi, trust), ps, group["foreach"]) if trust or group["nesterov"]
-                            else [(0, len(ps), [])])  # no scratch needed
+                    # u = r (g + wd w) needs scratch (p.grad is left as it is); so does Nesterov on an excluded
+                    # tensor, for g + m buf
+                    runs = (scratch_runs(self, (gi, trust), ps, group["foreach"], CHUNK_NUMEL)
+                            if trust or group["nesterov"] else [(0, len(ps), [])])
                     (_lars_foreach_group if group["foreach"] else _lars_single_group)(ps, gs, bs, runs, group,
                                                                                       trust)
         return loss
-
-
-def _runs(opt: Optimizer, key: Any, params: list[torch.Tensor], foreach: bool) -> list[tuple[int, int, list]]:
-    """Cut ``params`` into runs and give each tensor a scratch view, cached while the tensors stay the same.
-
-    The update u = r (g + wd w) needs a tensor of p's shape (``p.grad`` is left as it is); Nesterov on an
-    excluded tensor needs one for g + m buf. The multi-tensor path on the CPU works on runs of consecutive
-    tensors of about ``CHUNK_NUMEL`` elements, every op over one run before the next run starts, so that a run's
-    parameters, gradients, buffers and scratch stay in the cache between the passes of an update (over the whole
-    group each pass would stream them all from memory); the per-tensor path is runs of one tensor. Every run
-    uses the start of one flat scratch buffer (per device and dtype), which stays in the cache from run to run.
-    The buffer is working memory, not state: never saved, rebuilt when the parameters change.
-    """
-    cache = opt.__dict__.setdefault("_runs", {})
-    hit = cache.get(key)
-    # the cache holds the tensors themselves (not their ids, which a freed tensor's successor could reuse)
-    if hit is not None and len(hit[0]) == len(params) and all(a is b for a, b in zip(hit[0], params)):
-        return hit[1]
-    bounds: list[tuple[int, int]] = []
-    start, n = 0, 0
-    for i, p in enumerate(params):
-        n += p.numel()
-        last = i == len(params) - 1
-        # a run ends at CHUNK_NUMEL elements on the CPU, after every tensor in the per-tensor path, and where the
-        # next tensor has another device or dtype (each kind has its own scratch buffer)
-        if (last or not foreach or (p.device.type == "cpu" and n >= CHUNK_NUMEL)
-                or (params[i + 1].device, params[i + 1].dtype) != (p.device, p.dtype)):
-            bounds.append((start, i + 1))
-            start, n = i + 1, 0
-    need: dict[tuple[torch.device, torch.dtype], int] = {}
-    for a, b in bounds:
-        kind = (params[a].device, params[a].dtype)
-        need[kind] = max(need.get(kind, 0), sum(p.numel() for p in params[a:b]))
-    flat = {kind: torch.empty(size, dtype=kind[1], device=kind[0]) for kind, size in need.items()}
-    runs = []
-    for a, b in bounds:
-        views, off = [], 0
-        buf = flat[(params[a].device, params[a].dtype)]
-        for p in params[a:b]:
-            views.append(buf[off:off + p.numel()].view(p.shape))
-            off += p.numel()
-        runs.append((a, b, views))
-    cache[key] = (list(params), runs)
-    return runs
 
 
 CHUNK_NUMEL = 1 << 18  # 256K elements: 1 MB per float32 array, the run size of our RAdam (radam.py)
 
 
 def _ratios(w_norms: Sequence[torch.Tensor], g_norms: Sequence[torch.Tensor],
-            group: dict[str, Any]) -> list[torch.Tensor]:
-    """The trust ratio of each tensor from its norms, a few small ops for all of them together (per device and
-    dtype, so that each ratio is computed in its tensor's precision)."""
+            group: dict[str, Any]) -> list[float] | list[torch.Tensor]:
+    """The trust ratio of each tensor from its norms.
+
+    On the CPU: Python floats, computed in double precision from the norms (reading a norm there costs nothing,
+    while the dozen small tensor ops of :func:`_trust` cost more than the update of a small tensor). On an
+    accelerator: 0-d tensors from a few small ops for all tensors together (no host sync), per device and dtype
+    so that each ratio is computed in its tensor's precision.
+    """
+    if all(t.device.type == "cpu" for t in w_norms):
+        ws, gs = torch.stack(list(w_norms)).tolist(), torch.stack(list(g_norms)).tolist()
+        return [_trust_float(w, g, group) for w, g in zip(ws, gs)]
     kinds: dict[tuple[torch.device, torch.dtype], list[int]] = {}
     for i, t in enumerate(w_norms):
         kinds.setdefault((t.device, t.dtype), []).append(i)
-    if len(kinds) == 1:
-        return list(_trust(torch.stack(list(w_norms)), torch.stack(list(g_norms)), group).unbind())
     out: list[torch.Tensor] = [w_norms[0]] * len(w_norms)
     for idx in kinds.values():
         for i, r in zip(idx, _trust(torch.stack([w_norms[i] for i in idx]),
                                     torch.stack([g_norms[i] for i in idx]), group).unbind()):
             out[i] = r
     return out
+
+
+def _trust_float(w: float, g: float, group: dict[str, Any]) -> float:
+    denom = g + group["weight_decay"] * w
+    return group["trust_coefficient"] * w / denom if w > 0.0 and denom > 0.0 else 1.0
 
 
 def _trust(w_norm: torch.Tensor, g_norm: torch.Tensor, group: dict[str, Any]) -> torch.Tensor:
@@ -165,8 +136,8 @@ def _trust(w_norm: torch.Tensor, g_norm: torch.Tensor, group: dict[str, Any]) ->
 
 def _lars_foreach_group(params: list[torch.Tensor], grads: list[torch.Tensor], bufs: list[torch.Tensor],
                         runs: list[tuple[int, int, list]], group: dict[str, Any], trust: bool) -> None:
-    # all trust ratios at once: two multi-tensor norms and a handful of small ops per group, not per tensor
-    ratios: Sequence[torch.Tensor] = ()
+    # all trust ratios at once: two multi-tensor norms, then the ratios (see _ratios)
+    ratios: Sequence[float | torch.Tensor] = ()
     if trust:
         ratios = _ratios(torch._foreach_norm(params), torch._foreach_norm(grads), group)
     for a, b, scratch in runs:
@@ -175,26 +146,22 @@ def _lars_foreach_group(params: list[torch.Tensor], grads: list[torch.Tensor], b
 
 def _lars_single_group(params: list[torch.Tensor], grads: list[torch.Tensor], bufs: list[torch.Tensor],
                        runs: list[tuple[int, int, list]], group: dict[str, Any], trust: bool) -> None:
-    # the trust ratios of runs of about CHUNK_NUMEL elements at a time: a few small ops per run (not per tensor),
-    # and each tensor is still in the cache from its norms when its update runs
     views = [v for _, _, vs in runs for v in vs]  # one per tensor (all at the start of the scratch buffer)
     if not trust:
         _lars_single(params, grads, bufs, views, (), group, trust)
-        return
-    a, n = 0, 0
-    for i, p in enumerate(params):
-        n += p.numel()
-        if n >= CHUNK_NUMEL or i == len(params) - 1:
-            b = i + 1
-            ps, gs = params[a:b], grads[a:b]
-            ratios = _ratios([torch.linalg.vector_norm(t) for t in ps], [torch.linalg.vector_norm(t) for t in gs],
-                             group)
-            _lars_single(ps, gs, bufs[a:b], views[a:b], ratios, group, trust)
-            a, n = b, 0
+    elif params[0].device.type == "cpu":
+        # tensor by tensor: the norms, the ratio (a float), the update, while the tensor is in the cache
+        for i, (p, g) in enumerate(zip(params, grads)):
+            r = _trust_float(float(torch.linalg.vector_norm(p)), float(torch.linalg.vector_norm(g)), group)
+            _lars_single([p], [g], bufs[i:i + 1], views[i:i + 1], [r], group, trust)
+    else:
+        ratios = _ratios([torch.linalg.vector_norm(p) for p in params], [torch.linalg.vector_norm(g) for g in grads],
+                         group)
+        _lars_single(params, grads, bufs, views, ratios, group, trust)
 
 
 def _lars_single(params: list[torch.Tensor], grads: list[torch.Tensor], bufs: list[torch.Tensor],
-                 scratch: list[torch.Tensor], ratios: Sequence[torch.Tensor], group: dict[str, Any],
+                 scratch: list[torch.Tensor], ratios: Sequence[float | torch.Tensor], group: dict[str, Any],
                  trust: bool) -> None:
     """The per-tensor loop: the values of :func:`_lars_foreach`, operation for operation (identical results)."""
     lr, mom, damp, wd = group["lr"], group["momentum"], group["dampening"], group["weight_decay"]
@@ -216,10 +183,9 @@ def _lars_single(params: list[torch.Tensor], grads: list[torch.Tensor], bufs: li
 
 
 def _lars_foreach(params: list[torch.Tensor], grads: list[torch.Tensor], bufs: list[torch.Tensor],
-                  scratch: list[torch.Tensor], ratios: Sequence[torch.Tensor], group: dict[str, Any],
+                  scratch: list[torch.Tensor], ratios: Sequence[float | torch.Tensor], group: dict[str, Any],
                   trust: bool) -> None:
-    # in place on the momentum buffers and the scratch views: no tensor of a parameter's size is allocated (the
-    # trust ratios are 0-d tensors, so there is no host sync on an accelerator)
+    # in place on the momentum buffers and the scratch views: no tensor of a parameter's size is allocated
     lr, mom, damp, wd = group["lr"], group["momentum"], group["dampening"], group["weight_decay"]
     u: list[torch.Tensor] = grads
     if trust:
@@ -227,7 +193,7 @@ def _lars_foreach(params: list[torch.Tensor], grads: list[torch.Tensor], bufs: l
         torch._foreach_copy_(u, grads)
         if wd != 0.0:
             torch._foreach_add_(u, params, alpha=wd)
-        torch._foreach_mul_(u, ratios)
+        torch._foreach_mul_(u, list(ratios))
     if mom > 0.0:
         torch._foreach_mul_(bufs, mom)
         torch._foreach_add_(bufs, u, alpha=1.0 - damp)

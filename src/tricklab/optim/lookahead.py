@@ -69,7 +69,11 @@ class Lookahead(WrappedOptimizer):
     @torch.no_grad()
     def sync(self, group: dict[str, Any]) -> None:
         """The slow update: phi += alpha (theta - phi); theta = phi (for every parameter of the group)."""
-        fast = list(group["params"])
+        self.sync_tensors(list(group["params"]))
+
+    @torch.no_grad()
+    def sync_tensors(self, fast: list[torch.Tensor]) -> None:
+        """The slow update of the given parameters (lerp then copy)."""
         slow = [self.state[p]["slow"] for p in fast]
         if not self.foreach:
             for s, p in zip(slow, fast):
