@@ -30,6 +30,7 @@ def test_matches_pytorch_optimizer_lars(kw: dict, our_foreach: bool, their_forea
     (momentum 0 and > 0, Nesterov, dampening, weight decay, trust coefficient); our multi-tensor path cut into
     several runs."""
     monkeypatch.setattr(lars_mod, "CHUNK_NUMEL", 30)
+    monkeypatch.setattr(lars_mod, "CACHE_NUMEL", 0)
     kw = {"trust_coefficient": 0.02, **kw}
     ours_p = make_params(0)
     theirs_p = clone_params(ours_p)
@@ -105,6 +106,7 @@ def test_foreach_equals_single_tensor_path(kw: dict, chunk: int, monkeypatch: py
     """Reference: the per-tensor loop (foreach=False); bit-identical after 20 steps, with the group in one run
     and cut into several."""
     monkeypatch.setattr(lars_mod, "CHUNK_NUMEL", chunk)
+    monkeypatch.setattr(lars_mod, "CACHE_NUMEL", 0)
     a = make_params(0)
     b = clone_params(a)
     feed([(LARS(a, lr=0.1, foreach=True, **kw), a), (LARS(b, lr=0.1, foreach=False, **kw), b)], steps=20)
@@ -133,8 +135,9 @@ def test_step_allocates_no_parameter_sized_tensors(kw: dict, foreach: bool) -> N
 @pytest.mark.parametrize("foreach", [True, False])
 def test_mixed_dtypes_in_one_group_equal_separate_optimizers(foreach: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     """Reference: one LARS per dtype (the update is per tensor, so a mixed group is the two groups side by
-    side); each dtype has its own scratch buffer (a float64 tensor never passes through float32 scratch)."""
+    side), with the group cut into several runs."""
     monkeypatch.setattr(lars_mod, "CHUNK_NUMEL", 30)
+    monkeypatch.setattr(lars_mod, "CACHE_NUMEL", 0)
     a = make_params(0)
     for i in (0, 2, 5):
         a[i] = torch.nn.Parameter(a[i].detach().double())
@@ -154,9 +157,9 @@ def test_mixed_dtypes_in_one_group_equal_separate_optimizers(foreach: bool, monk
     assert [p.dtype for p in a] == [p.dtype for p in b]
 
 
-def test_new_parameters_in_a_group_rebuild_the_scratch() -> None:
+def test_new_parameters_in_a_group() -> None:
     """Reference: a fresh LARS over the new parameters. Replacing a group's parameters (other shapes) after
-    some steps does not reuse the scratch views of the old ones."""
+    some steps works like a new optimizer over them (nothing per tensor is kept but the momentum buffers)."""
     a = make_params(0)
     opt = LARS(a, lr=0.1, weight_decay=0.01, nesterov=True)
     feed([(opt, a)], steps=2)
@@ -165,14 +168,17 @@ def test_new_parameters_in_a_group_rebuild_the_scratch() -> None:
     opt.param_groups[0]["params"] = b
     feed([(opt, b), (LARS(c, lr=0.1, weight_decay=0.01, nesterov=True), c)], steps=3)
     assert_equal(b, c)
-    assert all(set(st) == {"momentum_buffer"} for st in opt.state.values())  # scratch is not state
+    assert all(set(st) == {"momentum_buffer"} for st in opt.state.values())
 
 
-def test_does_not_change_grad_in_place() -> None:
-    p = torch.nn.Parameter(torch.ones(3, 3))
-    p.grad = torch.full((3, 3), 2.0)
-    LARS([p], lr=0.1, weight_decay=0.1).step()
-    assert torch.equal(p.grad, torch.full((3, 3), 2.0))
+@pytest.mark.parametrize("kw", OPTIONS)
+@pytest.mark.parametrize("foreach", [True, False])
+def test_does_not_change_grad_in_place(kw: dict, foreach: bool) -> None:
+    ps = make_params(1)
+    for p in ps:
+        p.grad = torch.full_like(p, 2.0)
+    LARS(ps, lr=0.1, foreach=foreach, **kw).step()
+    assert all(torch.equal(p.grad, torch.full_like(p, 2.0)) for p in ps)
 
 
 @pytest.mark.parametrize("kw", [{"lr": -1.0}, {"momentum": 1.0}, {"trust_coefficient": 0.0},

@@ -73,7 +73,8 @@ def test_lookahead_slow_weight_rule() -> None:
 
 @pytest.mark.parametrize("weight_decay", [0.0, 0.01])
 @pytest.mark.parametrize("use_gc", [True, False])
-def test_ranger_matches_pytorch_optimizer(weight_decay: float, use_gc: bool) -> None:
+@pytest.mark.parametrize("foreach", [True, False])
+def test_ranger_matches_pytorch_optimizer(weight_decay: float, use_gc: bool, foreach: bool) -> None:
     """Reference: pytorch_optimizer.Ranger with degenerated_to_sgd=True. Its default (False) takes the
     first ~5 steps (before the variance is rectifiable) with step size -lr/(1-beta1^t), i.e. *up* the
     gradient; torch.optim.RAdam (our inner optimizer) takes x -= lr * m_hat there, which is what their
@@ -81,10 +82,21 @@ def test_ranger_matches_pytorch_optimizer(weight_decay: float, use_gc: bool) -> 
     weight decay."""
     ours_p = make_params(0)
     theirs_p = clone_params(ours_p)
-    ours = Ranger(ours_p, lr=0.01, weight_decay=weight_decay, use_gc=use_gc)
+    ours = Ranger(ours_p, lr=0.01, weight_decay=weight_decay, use_gc=use_gc, foreach=foreach)
     theirs = pytorch_optimizer.Ranger(theirs_p, lr=0.01, weight_decay=weight_decay, use_gc=use_gc,
-                                      degenerated_to_sgd=True)
+                                      degenerated_to_sgd=True, foreach=foreach)
     feed([(ours, ours_p), (theirs, theirs_p)], steps=60)
+    assert_close(ours_p, theirs_p, rtol=1e-5, atol=1e-6)
+
+
+def test_ranger_other_options_match_pytorch_optimizer() -> None:
+    """Reference: pytorch_optimizer.Ranger with the same k, alpha, betas and eps (k=1: a sync every step)."""
+    ours_p = make_params(3)
+    theirs_p = clone_params(ours_p)
+    kw = {"lr": 0.01, "k": 1, "alpha": 0.8, "betas": (0.9, 0.99), "eps": 1e-8}
+    ours = Ranger(ours_p, **kw)
+    theirs = pytorch_optimizer.Ranger(theirs_p, degenerated_to_sgd=True, **kw)
+    feed([(ours, ours_p), (theirs, theirs_p)], steps=40)
     assert_close(ours_p, theirs_p, rtol=1e-5, atol=1e-6)
 
 

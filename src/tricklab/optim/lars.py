@@ -13,6 +13,16 @@ gradient g (the paper's Algorithm 1, trust coefficient eta, weight decay beta, m
 Biases and normalisation parameters (tensors with ndim < 2) are excluded by default
 (``exclude_bias_and_norm``): they get plain momentum SGD on g with no trust ratio and no weight decay, as in
 the common large-batch recipes (Goyal et al. 2017; pytorch_optimizer's LARS).
+
+The update is written without materialising u (``.grad`` is left as it is, and no scratch memory is needed),
+each term an in-place ``addcmul`` with the tensor's ratio r as a 0-d tensor:
+
+    buf += (1 - dampening) g r ;  buf += (1 - dampening) beta w r ;  w -= lr buf
+    Nesterov:  w -= lr beta w r ;  w -= lr g r ;  w -= lr m buf        (= w - lr (u + m buf))
+    momentum 0:  w -= lr beta w r ;  w -= lr g r
+
+That is 3-6 passes over memory per tensor where forming u first takes 5-7 (pytorch_optimizer forms it in
+``.grad`` itself), and it equals the paper's update to rounding (tested against pytorch_optimizer and NumPy).
 """
 
 from __future__ import annotations
@@ -23,7 +33,6 @@ from typing import Any
 import torch
 from torch.optim import Optimizer
 
-from tricklab.optim._moments import scratch_runs
 
 
 class LARS(Optimizer):
@@ -68,7 +77,7 @@ class LARS(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        for gi, group in enumerate(self.param_groups):
+        for group in self.param_groups:
             scaled: tuple[list[torch.Tensor], ...] = ([], [], [])  # params, grads, buffers (trust ratio)
             plain: tuple[list[torch.Tensor], ...] = ([], [], [])  # excluded from it
             momentum = group["momentum"] > 0.0
@@ -87,30 +96,51 @@ class LARS(Optimizer):
                     lists[2].append(st["momentum_buffer"])
             for trust, (ps, gs, bs) in ((True, scaled), (False, plain)):
                 if ps:
-                    # u = r (g + wd w) needs scratch (p.grad is left as it is); so does Nesterov on an excluded
-                    # tensor, for g + m buf
-                    runs = (scratch_runs(self, (gi, trust), ps, group["foreach"], CHUNK_NUMEL)
-                            if trust or group["nesterov"] else [(0, len(ps), [])])
-                    (_lars_foreach_group if group["foreach"] else _lars_single_group)(ps, gs, bs, runs, group,
-                                                                                      trust)
+                    (_lars_foreach_group if group["foreach"] else _lars_single_group)(ps, gs, bs, group, trust)
         return loss
 
 
-CHUNK_NUMEL = 1 << 18  # 256K elements: 1 MB per float32 array, the run size of our RAdam (radam.py)
+CHUNK_NUMEL = 1 << 18  # 256K elements per run: 1 MB per float32 array, the run size of our RAdam (radam.py)
+CACHE_NUMEL = 1 << 20  # groups up to 1M elements fit the cache as a whole: one run (fewer multi-tensor calls)
+
+
+def _run_bounds(params: list[torch.Tensor]) -> list[tuple[int, int]]:
+    """Runs of consecutive tensors of about CHUNK_NUMEL elements for a large CPU group, else one run.
+
+    Every op of the update runs over one run before the next run starts, so that a run's parameters, gradients
+    and buffers stay in the cache between the passes of the update (over a large group each pass would stream
+    them all from memory). A small group already fits the cache, and an accelerator gains nothing from runs but
+    more kernel launches."""
+    total = sum(p.numel() for p in params)
+    if params[0].device.type != "cpu" or total <= CACHE_NUMEL:
+        return [(0, len(params))]
+    bounds, start, n = [], 0, 0
+    for i, p in enumerate(params):
+        n += p.numel()
+        if n >= CHUNK_NUMEL or i == len(params) - 1:
+            bounds.append((start, i + 1))
+            start, n = i + 1, 0
+    return bounds
+
+
+def _ratio_floats(w_norms: Sequence[torch.Tensor], g_norms: Sequence[torch.Tensor],
+                  group: dict[str, Any]) -> list[float]:
+    ws, gs = torch.stack(list(w_norms)).tolist(), torch.stack(list(g_norms)).tolist()
+    return [_trust_float(w, g, group) for w, g in zip(ws, gs)]
 
 
 def _ratios(w_norms: Sequence[torch.Tensor], g_norms: Sequence[torch.Tensor],
-            group: dict[str, Any]) -> list[float] | list[torch.Tensor]:
-    """The trust ratio of each tensor from its norms.
+            group: dict[str, Any]) -> list[torch.Tensor]:
+    """The trust ratio of each tensor from its norms, as 0-d tensors.
 
-    On the CPU: Python floats, computed in double precision from the norms (reading a norm there costs nothing,
-    while the dozen small tensor ops of :func:`_trust` cost more than the update of a small tensor). On an
-    accelerator: 0-d tensors from a few small ops for all tensors together (no host sync), per device and dtype
-    so that each ratio is computed in its tensor's precision.
+    On the CPU they are computed as Python floats in double precision (reading a norm there costs nothing, while
+    the dozen small tensor ops of :func:`_trust` cost more than the update of a small tensor) and made float64
+    0-d tensors (a 0-d operand does not change an op's dtype: the ratio is rounded to the parameter's precision
+    inside the op). On an accelerator: a few small ops for all tensors together (no host sync), per device and
+    dtype.
     """
     if all(t.device.type == "cpu" for t in w_norms):
-        ws, gs = torch.stack(list(w_norms)).tolist(), torch.stack(list(g_norms)).tolist()
-        return [_trust_float(w, g, group) for w, g in zip(ws, gs)]
+        return list(torch.tensor(_ratio_floats(w_norms, g_norms, group), dtype=torch.float64).unbind())
     kinds: dict[tuple[torch.device, torch.dtype], list[int]] = {}
     for i, t in enumerate(w_norms):
         kinds.setdefault((t.device, t.dtype), []).append(i)
@@ -135,73 +165,88 @@ def _trust(w_norm: torch.Tensor, g_norm: torch.Tensor, group: dict[str, Any]) ->
 
 
 def _lars_foreach_group(params: list[torch.Tensor], grads: list[torch.Tensor], bufs: list[torch.Tensor],
-                        runs: list[tuple[int, int, list]], group: dict[str, Any], trust: bool) -> None:
-    # all trust ratios at once: two multi-tensor norms, then the ratios (see _ratios)
-    ratios: Sequence[float | torch.Tensor] = ()
+                        group: dict[str, Any], trust: bool) -> None:
+    # all trust ratios at once (two multi-tensor norms), then the update run by run
+    ratios: Sequence[torch.Tensor] = ()
     if trust:
         ratios = _ratios(torch._foreach_norm(params), torch._foreach_norm(grads), group)
-    for a, b, scratch in runs:
-        _lars_foreach(params[a:b], grads[a:b], bufs[a:b], scratch, ratios[a:b], group, trust)
+    for a, b in _run_bounds(params):
+        _lars_foreach(params[a:b], grads[a:b], bufs[a:b], ratios[a:b], group, trust)
 
 
 def _lars_single_group(params: list[torch.Tensor], grads: list[torch.Tensor], bufs: list[torch.Tensor],
-                       runs: list[tuple[int, int, list]], group: dict[str, Any], trust: bool) -> None:
-    views = [v for _, _, vs in runs for v in vs]  # one per tensor (all at the start of the scratch buffer)
+                       group: dict[str, Any], trust: bool) -> None:
     if not trust:
-        _lars_single(params, grads, bufs, views, (), group, trust)
+        _lars_single(params, grads, bufs, (), group, trust)
     elif params[0].device.type == "cpu":
-        # tensor by tensor: the norms, the ratio (a float), the update, while the tensor is in the cache
+        # tensor by tensor: the norms, the ratio, the update, while the tensor is in the cache
         for i, (p, g) in enumerate(zip(params, grads)):
             r = _trust_float(float(torch.linalg.vector_norm(p)), float(torch.linalg.vector_norm(g)), group)
-            _lars_single([p], [g], bufs[i:i + 1], views[i:i + 1], [r], group, trust)
+            _lars_single([p], [g], bufs[i:i + 1], [torch.tensor(r, dtype=torch.float64)], group, trust)
     else:
         ratios = _ratios([torch.linalg.vector_norm(p) for p in params], [torch.linalg.vector_norm(g) for g in grads],
                          group)
-        _lars_single(params, grads, bufs, views, ratios, group, trust)
+        _lars_single(params, grads, bufs, ratios, group, trust)
 
 
 def _lars_single(params: list[torch.Tensor], grads: list[torch.Tensor], bufs: list[torch.Tensor],
-                 scratch: list[torch.Tensor], ratios: Sequence[float | torch.Tensor], group: dict[str, Any],
-                 trust: bool) -> None:
-    """The per-tensor loop: the values of :func:`_lars_foreach`, operation for operation (identical results)."""
-    lr, mom, damp, wd = group["lr"], group["momentum"], group["dampening"], group["weight_decay"]
+                 ratios: Sequence[torch.Tensor], group: dict[str, Any], trust: bool) -> None:
+    """The per-tensor loop: the operations of :func:`_lars_foreach`, one tensor at a time (identical results)."""
+    lr, mom, damp, wd, nesterov = (group["lr"], group["momentum"], group["dampening"], group["weight_decay"],
+                                   group["nesterov"])
     for i, (p, g) in enumerate(zip(params, grads)):
-        u = g
-        if trust:  # u = r (g + wd w)
+        if trust:
+            r = ratios[i]
+            if mom > 0.0:
+                buf = bufs[i]
+                buf.mul_(mom).addcmul_(g, r, value=1.0 - damp)
+                if wd != 0.0:
+                    buf.addcmul_(p, r, value=(1.0 - damp) * wd)
+                if not nesterov:
+                    p.add_(buf, alpha=-lr)
+                    continue
             if wd != 0.0:
-                u = torch.add(g, p, alpha=wd, out=scratch[i]).mul_(ratios[i])
-            else:
-                u = torch.mul(g, ratios[i], out=scratch[i])
-        if mom > 0.0:
+                p.addcmul_(p, r, value=-lr * wd)
+            p.addcmul_(g, r, value=-lr)
+            if mom > 0.0:
+                p.add_(bufs[i], alpha=-lr * mom)
+        elif mom > 0.0:
             buf = bufs[i]
-            buf.mul_(mom).add_(u, alpha=1.0 - damp)
-            if group["nesterov"]:
-                u = u.add_(buf, alpha=mom) if trust else torch.add(g, buf, alpha=mom, out=scratch[i])
+            buf.mul_(mom).add_(g, alpha=1.0 - damp)
+            if nesterov:  # g + m buf formed first, as the reference does (excluded tensors are small vectors)
+                p.add_(torch.add(g, buf, alpha=mom), alpha=-lr)
             else:
-                u = buf
-        p.add_(u, alpha=-lr)
+                p.add_(buf, alpha=-lr)
+        else:
+            p.add_(g, alpha=-lr)
 
 
 def _lars_foreach(params: list[torch.Tensor], grads: list[torch.Tensor], bufs: list[torch.Tensor],
-                  scratch: list[torch.Tensor], ratios: Sequence[float | torch.Tensor], group: dict[str, Any],
-                  trust: bool) -> None:
-    # in place on the momentum buffers and the scratch views: no tensor of a parameter's size is allocated
-    lr, mom, damp, wd = group["lr"], group["momentum"], group["dampening"], group["weight_decay"]
-    u: list[torch.Tensor] = grads
+                  ratios: Sequence[torch.Tensor], group: dict[str, Any], trust: bool) -> None:
+    # in place: no tensor of a parameter's size is allocated
+    lr, mom, damp, wd, nesterov = (group["lr"], group["momentum"], group["dampening"], group["weight_decay"],
+                                   group["nesterov"])
     if trust:
-        u = scratch
-        torch._foreach_copy_(u, grads)
+        rs = list(ratios)
+        if mom > 0.0:
+            torch._foreach_mul_(bufs, mom)
+            torch._foreach_addcmul_(bufs, grads, rs, value=1.0 - damp)
+            if wd != 0.0:
+                torch._foreach_addcmul_(bufs, params, rs, value=(1.0 - damp) * wd)
+            if not nesterov:
+                torch._foreach_add_(params, bufs, alpha=-lr)
+                return
         if wd != 0.0:
-            torch._foreach_add_(u, params, alpha=wd)
-        torch._foreach_mul_(u, list(ratios))
-    if mom > 0.0:
+            torch._foreach_addcmul_(params, params, rs, value=-lr * wd)
+        torch._foreach_addcmul_(params, grads, rs, value=-lr)
+        if mom > 0.0:
+            torch._foreach_add_(params, bufs, alpha=-lr * mom)
+    elif mom > 0.0:
         torch._foreach_mul_(bufs, mom)
-        torch._foreach_add_(bufs, u, alpha=1.0 - damp)
-        if group["nesterov"]:
-            if not trust:
-                u = scratch
-                torch._foreach_copy_(u, grads)
-            torch._foreach_add_(u, bufs, alpha=mom)
+        torch._foreach_add_(bufs, grads, alpha=1.0 - damp)
+        if nesterov:  # g + m buf formed first, as the reference does (excluded tensors are small vectors)
+            torch._foreach_add_(params, torch._foreach_add(grads, bufs, alpha=mom), alpha=-lr)
         else:
-            u = bufs
-    torch._foreach_add_(params, u, alpha=-lr)
+            torch._foreach_add_(params, bufs, alpha=-lr)
+    else:
+        torch._foreach_add_(params, grads, alpha=-lr)

@@ -128,17 +128,18 @@ def _radam_single(params: list[torch.Tensor], grads: list[torch.Tensor], ms: lis
     bufs = [v for _, _, views in runs for v in views]  # one per tensor
     beta1, beta2 = group["betas"]
     wd, lr, eps = group["weight_decay"], float(group["lr"]), group["eps"]
+    w1, w2 = 1.0 - beta1, 1.0 - beta2
+    decay = 1.0 - lr * wd if wd != 0.0 and group["decoupled_weight_decay"] else None
     rect, scale = _step_sizes(steps, group)
     for p, g, m, v, d, ok, c in zip(params, grads, ms, vs, bufs, rect, scale):
         if centralize and g.ndim > 1:  # GC, in place on .grad (as centralize_ does)
             g.sub_(_row_mean(g))
-        if wd != 0.0:
-            if group["decoupled_weight_decay"]:
-                p.mul_(1.0 - lr * wd)
-            else:  # L2: the moments see g + wd x (in the scratch buffer; .grad stays as it is)
-                g = d.copy_(g).add_(p, alpha=wd)
-        m.lerp_(g, 1.0 - beta1)
-        v.mul_(beta2).addcmul_(g, g, value=1.0 - beta2)
+        if decay is not None:
+            p.mul_(decay)
+        elif wd != 0.0:  # L2: the moments see g + wd x (in the scratch buffer; .grad stays as it is)
+            g = torch.add(g, p, alpha=wd, out=d)
+        m.lerp_(g, w1)
+        v.mul_(beta2).addcmul_(g, g, value=w2)
         if ok:
             torch.sqrt(v, out=d).add_(eps)
             p.addcdiv_(m, d, value=c)
@@ -210,4 +211,4 @@ def _rectified(params: list[torch.Tensor], ms: list[torch.Tensor], vs: list[torc
 
 def _row_mean(g: torch.Tensor) -> torch.Tensor:
     """Mean over all dims but the first, kept for broadcasting (gradient centralization, Yong et al. 2020)."""
-    return g.mean(dim=tuple(range(1, g.ndim)), keepdim=True)
+    return g.mean(1, keepdim=True) if g.ndim == 2 else g.mean(dim=tuple(range(1, g.ndim)), keepdim=True)
