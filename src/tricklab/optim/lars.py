@@ -15,7 +15,7 @@ Biases and normalisation parameters (tensors with ndim < 2) are excluded by defa
 the common large-batch recipes (Goyal et al. 2017; pytorch_optimizer's LARS).
 
 The update is written without materialising u (``.grad`` is left as it is, and no scratch memory is needed),
-each term an in-place ``addcmul`` with the tensor's ratio r as a 0-d tensor:
+each term an in-place ``addcmul`` with the tensor's ratio r as a 0-d tensor of its dtype:
 
     buf += (1 - dampening) g r ;  buf += (1 - dampening) beta w r ;  w -= lr buf
     Nesterov:  w -= lr beta w r ;  w -= lr g r ;  w -= lr m buf        (= w - lr (u + m buf))
@@ -80,20 +80,22 @@ class LARS(Optimizer):
         for group in self.param_groups:
             scaled: tuple[list[torch.Tensor], ...] = ([], [], [])  # params, grads, buffers (trust ratio)
             plain: tuple[list[torch.Tensor], ...] = ([], [], [])  # excluded from it
-            momentum = group["momentum"] > 0.0
+            momentum, exclude, state = group["momentum"] > 0.0, group["exclude_bias_and_norm"], self.state
             for p in group["params"]:
-                if p.grad is None:
+                g = p.grad
+                if g is None:
                     continue
-                if p.grad.is_sparse:
+                if g.is_sparse:
                     raise RuntimeError("LARS does not support sparse gradients")
-                lists = plain if (group["exclude_bias_and_norm"] and p.ndim < 2) else scaled
+                lists = plain if (exclude and p.ndim < 2) else scaled
                 lists[0].append(p)
-                lists[1].append(p.grad)
+                lists[1].append(g)
                 if momentum:
-                    st = self.state[p]
-                    if "momentum_buffer" not in st:
-                        st["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                    lists[2].append(st["momentum_buffer"])
+                    st = state[p]
+                    buf = st.get("momentum_buffer")
+                    if buf is None:
+                        buf = st["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    lists[2].append(buf)
             for trust, (ps, gs, bs) in ((True, scaled), (False, plain)):
                 if ps:
                     (_lars_foreach_group if group["foreach"] else _lars_single_group)(ps, gs, bs, group, trust)
@@ -123,38 +125,36 @@ def _run_bounds(params: list[torch.Tensor]) -> list[tuple[int, int]]:
     return bounds
 
 
-def _ratio_floats(w_norms: Sequence[torch.Tensor], g_norms: Sequence[torch.Tensor],
-                  group: dict[str, Any]) -> list[float]:
-    ws, gs = torch.stack(list(w_norms)).tolist(), torch.stack(list(g_norms)).tolist()
-    return [_trust_float(w, g, group) for w, g in zip(ws, gs)]
-
-
 def _ratios(w_norms: Sequence[torch.Tensor], g_norms: Sequence[torch.Tensor],
             group: dict[str, Any]) -> list[torch.Tensor]:
-    """The trust ratio of each tensor from its norms, as 0-d tensors.
+    """The trust ratio of each tensor from its norms, as 0-d tensors in the tensor's dtype (a 0-d operand of
+    another dtype costs a cast in every op that uses it).
 
     On the CPU they are computed as Python floats in double precision (reading a norm there costs nothing, while
-    the dozen small tensor ops of :func:`_trust` cost more than the update of a small tensor) and made float64
-    0-d tensors (a 0-d operand does not change an op's dtype: the ratio is rounded to the parameter's precision
-    inside the op). On an accelerator: a few small ops for all tensors together (no host sync), per device and
-    dtype.
+    the dozen small tensor ops of :func:`_trust` cost more than the update of a small tensor). On an accelerator:
+    a few small ops for all tensors together (no host sync). Per dtype (the tensors of a group share a device).
     """
-    if all(t.device.type == "cpu" for t in w_norms):
-        return list(torch.tensor(_ratio_floats(w_norms, g_norms, group), dtype=torch.float64).unbind())
-    kinds: dict[tuple[torch.device, torch.dtype], list[int]] = {}
-    for i, t in enumerate(w_norms):
-        kinds.setdefault((t.device, t.dtype), []).append(i)
+    device = w_norms[0].device
+    dtypes = {t.dtype for t in w_norms}
+    kinds = [(dt, [i for i, t in enumerate(w_norms) if t.dtype == dt]) for dt in dtypes] if len(dtypes) > 1 else \
+        [(w_norms[0].dtype, range(len(w_norms)))]
     out: list[torch.Tensor] = [w_norms[0]] * len(w_norms)
-    for idx in kinds.values():
-        for i, r in zip(idx, _trust(torch.stack([w_norms[i] for i in idx]),
-                                    torch.stack([g_norms[i] for i in idx]), group).unbind()):
+    for dtype, idx in kinds:
+        ws, gs = torch.stack([w_norms[i] for i in idx]), torch.stack([g_norms[i] for i in idx])
+        if device.type == "cpu":
+            rs = torch.tensor([_trust_float(w, g, group) for w, g in zip(ws.tolist(), gs.tolist())], dtype=dtype)
+        else:
+            rs = _trust(ws, gs, group)
+        if len(kinds) == 1:
+            return list(rs.unbind())
+        for i, r in zip(idx, rs.unbind()):
             out[i] = r
     return out
 
 
 def _trust_float(w: float, g: float, group: dict[str, Any]) -> float:
     denom = g + group["weight_decay"] * w
-    return group["trust_coefficient"] * w / denom if w > 0.0 and denom > 0.0 else 1.0
+    return group["trust_coefficient"] * w / denom if w > 0.0 and denom > 0.0 else 1.0  # 1 for 0 or NaN norms
 
 
 def _trust(w_norm: torch.Tensor, g_norm: torch.Tensor, group: dict[str, Any]) -> torch.Tensor:
@@ -182,7 +182,7 @@ def _lars_single_group(params: list[torch.Tensor], grads: list[torch.Tensor], bu
         # tensor by tensor: the norms, the ratio, the update, while the tensor is in the cache
         for i, (p, g) in enumerate(zip(params, grads)):
             r = _trust_float(float(torch.linalg.vector_norm(p)), float(torch.linalg.vector_norm(g)), group)
-            _lars_single([p], [g], bufs[i:i + 1], [torch.tensor(r, dtype=torch.float64)], group, trust)
+            _lars_single([p], [g], bufs[i:i + 1], [torch.tensor(r, dtype=p.dtype)], group, trust)
     else:
         ratios = _ratios([torch.linalg.vector_norm(p) for p in params], [torch.linalg.vector_norm(g) for g in grads],
                          group)
