@@ -152,8 +152,9 @@ def test_page_references_nothing_on_the_network(page: str) -> None:
 
 
 def test_verdict_cells_are_coloured_by_verdict(page: str) -> None:
-    cells = re.findall(r'<td class="verdict" data-verdict="([^"]*)" title="([^"]*)" '
-                       r'style="background-color:(#[0-9a-f]+)">([^<]*)</td>', page)
+    cells = [(v, tip, colour, re.sub(r"<[^>]+>", "", text)) for v, tip, colour, text in re.findall(
+        r'<td class="verdict" data-verdict="([^"]*)" title="([^"]*)" style="background-color:(#[0-9a-f]+)">(.*?)</td>',
+        page)]
     summary = make_summary()
     # 2 techniques x 10 metrics in the verdict table, plus 2 equal-time cells
     assert len(cells) == 2 * len(METRICS) + 2
@@ -299,4 +300,5 @@ def test_tables_show_the_summary_numbers(page: str) -> None:
         eq = summary.equal_time[tech]
         d = eq.difference
         assert row == [tech, format_value(eq.seconds, ".1f"), str(d.n), format_effect(d.mean_diff, d.ci_low, d.ci_high,
-                       ".4f"), format_value(d.t, ".3g"), format_p(d.p_value), d.verdict]
+                       ".4f"), format_value(d.t, ".3g"), f"{format_p(d.p_value)} (Holm {format_p(d.p_holm)})",
+                       d.verdict]
