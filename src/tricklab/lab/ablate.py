@@ -260,7 +260,7 @@ def _kept(store_path: Path, total: int) -> str:
         by_variant.setdefault(r.variant, []).append(r.seed)
     kept = "; ".join(f"{v} seed{'s' if len(s) > 1 else ''} {', '.join(map(str, sorted(s)))}"
                      for v, s in by_variant.items())
-    return (f"interrupted: the runs in flight were stopped; {len(done)} of {total} finished runs are kept in "
+    return (f"interrupted: the runs in flight were stopped; the {len(done)} finished runs (of {total}) are kept in "
             f"{store_path}" + (f" ({kept})" if kept else "") + "; rerun the same command to run the rest")
 
 

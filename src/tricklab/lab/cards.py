@@ -216,12 +216,15 @@ def card_data(summary: AblationSummary, setting: AblationSetting, variant: str) 
 
 
 def changes_text(changes: list[list[Any]]) -> str:
-    """``label_smoothing eps=0.1; schedule.name=one_cycle``: a variant's changes in a few words."""
+    """``label_smoothing, label_smoothing eps=0.1; schedule.name=one_cycle``: a variant's changes in a few
+    words."""
     parts = []
     for key, _, value in changes:
-        if key.startswith("techniques."):
-            parts.append(" ".join(key.split(".")[1:2]) + ("" if value == {} else
-                                                          f" {'.'.join(key.split('.')[2:])}={show(value)}"))
+        path = key.split(".")
+        if path[0] == "techniques" and len(path) == 2:
+            parts.append(path[1] if value else f"no {path[1]}")
+        elif path[0] == "techniques":
+            parts.append(f"{path[1]} {'.'.join(path[2:])}={show(value)}")
         else:
             parts.append(f"{key}={show(value)}")
     return "; ".join(parts)

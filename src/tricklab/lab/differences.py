@@ -31,25 +31,28 @@ _PRESENTATION = ("seed", "seeds", "progress", "threads")
 
 
 def _technique_keys(techniques: Sequence[Any]) -> dict[str, Any]:
+    """``{"ema": True, "ema.decay": 0.999, ...}``: a key saying the technique is on, then one per argument."""
     out: dict[str, Any] = {}
     counts: dict[str, int] = {}
     for t in techniques:
         name, args = (t, {}) if isinstance(t, str) else (t.get("name"), t.get("args") or {})
         counts[name] = counts.get(name, 0) + 1
         key = name if counts[name] == 1 else f"{name}#{counts[name]}"
-        out[key] = dict(args)
+        out[key] = True
+        out.update({f"{key}.{k}": v for k, v in flatten(dict(args)).items()})
     return out
 
 
 def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; lists are values, except a recipe's technique list (keyed by
-    technique name); an empty mapping is kept as a value so that a technique without arguments is seen."""
+    technique name: ``techniques.ema`` is true when it is on, ``techniques.ema.decay`` its argument); an empty
+    mapping is kept as a value."""
     out: dict[str, Any] = {}
     for k, v in d.items():
         key = f"{prefix}{k}"
         if k == "techniques" and not prefix and isinstance(v, list):
-            # no techniques is no key at all, so adding one shows as that technique's arguments
-            out.update(flatten(_technique_keys(v), key + "."))
+            # no techniques is no key at all, so adding one shows as that technique and its arguments
+            out.update({f"{key}.{name}": value for name, value in _technique_keys(v).items()})
             continue
         if isinstance(v, Mapping) and v:
             out.update(flatten(v, key + "."))

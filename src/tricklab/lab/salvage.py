@@ -27,6 +27,7 @@ from tricklab.errors import UserError
 from tricklab.lab.build import resolve_techniques
 from tricklab.lab.format import safe_name
 from tricklab.lab.lock import FolderLock
+from tricklab.lab.noise import CONTROL
 from tricklab.lab.recipe import recipe_from_dict
 from tricklab.lab.store import Store
 
@@ -132,13 +133,15 @@ def _from_folder(run_dir: Path, names: dict[str, str]) -> SalvagedRun | None:
     except (OSError, ValueError, UserError, yaml.YAMLError):
         return None
     variant = names.get(run_dir.parent.name, run_dir.parent.name)
-    return SalvagedRun(f"{recipe.hash()}:{recipe.seed}", variant, recipe.hash(), recipe.seed, recipe.to_dict(),
-                       env, summary, history, str(run_dir))
+    key = f"{recipe.hash()}:{recipe.seed}" + (":repeat" if variant == CONTROL else "")  # as ablate keys them
+    return SalvagedRun(key, variant, recipe.hash(), recipe.seed, recipe.to_dict(), env, summary, history,
+                       str(run_dir))
 
 
-def _folder_runs(folder: Path, readable: Readable) -> list[SalvagedRun]:
+def _folder_runs(folder: Path, readable: Readable, skip_readable: bool = True) -> list[SalvagedRun]:
+    """The finished runs in ``folder/runs`` (those the store still gives left out with ``skip_readable``)."""
     names = {safe_name(v): v for v in readable.meta.get("variants") or []}
-    have = {r.run_key for r in readable.runs}
+    have = {r.run_key for r in readable.runs} if skip_readable else set()
     out = []
     for summary in sorted((folder / "runs").glob("*/seed-*/summary.json")):
         run = _from_folder(summary.parent, names)
@@ -161,15 +164,15 @@ def damage_message(path: Path, detail: str) -> str:
     the file, and from the run folders beside it), and how to rebuild."""
     folder = Path(path).parent
     readable = read_damaged(Path(path))
-    recovered = _folder_runs(folder, readable)
+    recovered = _folder_runs(folder, readable, skip_readable=False)
     if readable.table_unreadable and not readable.runs:
         in_store = "no run can be read from it"
     else:
         in_store = (f"{len(readable.runs)} finished run(s) can still be read from it"
                     + (f": {_listing(readable.runs)}" if readable.runs else "")
                     + (f" ({readable.unreadable} row(s) unreadable)" if readable.unreadable else ""))
-    folders = (f"; {len(recovered)} more finished run(s) are in their run folders: {_listing(recovered)}"
-               if recovered else "")
+    folders = (f"; the run folders under {folder / 'runs'} hold {len(recovered)} finished run(s): "
+               f"{_listing(recovered)}" if recovered else "")
     return (f"the ablation store {path} is damaged ({detail}): {in_store}{folders}. To rebuild it: "
             f"`tricklab runs {folder} --salvage` writes a new store from every readable run (the damaged file "
             f"is kept as store.sqlite.damaged), then rerun the same `tricklab ablate ... --out {folder}` to redo "
