@@ -241,7 +241,7 @@ def test_ctrl_c_stops_the_workers_and_keeps_finished_runs(tmp_path: Path) -> Non
     elapsed = time.monotonic() - started
     _clean(proc.returncode, err, expected=130)
     assert elapsed < 15, f"took {elapsed:.1f} s to stop"
-    assert "interrupted" in err and "finished runs are kept" in text
+    assert "interrupted" in err and "interrupted: the runs in flight were stopped" in text and "are kept in" in text
     time.sleep(1.0)
     after = _done(store)
     assert set(kept) <= set(after) and all(after[k] == kept[k] for k in kept)  # finished runs untouched

@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # matplotlib is an optional extra; only the type checker impo
 
 __all__ = [
     "PALETTE", "colour", "curve_svg", "finite", "matplotlib_or_hint", "mpl_text", "new_figure", "pareto_front",
-    "pareto_svg", "per_class_f1_svg", "reliability_svg", "svg", "verdicts_svg",
+    "pareto_svg", "per_class_f1_figure", "per_class_f1_svg", "reliability_svg", "svg", "verdicts_svg",
 ]
 
 # stronger versions of the verdict hues for markers in the plots, where pale fills would be invisible
@@ -309,6 +309,12 @@ def pareto_svg(summary: AblationSummary) -> str | None:
 # ------------------------------------------------------------------------------------------- per class
 def per_class_f1_svg(summary: AblationSummary) -> str | None:
     """Grouped bars: F1 per class, mean over seeds, one bar per variant."""
+    fig = per_class_f1_figure(summary)
+    return None if fig is None else svg(fig)
+
+
+def per_class_f1_figure(summary: AblationSummary) -> Figure | None:
+    """The figure of :func:`per_class_f1_svg`, legend above the axes."""
     f1 = {v: summary.per_class_f1.get(v) for v in summary.variants}
     variants = [v for v in summary.variants if f1[v]]
     if not variants:
@@ -331,4 +337,4 @@ def per_class_f1_svg(summary: AblationSummary) -> str | None:
     # above the axes, not inside them: a legend inside would cover the bars of the first classes
     fig.legend(*ax.get_legend_handles_labels(), loc="outside upper center", fontsize=8, ncols=min(4, len(variants)),
                frameon=False)
-    return svg(fig)
+    return fig
