@@ -174,7 +174,9 @@ def key_rows(card: str, old: dict[str, Any], new: dict[str, Any]) -> list[str]:
         n = by_metric.get(e["metric"], {})
         committed = f"{fmt(e['mean_diff'])} [{fmt(e['ci_low'])}, {fmt(e['ci_high'])}]"
         regenerated = f"{fmt(n.get('mean_diff'))} [{fmt(n.get('ci_low'))}, {fmt(n.get('ci_high'))}]"
-        mark = "same" if committed == regenerated and e["verdict"] == n.get("verdict") else "DIFFERS"
+        # across card formats the verdict rules differ (Holm): only the numbers must be the same
+        same_verdict = e["verdict"] == n.get("verdict") or old.get("format", 1) != new.get("format", 1)
+        mark = "same" if committed == regenerated and same_verdict else "DIFFERS"
         rows.append(f"{card:<28} {e['metric']:<9} {committed:<38} {regenerated:<38} {mark}")
     return rows
 

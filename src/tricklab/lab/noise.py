@@ -35,24 +35,34 @@ COPY = "baseline-copy"
 LATENCY_PASS = "latency_pass"
 
 
-def floor_from(key: str, pairs: Mapping[int, tuple[float, float]], method: str) -> NoiseFloor | None:
-    """The floor from ``{seed: (identical contender, baseline)}``; None without a pair."""
+def floor_from(key: str, pairs: Mapping[int, tuple[float, float]], method: str, spread: float = 0.0
+               ) -> NoiseFloor | None:
+    """The floor from ``{seed: (identical contender, baseline)}``: the largest absolute difference, or
+    ``spread`` (another difference between identical contenders) when larger; None without a pair."""
     pairs = {s: p for s, p in pairs.items() if all(isinstance(x, (int, float)) and math.isfinite(x) for x in p)}
     if not pairs:
         return None
     seeds = sorted(pairs)
     diffs = [pairs[s][0] - pairs[s][1] for s in seeds]
-    floor = max(abs(d) for d in diffs)
+    floor = max(max(abs(d) for d in diffs), spread)
     base = math.fsum(pairs[s][1] for s in seeds) / len(seeds)
     return NoiseFloor(key, diffs, seeds, floor, floor / base if base else None, method)
 
 
 def training_time_floor(control: Mapping[int, RunSummary], base: Mapping[int, RunSummary]) -> NoiseFloor | None:
-    """Training seconds of the control run minus the baseline's, per seed both have."""
+    """Training seconds of the control run minus the baseline's, per seed both have; or, when every baseline
+    and control run made the same number of steps, the spread of all their training times if larger."""
     pairs = {s: (control[s].train_seconds, base[s].train_seconds) for s in control if s in base
              and control[s].train_seconds is not None and base[s].train_seconds is not None}
+    runs = [r for r in (*control.values(), *base.values()) if r.train_seconds is not None]
+    same_work = len({r.steps for r in runs}) == 1
+    seconds = [float(r.train_seconds) for r in runs]  # type: ignore[arg-type]
+    spread = max(seconds) - min(seconds) if same_work and len(seconds) > 1 else 0.0
     return floor_from("train_seconds", pairs, "the baseline recipe trained twice with each seed (the control "
-                                              "run), training seconds of the second minus the first")
+                                              "runs, spread over the schedule): the largest difference in "
+                                              "training seconds between two of these identical runs (the same "
+                                              "seed" + (", or any two: every one made the same steps)"
+                                                        if same_work else ")"), spread)
 
 
 def latency_floor(measured: Mapping[str, Any] | None) -> NoiseFloor | None:
