@@ -132,7 +132,7 @@ def saved_recipe(run_dir: Path) -> dict[str, Any]:
 def resume_recipe(run_dir: Path, recipe_path: str | None, overrides: Sequence[str]) -> Recipe:
     """The recipe to resume the run in ``run_dir`` with: the one saved in the folder, with ``overrides``
     applied to it (or a recipe file with its overrides, when one is named). :func:`run` refuses it when it
-    changes what the run computes; the seed display, progress and threads may change."""
+    changes what the run computes or its seed; the progress display and the thread count may change."""
     if recipe_path is not None:
         return load_recipe(recipe_path, list(overrides))
     data = copy.deepcopy(saved_recipe(run_dir))
