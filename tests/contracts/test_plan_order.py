@@ -20,7 +20,9 @@ def _recorded() -> dict[str, str]:
 def test_every_recorded_combination_keeps_its_order() -> None:
     recorded, now = _recorded(), plan_orders.table()
     assert len(recorded) > 4000  # pairs, triples, event groups and the runner's sets
-    assert recorded.keys() == now.keys(), "the set of combinations changed: regenerate only on purpose"
+    # techniques registered since add combinations of their own; every recorded one must still be there
+    missing = sorted(recorded.keys() - now.keys())
+    assert not missing, f"recorded combinations no longer planned (a technique renamed or removed?): {missing[:5]}"
     changed = {c: (recorded[c], now[c]) for c in recorded if recorded[c] != now[c]}
     assert not changed, f"{len(changed)} combinations changed order, e.g. {sorted(changed.items())[:3]}"
 

@@ -76,6 +76,7 @@ class Case:
     sam_optimizer: bool = False
     poison: bool = False  # one training example is NaN (the NaN guard must skip its step)
     accumulates: bool = True  # runs under gradient accumulation too
+    tabular: bool = False  # (B, features) inputs whose last column is a 0/1 group id, and an MLP
     tags: tuple[str, ...] = field(default_factory=tuple)
 
 
@@ -103,18 +104,26 @@ _CASES = [
     Case("grad_accumulation", accumulates=False),
     Case("sam", lambda tmp: {"rho": 0.1}, accumulates=False),
     Case("sam", sam_optimizer=True, accumulates=False, tags=("sam_optimizer",)),
+    Case("fairness_penalty", lambda tmp: {"weight": 1.0}, tabular=True),
+    Case("co_teaching", lambda tmp: {"forget_rate": 0.25, "num_gradual": 1}, accumulates=False),
 ]
 CASES = _CASES + [Case(n) for n in NAMES if n not in {c.name for c in _CASES}]
 CASE_IDS = [c.name + "".join(f"[{t}]" for t in c.tags) for c in CASES]
 
 
-def _model() -> nn.Module:
+def _model(tabular: bool = False) -> nn.Module:
+    if tabular:
+        return nn.Sequential(nn.Linear(5, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Dropout(0.1), nn.Linear(8, CLASSES))
     return nn.Sequential(nn.Conv1d(2, 4, 3, padding=1), nn.BatchNorm1d(4), nn.ReLU(),
                          DropBlock(0.2, block_size=3, dim=1), nn.Flatten(), nn.Dropout(0.1), nn.Linear(32, CLASSES))
 
 
-def _data(poison: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def _data(poison: bool, tabular: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(0)
+    if tabular:  # four features and a group id in {0, 1} as the last column
+        x, xe = torch.randn(48, 5, generator=g), torch.randn(16, 5, generator=g)
+        x[:, -1], xe[:, -1] = (x[:, -1] > 0).float(), (xe[:, -1] > 0).float()
+        return x, torch.randint(0, CLASSES, (48,), generator=g), xe, torch.randint(0, CLASSES, (16,), generator=g)
     x, y = torch.randn(48, 2, 8, generator=g), torch.randint(0, CLASSES, (48,), generator=g)
     if poison:
         x[5, 0, 0] = float("nan")
@@ -135,9 +144,9 @@ class Run:
 
 
 def _run(case: Case, tmp: Path, *, accumulate: bool, resume: Path | None = None, seed: int = 0) -> Run:
-    x, y, xe, ye = _data(case.poison)
+    x, y, xe, ye = _data(case.poison, case.tabular)
     torch.manual_seed(seed)
-    model = _model()
+    model = _model(case.tabular)
     if case.sam_optimizer:
         opt: torch.optim.Optimizer = SAM(model.parameters(), torch.optim.SGD, rho=0.1, lr=0.05, momentum=0.9)
     else:
@@ -351,7 +360,7 @@ def test_state_dict_round_trip_on_a_fresh_instance(name: str, tmp_path: Path) ->
 # ------------------------------------------------------------------------------------------------- naming
 #: how a word of a registry name is spelled in a class name (acronyms, and words written as two)
 SPELLING = {"ema": "EMA", "swa": "SWA", "sam": "SAM", "lsuv": "LSUV", "lr": "LR", "cutmix": "CutMix",
-            "dropblock": "DropBlock"}
+            "dropblock": "DropBlock", "gce": "GCE"}
 
 
 @functools.cache

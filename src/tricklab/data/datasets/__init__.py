@@ -12,6 +12,7 @@ from typing import Any
 
 from tricklab.data.base import DATASETS, ArrayDataset
 
+from tricklab.data.datasets.fairness import load_breast_cancer_groups, load_fair_synthetic
 from tricklab.data.datasets.fashion_mnist import load_fashion_mnist, read_idx
 from tricklab.data.datasets.files import load_files_dataset
 from tricklab.data.datasets.graphs import GraphDataset, load_karate, load_synthetic_graphs
@@ -26,8 +27,10 @@ __all__ = [
     "GraphDataset",
     "load_dataset",
     "load_breast_cancer",
+    "load_breast_cancer_groups",
     "load_cora",
     "load_digits",
+    "load_fair_synthetic",
     "load_fashion_mnist",
     "load_files_dataset",
     "load_induction_heads",
