@@ -5,6 +5,11 @@ Every backend follows the same small interface (:class:`Backend`): ``submit`` a 
 ``completed()`` outcomes in completion order, ``cancel()`` what has not started, and close it (``with``).
 The store stays the single record: a worker writes its run into the store itself, so the driver only
 counts outcomes. :class:`LocalPool` runs jobs in worker processes on this machine.
+
+Stopping: workers ignore SIGINT (Ctrl-C reaches the whole process group); the driver decides. Leaving a
+``LocalPool`` on an exception (Ctrl-C in the driver) terminates the workers at once instead of waiting for
+the runs in flight: a run stopped half-way is still 'running' in the store and is redone by the next
+invocation, while every finished run is already committed.
 """
 
 from __future__ import annotations
@@ -24,8 +29,9 @@ from typing import Any, Protocol
 
 import torch
 
+from tricklab.io import PipeSafeStream
 from tricklab.lab.recipe import recipe_from_dict
-from tricklab.lab.runner import run
+from tricklab.lab.runner import CONCURRENT_RUNS_ENV, run
 from tricklab.lab.store import Store
 
 __all__ = ["Backend", "LocalPool", "RunJob", "RunOutcome", "execute_run"]
@@ -89,14 +95,22 @@ class Backend(Protocol):
     def __exit__(self, *exc: object) -> None: ...
 
 
-def _worker_init(threads: int) -> None:
+def _worker_init(threads: int, jobs: int = 1) -> None:
     # die with the driver: an orphan finishing a run while a re-run redoes it would write it twice
     if sys.platform.startswith("linux"):
         try:
             ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
         except OSError:
             pass
+    # Ctrl-C reaches every process of the terminal's group: the driver stops the workers itself (terminate),
+    # so a worker does not die half-way through its own cleanup with a traceback of its own
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # the workers share the driver's stdout and stderr: a closed pipe (`tricklab ablate | head`) must not fail
+    # a run that prints a warning
+    sys.stdout = PipeSafeStream(sys.stdout)  # type: ignore[assignment]
+    sys.stderr = PipeSafeStream(sys.stderr)  # type: ignore[assignment]
     os.environ["OMP_NUM_THREADS"] = str(threads)
+    os.environ[CONCURRENT_RUNS_ENV] = str(jobs)
     torch.set_num_threads(threads)
 
 
@@ -107,7 +121,7 @@ class LocalPool:
 
     def __init__(self, jobs: int, threads: int) -> None:
         self._pool = ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"),
-                                         initializer=_worker_init, initargs=(threads,))
+                                         initializer=_worker_init, initargs=(threads, jobs))
         self._pending: dict[Future[RunOutcome], RunJob] = {}
 
     def submit(self, job: RunJob) -> None:
@@ -130,6 +144,23 @@ class LocalPool:
     def __enter__(self) -> LocalPool:
         return self
 
+    def terminate(self) -> None:
+        """Stop every worker now (SIGTERM, then SIGKILL after a second) and drop every job: runs in flight
+        stay 'running' in the store and are redone by the next invocation."""
+        processes = list((getattr(self._pool, "_processes", None) or {}).values())
+        for p in processes:
+            p.terminate()
+        for p in processes:
+            p.join(timeout=1.0)
+            if p.is_alive():
+                p.kill()
+                p.join(timeout=1.0)
+        self._pending.clear()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
     def __exit__(self, *exc: object) -> None:
+        if exc and exc[0] is not None:  # Ctrl-C or an error in the driver: do not wait for runs in flight
+            self.terminate()
+            return
         self.cancel()
         self._pool.shutdown(wait=True, cancel_futures=True)
