@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from tricklab import __version__
@@ -32,12 +33,14 @@ from tricklab.lab.ablate import (
     write_outputs,
 )
 from tricklab.lab.format import format_value
+from tricklab.lab.kinds import KIND_OF_TARGET, KINDS
 from tricklab.lab.lr_find import SUGGESTIONS, lr_find
+from tricklab.lab.metrics import METRICS, MetricInfo, primary_metric
 from tricklab.lab.recipe import Recipe, TechniqueSpec, load_recipe, parse_yaml, recipe_arguments
 from tricklab.lab.runner import run
 from tricklab.lab.store import Store
 from tricklab.lab.summary import AblationSummary, RunSummary
-from tricklab.lab.tasks import TASKS
+from tricklab.lab.tasks import TASKS, LoopTask
 from tricklab.layers.registry import LAYERS
 from tricklab.losses import LOSSES
 from tricklab.models import MODELS
@@ -46,7 +49,7 @@ from tricklab.schedules import SCHEDULES
 from tricklab.techniques import TECHNIQUES
 
 __all__ = ["build_parser", "main", "parse_budget", "parse_combo", "parse_technique", "parse_variant",
-           "plan_ablation", "verdict_table"]
+           "plan_ablation", "table_keys", "task_rows", "verdict_table"]
 
 
 # ------------------------------------------------------------------------------------------------ grammar
@@ -137,10 +140,26 @@ def _verdict_text(summary: AblationSummary, variant: str, key: str) -> str:
     return f"[{colour}]{text}[/{colour}]" if colour else text
 
 
-def verdict_table(summary: AblationSummary,
-                  keys: Sequence[str] = ("accuracy", "macro_f1", "nll", "ece", "train_seconds")) -> Table:
+_CLASSIFICATION_KEYS = ("accuracy", "macro_f1", "nll", "ece", "train_seconds")
+
+
+def table_keys(summary: AblationSummary) -> tuple[str, ...]:
+    """The metrics the terminal shows: a classifier's usual five; for another kind its first four quality
+    metrics and the training time; then the robustness metrics when they were measured."""
+    primary = summary.primary
+    if primary is None or primary.key == "accuracy":
+        keys: list[str] = list(_CLASSIFICATION_KEYS)
+    else:
+        quality = [m.key for m in summary.metrics if m.kind == "quality" and m.source == "test"][:4]
+        keys = quality + [m.key for m in summary.metrics if m.key == "train_seconds"]
+    return tuple(keys + [m.key for m in summary.robust_metrics])
+
+
+def verdict_table(summary: AblationSummary, keys: Sequence[str] | None = None) -> Table:
     """A rich table: technique x metric, the paired difference against the baseline as mean ± the half-width
-    of its 95% interval (the paired-t interval is symmetric), with the verdict."""
+    of its 95% interval (the paired-t interval is symmetric), with the verdict (default metrics:
+    :func:`table_keys`)."""
+    keys = table_keys(summary) if keys is None else keys
     table = Table(title="technique - baseline, paired by seed: mean ± 95% CI half-width",
                   caption="+ helps, - hurts, ~ no clear effect (the interval includes 0)")
     table.add_column("technique", no_wrap=True)
@@ -153,7 +172,21 @@ def verdict_table(summary: AblationSummary,
     return table
 
 
+def _declared_rows(s: RunSummary) -> list[tuple[str, str]]:
+    """A run of another kind than classification (or a loop task): its declared metrics, then the run's."""
+    rows = [(m.label, format_value(s.value(m), m.fmt)) for m in (s.metrics or ()) if m.source != "run"]
+    cost = s.cost
+    rows += [("optimizer steps" if s.task_kind != "loop" else "steps", str(s.steps)),
+             ("training time (s)", format_value(s.train_seconds, ".1f"))]
+    if cost is not None:
+        rows += [("parameters", format_value(cost.parameters, ",")),
+                 ("model size (bytes)", format_value(cost.model_size_bytes, ","))]
+    return rows
+
+
 def _summary_rows(s: RunSummary) -> list[tuple[str, str]]:
+    if s.task_kind not in (None, "classification", "token"):
+        return _declared_rows(s)
     test, cost = s.test, s.cost
     latency = cost.inference_latency.median_ms if cost and cost.inference_latency else None
     conv = s.convergence
@@ -173,11 +206,13 @@ def _summary_rows(s: RunSummary) -> list[tuple[str, str]]:
     ]
     if s.stop_reason:
         rows.append(("stopped", s.stop_reason))
+    rows += [(m.label, format_value(s.value(m), m.fmt)) for m in (s.metrics or ()) if m.source == "robust"]
     return rows
 
 
 def _print_summary(summary: RunSummary, run_dir: Path) -> None:
-    table = Table(title=f"{summary.task} / {summary.model} / seed {summary.seed}", show_header=True)
+    where = summary.task if summary.model is None else f"{summary.task} / {summary.model}"
+    table = Table(title=f"{where} / seed {summary.seed}", show_header=True)
     table.add_column("metric")
     table.add_column("value", justify="right")
     for k, v in _summary_rows(summary):
@@ -229,19 +264,30 @@ def cmd_runs(args: argparse.Namespace) -> int:
         raise UserError(f"{args.dir} holds no ablation store (store.sqlite)")
     store = Store(path)
     try:
-        rows = store.runs()
+        rows = store.runs(recipe_hash=args.recipe_hash, data_fingerprint=args.data_fingerprint)
     finally:
         store.close()
-    table = Table(title=f"runs in {path}")
-    for col in ("variant", "seed", "status", "test accuracy", "training s", "recipe hash"):
-        table.add_column(col)
+    chosen = [f"{k} {v}*" for k, v in (("recipe hash", args.recipe_hash), ("data", args.data_fingerprint)) if v]
+    table = Table(title=f"runs in {path}" + (f" with {' and '.join(chosen)}" if chosen else ""))
+    for col in ("variant", "seed", "status", "headline metric", "training s", "recipe hash", "data fingerprint"):
+        table.add_column(col, overflow="fold")
     for r in rows:
-        s = RunSummary.from_dict(r.summary) if r.summary else None
-        acc = format_value(s.test.value("accuracy"), ".4f") if s else ""
-        secs = format_value(s.train_seconds, ".1f") if s else ""
-        table.add_row(r.variant, str(r.seed), r.status, acc, secs, r.recipe_hash)
-    Console().print(table)
+        table.add_row(r.variant, str(r.seed), r.status, *_run_cells(r.summary), r.recipe_hash,
+                      (r.data_fingerprint or "")[: args.width])
+    Console(width=None if sys.stdout.isatty() else 200).print(table)
+    if not rows:
+        print("no run matches" if chosen else "the store holds no run")
     return 0
+
+
+def _run_cells(summary: dict[str, Any] | None) -> tuple[str, str]:
+    """(headline metric as 'name value', training seconds) of a stored run summary."""
+    if not summary:
+        return "", ""
+    s = RunSummary.from_dict(summary)
+    p = primary_metric(s.metrics or METRICS)
+    value = "" if p is None else f"{p.name} {format_value(s.value(p), p.fmt)}"
+    return value, format_value(s.train_seconds, ".1f")
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -275,10 +321,52 @@ REGISTRIES: dict[str, Any] = {"tasks": TASKS, "datasets": DATASETS, "models": MO
                               "schedules": SCHEDULES, "techniques": TECHNIQUES, "layers": LAYERS, "losses": LOSSES}
 
 
+def _metric_names(metrics: Sequence[MetricInfo], kind: str = "") -> str:
+    # run-level metrics (time, size) are every trained run's; bits per token is measured for token tasks only
+    return ", ".join(f"{m.key} {m.arrow}" + ("" if m.judged else " (shown)") for m in metrics
+                     if m.source != "run" and (not m.optional or kind == "token"))
+
+
+def task_rows() -> list[tuple[str, str, str, str]]:
+    """(name, kind, metrics, summary) of every registered task, for ``tricklab list tasks``."""
+    rows = []
+    for name, task in TASKS.items():
+        if task.kind == "auto":
+            kind = "auto: " + " | ".join(KIND_OF_TARGET.values())
+            metrics = "those of the kind the data call for (table below)"
+        else:
+            kind = task.kind
+            metrics = _metric_names(task.metrics if isinstance(task, LoopTask) else task.declared_metrics(), kind)
+        rows.append((name, kind, metrics, TASKS.summary(name)))
+    return rows
+
+
+def _tasks_table() -> Table:
+    table = Table(title="tasks", title_justify="left")
+    for col in ("name", "kind", "metrics (↑ higher / ↓ lower is better)", "summary"):
+        table.add_column(col, overflow="fold")
+    for row in task_rows():
+        table.add_row(*(escape(c) for c in row))
+    kinds = Table(title="task kinds (task_args.kind; every trained run also reports time, latency and size)",
+                  title_justify="left")
+    for col in ("kind", "what", "metrics", "options (task_args)"):
+        kinds.add_column(col, overflow="fold")
+    for k in KINDS.values():
+        opts = ", ".join(f"{o}={d!r}" for o, (d, _) in k.options.items()) or "—"
+        kinds.add_row(k.name, escape(k.summary), escape(_metric_names(k.metrics, k.name)), escape(opts))
+    grid = Table.grid()
+    grid.add_row(table)
+    grid.add_row(kinds)
+    return grid
+
+
 def cmd_list(args: argparse.Namespace) -> int:
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 160)
     for title, reg in REGISTRIES.items():
         if args.what and title != args.what:
+            continue
+        if title == "tasks":
+            console.print(_tasks_table())
             continue
         table = Table(title=title, show_header=False, title_justify="left")
         table.add_column("name", style="bold")
@@ -330,8 +418,12 @@ def _add_ablate(sub: Sub) -> None:
 
 
 def _add_store_commands(sub: Sub) -> None:
-    p = sub.add_parser("runs", help="list the runs in an ablation folder's store")
+    p = sub.add_parser("runs", help="list the runs in an ablation folder's store (which data and which settings "
+                                    "produced each)")
     p.add_argument("dir", type=Path, nargs="?", default=Path("runs/ablation"))
+    p.add_argument("--recipe-hash", default=None, help="only runs whose resolved-recipe hash starts with this")
+    p.add_argument("--data-fingerprint", default=None, help="only runs whose data fingerprint starts with this")
+    p.add_argument("--width", type=int, default=16, help="characters of the data fingerprint shown (default 16)")
     p.set_defaults(func=cmd_runs)
     p = sub.add_parser("report", help="rebuild report.html from an ablation folder's store")
     p.add_argument("dir", type=Path, nargs="?", default=Path("runs/ablation"))

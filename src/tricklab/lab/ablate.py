@@ -22,13 +22,14 @@ from typing import Any
 from tricklab.errors import ConfigError, UserError
 from tricklab.lab.analysis import read_runs, summarize
 from tricklab.lab.backends import Backend, LocalPool, RunJob, RunOutcome
-from tricklab.lab.build import validate
+from tricklab.lab.build import data_version, validate
 from tricklab.lab.cards import write_cards
 from tricklab.lab.format import safe_name
 from tricklab.lab.recipe import Recipe, TechniqueSpec, apply_override, load_recipe, recipe_from_dict
 from tricklab.lab.report import write_report
 from tricklab.lab.store import Store
 from tricklab.lab.summary import AblationSetting, AblationSummary
+from tricklab.lab.tasks import TASKS, LoopTask
 
 __all__ = ["AblationPlan", "BASELINE_RECIPE", "DEFAULT_TECHNIQUES", "Variant", "collect", "load_base", "make_plan",
            "run_ablation", "run_key", "technique_label", "write_outputs"]
@@ -58,6 +59,8 @@ _FIXED_KEYS = ("seed", "seeds", "budget", "budget.steps", "budget.epochs", "budg
 class Variant:
     name: str
     recipe: Recipe
+    #: digest of the user's data files the recipe reads (:func:`~tricklab.lab.build.data_version`), or None
+    data_version: str | None = None
 
 
 @dataclass
@@ -68,7 +71,8 @@ class AblationPlan:
 
     def ablation_id(self) -> str:
         """Identifies the comparison (the variants' recipes), not the seeds: more seeds extend it."""
-        keys = sorted(f"{v.name}:{v.recipe.hash()}" for v in self.variants)
+        keys = sorted(f"{v.name}:{v.recipe.hash()}" + (f":{v.data_version}" if v.data_version else "")
+                      for v in self.variants)
         return hashlib.sha256("|".join(keys).encode()).hexdigest()[:16]
 
 
@@ -137,12 +141,16 @@ def make_plan(base: Recipe, techniques: Sequence[TechniqueSpec], combos: Sequenc
     for name, overrides in variants:
         planned.append(_checked(name, _with_overrides(base_dict, name, overrides), planned))
     validate(baseline)
+    for v in planned:  # the user's files are read (hashed) now: a missing file is refused before any run
+        v.data_version = data_version(v.recipe)
     return AblationPlan(baseline, planned, list(seeds))
 
 
 # ------------------------------------------------------------------------------------------------- driving
-def run_key(recipe: Recipe, seed: int) -> str:
-    return f"{recipe.hash()}:{seed}"
+def run_key(recipe: Recipe, seed: int, data: str | None = None) -> str:
+    """The store key of one run: the recipe hash and the seed, and the digest of the user's data files when
+    the recipe reads some (a changed file is a new run, never a finished one to skip)."""
+    return f"{recipe.hash()}:{seed}" if data is None else f"{recipe.hash()}:{data}:{seed}"
 
 
 def _todo(plan: AblationPlan, out: Path, store_path: Path) -> list[tuple[Variant, int, str]]:
@@ -162,9 +170,10 @@ def _todo(plan: AblationPlan, out: Path, store_path: Path) -> list[tuple[Variant
         todo = []
         for v in plan.variants:
             for seed in plan.seeds:
-                row = store.get(run_key(v.recipe, seed))
+                key = run_key(v.recipe, seed, v.data_version)
+                row = store.get(key)
                 if row is None or row.status != "done":
-                    todo.append((v, seed, run_key(v.recipe, seed)))
+                    todo.append((v, seed, key))
         return todo
     finally:
         store.close()
@@ -174,8 +183,12 @@ def _progress(outcome: RunOutcome, finished: int, total: int, elapsed: float) ->
     where = f"[{finished}/{total}] {outcome.variant} seed {outcome.seed}"
     if outcome.status != "done":
         return f"{where}: FAILED {outcome.error}"
-    return (f"{where}: test accuracy {outcome.accuracy:.4f} ({outcome.seconds:.1f}s training; "
-            f"{elapsed:.0f}s elapsed)")
+    seconds = "?" if outcome.seconds is None else f"{outcome.seconds:.1f}"
+    if outcome.metric is None or outcome.metric == "Test accuracy":
+        shown = "n/a" if outcome.accuracy is None else f"{outcome.accuracy:.4f}"
+        return f"{where}: test accuracy {shown} ({seconds}s training; {elapsed:.0f}s elapsed)"
+    shown = "n/a" if outcome.value is None else f"{outcome.value:.4g}"
+    return f"{where}: {outcome.metric.lower()} {shown} ({seconds}s training; {elapsed:.0f}s elapsed)"
 
 
 def run_ablation(plan: AblationPlan, out: Path, jobs: int = 1, say: Callable[[str], Any] = print,
@@ -206,8 +219,11 @@ def run_ablation(plan: AblationPlan, out: Path, jobs: int = 1, say: Callable[[st
 # ------------------------------------------------------------------------------------------------- reading
 def _setting(store: Store, runs_done: int, env: dict[str, Any]) -> AblationSetting:
     base = store.get_meta("baseline_recipe") or {}
+    model = (base.get("model") or {}).get("name")
+    if base.get("task") in TASKS and isinstance(TASKS.get(base["task"]), LoopTask):
+        model = None  # a loop task trains no recipe model
     return AblationSetting(
-        task=base.get("task"), model=(base.get("model") or {}).get("name"), budget=base.get("budget"),
+        task=base.get("task"), model=model, budget=base.get("budget"),
         seeds=store.get_meta("seeds") or [],
         machine={k: env.get(k) for k in ("cpu", "cpu_count", "torch_threads", "torch", "python", "gpu")},
         recipe_hash=recipe_from_dict(base).hash() if base else None, baseline_recipe=base,

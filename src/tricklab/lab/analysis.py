@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tricklab.lab.metrics import EXTRA_TEST_METRICS, METRICS, MetricInfo, extra_test_metric
+from tricklab.lab.metrics import EXTRA_TEST_METRICS, METRICS, MetricInfo, extra_test_metric, primary_metric
 from tricklab.lab.stats import Description, PairedDifference, describe, paired
 from tricklab.lab.store import Store
 from tricklab.lab.summary import (
@@ -27,7 +27,8 @@ from tricklab.lab.summary import (
     SeededSample,
 )
 
-__all__ = ["StoredRun", "ablation_summary", "read_runs", "summarize", "value_at_time"]
+__all__ = ["StoredRun", "ablation_summary", "declared_metrics", "headline_curve", "read_runs", "summarize",
+           "value_at_time"]
 
 #: runs of one variant, by seed
 Runs = Mapping[int, "StoredRun"]
@@ -71,13 +72,14 @@ def summarize(runs: Sequence[StoredRun], listed: Sequence[str] = (), baseline: s
     metrics = metrics_for([r.summary for rs in groups.values() for r in rs.values()])
     base = groups[baseline]
     others = variants[1:]
+    key, higher = headline_curve(metrics)
     return AblationSummary(
         variants=variants,
         metrics=metrics,
         seeds={v: sorted(groups[v]) for v in variants},
         per_variant={v: {m.key: describe_metric(groups[v], m, confidence) for m in metrics} for v in variants},
         paired={v: {m.key: paired_metric(groups[v], base, m, confidence) for m in metrics} for v in others},
-        equal_time={v: equal_time(groups[v], base, confidence) for v in others},
+        equal_time={v: equal_time(groups[v], base, confidence, key, higher) for v in others},
         per_class_f1={v: mean_per_class_f1(v, groups[v]) for v in variants},
         reliability={v: first_reliability(groups[v]) for v in variants},
         averaging={v: a for v in variants if (a := averaged_vs_final(groups[v], metrics, confidence)) is not None},
@@ -109,12 +111,30 @@ def _natural(name: str) -> list[Any]:
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
 
 
+def declared_metrics(summaries: Sequence[RunSummary]) -> list[MetricInfo]:
+    """The metrics the runs declare, in the order first declared (a summary written before task kinds
+    existed declares the default classification metrics)."""
+    out: dict[str, MetricInfo] = {}
+    for declared in [s.metrics or METRICS for s in summaries] or [METRICS]:
+        for m in declared:
+            out.setdefault(m.key, m)
+    return list(out.values())
+
+
 def metrics_for(summaries: Sequence[RunSummary]) -> list[MetricInfo]:
-    """The default metrics, optional ones only where some run has them, then each further test set's."""
-    out = [m for m in METRICS if not m.optional or any(s.value(m) is not None for s in summaries)]
+    """The declared metrics, optional ones only where some run has them, then each further test set's."""
+    declared = declared_metrics(summaries)
+    out = [m for m in declared if not m.optional or any(s.value(m) is not None for s in summaries)]
     test_sets = sorted({name for s in summaries for name in s.extra_tests}, key=_natural)
-    by_name = {m.name: m for m in METRICS if m.source == "test"}
-    return out + [extra_test_metric(t, by_name[k]) for t in test_sets for k in EXTRA_TEST_METRICS]
+    by_name = {m.name: m for m in declared if m.source == "test"}
+    return out + [extra_test_metric(t, by_name[k]) for t in test_sets for k in EXTRA_TEST_METRICS if k in by_name]
+
+
+def headline_curve(metrics: Sequence[MetricInfo]) -> tuple[str, bool]:
+    """The history key of the headline metric's evaluations (``eval_accuracy`` for a classifier,
+    ``eval_mse`` for a regression) and whether higher is better."""
+    p = primary_metric(metrics)
+    return ("eval_accuracy", True) if p is None else (f"eval_{p.name}", p.higher_is_better)
 
 
 def _usable(x: float | None) -> bool:
@@ -173,7 +193,8 @@ def value_at_time(history: Sequence[Mapping[str, Any]], seconds: float, key: str
     return out
 
 
-def equal_time(runs: Runs, base: Runs, confidence: float, key: str = "eval_accuracy") -> EqualTime:
+def equal_time(runs: Runs, base: Runs, confidence: float, key: str = "eval_accuracy",
+               higher_is_better: bool = True) -> EqualTime:
     """Per common seed, T = min(training seconds of both runs); ``key`` of both at T, paired by seed."""
     seconds: list[float] = []
     used: list[int] = []
@@ -193,7 +214,7 @@ def equal_time(runs: Runs, base: Runs, confidence: float, key: str = "eval_accur
         used.append(s)
         tr.append(a)
         ba.append(b)
-    return EqualTime(paired(tr, ba, True, confidence), seconds, used, key)
+    return EqualTime(paired(tr, ba, higher_is_better, confidence), seconds, used, key)
 
 
 def mean_per_class_f1(variant: str, runs: Runs) -> list[float] | None:

@@ -154,8 +154,14 @@ def card_data(summary: AblationSummary, setting: AblationSetting, variant: str) 
         variant=variant, baseline=baseline, setting=setting, seeds=list(summary.seeds.get(variant) or []),
         effects=[_effect(summary, variant, m.key) for m in summary.metrics],
         equal_time=summary.equal_time.get(variant), averaging=summary.averaging.get(variant),
-        target_reached={name: reached(name) for name in (baseline, variant)},
+        target_reached={name: reached(name) for name in (baseline, variant)}
+        if summary.metric("steps_to_target") is not None else {},
     )
+
+
+def _equal_time_metric(eq: EqualTime) -> str:
+    """The metric an equal-time comparison compared (``accuracy`` from ``eval_accuracy``)."""
+    return eq.key.removeprefix("eval_")
 
 
 def verdict_sentence(card: Card) -> str:
@@ -168,9 +174,9 @@ def verdict_sentence(card: Card) -> str:
     text = f"On {card.setting.where()} over {seeds}, {card.variant}: " + "; ".join(clauses) + "."
     eq = card.equal_time
     if eq is not None:
-        d = eq.difference
-        text += (f" At equal training time ({format_value(eq.seconds, '.1f')} s), accuracy "
-                 f"{d.verdict} ({format_effect(d.mean_diff, d.ci_low, d.ci_high, card.fmt('accuracy'))}).")
+        d, name = eq.difference, _equal_time_metric(eq)
+        text += (f" At equal training time ({format_value(eq.seconds, '.1f')} s), {name.replace('_', ' ')} "
+                 f"{d.verdict} ({format_effect(d.mean_diff, d.ci_low, d.ci_high, card.fmt(name))}).")
     if n < 2:
         text += " With one seed the confidence intervals cannot be computed; run more seeds for a verdict."
     return text
@@ -211,14 +217,16 @@ def _effects_lines(card: Card) -> list[str]:
 
 
 def _equal_time_lines(card: Card) -> list[str]:
-    lines = ["## Accuracy at equal training time", ""]
     eq = card.equal_time
+    name = "accuracy" if eq is None else _equal_time_metric(eq)
+    shown = name.replace("_", " ")
+    lines = [f"## {shown[:1].upper() + shown[1:]} at equal training time", ""]
     if eq is None:
         return [*lines, "Not measured."]
     d = eq.difference
-    return [*lines, f"Evaluation accuracy of both after {format_value(eq.seconds, '.1f')} s of training "
+    return [*lines, f"Evaluation {shown} of both after {format_value(eq.seconds, '.1f')} s of training "
                     f"(n = {d.n}):", "",
-            f"- difference: {format_effect(d.mean_diff, d.ci_low, d.ci_high, card.fmt('accuracy'))}",
+            f"- difference: {format_effect(d.mean_diff, d.ci_low, d.ci_high, card.fmt(name))}",
             f"- p-value: {format_p(d.p_value)}",
             f"- verdict: {d.verdict}"]
 
