@@ -258,24 +258,32 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_runs(args: argparse.Namespace) -> int:
-    path = args.dir / "store.sqlite"
+def _stored_runs(folder: Path, recipe_hash: str | None, data: str | None) -> list[Any]:
+    path = folder / "store.sqlite"
     if not path.is_file():
-        raise UserError(f"{args.dir} holds no ablation store (store.sqlite)")
+        raise UserError(f"{folder} holds no ablation store (store.sqlite)")
     store = Store(path)
     try:
-        rows = store.runs(recipe_hash=args.recipe_hash, data_fingerprint=args.data_fingerprint)
+        return store.runs(recipe_hash=recipe_hash, data_fingerprint=data)
     finally:
         store.close()
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    folders = list(args.dir) or [Path("runs/ablation")]
+    found = [(folder, r) for folder in folders for r in _stored_runs(folder, args.recipe_hash, args.data_fingerprint)]
     chosen = [f"{k} {v}*" for k, v in (("recipe hash", args.recipe_hash), ("data", args.data_fingerprint)) if v]
-    table = Table(title=f"runs in {path}" + (f" with {' and '.join(chosen)}" if chosen else ""))
-    for col in ("variant", "seed", "status", "headline metric", "training s", "recipe hash", "data fingerprint"):
+    where = str(folders[0] / "store.sqlite") if len(folders) == 1 else f"{len(folders)} stores"
+    table = Table(title=f"runs in {where}" + (f" with {' and '.join(chosen)}" if chosen else ""))
+    columns = ("variant", "seed", "status", "headline metric", "training s", "recipe hash", "data fingerprint")
+    for col in (("store",) if len(folders) > 1 else ()) + columns:
         table.add_column(col, overflow="fold")
-    for r in rows:
-        table.add_row(r.variant, str(r.seed), r.status, *_run_cells(r.summary), r.recipe_hash,
-                      (r.data_fingerprint or "")[: args.width])
+    for folder, r in found:
+        cells = (r.variant, str(r.seed), r.status, *_run_cells(r.summary), r.recipe_hash,
+                 (r.data_fingerprint or "")[: args.width])
+        table.add_row(*((str(folder),) if len(folders) > 1 else ()), *cells)
     Console(width=None if sys.stdout.isatty() else 200).print(table)
-    if not rows:
+    if not found:
         print("no run matches" if chosen else "the store holds no run")
     return 0
 
@@ -420,7 +428,7 @@ def _add_ablate(sub: Sub) -> None:
 def _add_store_commands(sub: Sub) -> None:
     p = sub.add_parser("runs", help="list the runs in an ablation folder's store (which data and which settings "
                                     "produced each)")
-    p.add_argument("dir", type=Path, nargs="?", default=Path("runs/ablation"))
+    p.add_argument("dir", type=Path, nargs="*", help="ablation folders (default runs/ablation)")
     p.add_argument("--recipe-hash", default=None, help="only runs whose resolved-recipe hash starts with this")
     p.add_argument("--data-fingerprint", default=None, help="only runs whose data fingerprint starts with this")
     p.add_argument("--width", type=int, default=16, help="characters of the data fingerprint shown (default 16)")

@@ -158,12 +158,19 @@ def _todo(plan: AblationPlan, out: Path, store_path: Path) -> list[tuple[Variant
     store = Store(store_path)
     try:
         existing = store.get_meta("ablation_id")
+        version = plan.variants[0].data_version
         if existing is not None and existing != plan.ablation_id():
+            before = store.get_meta("data_version")
+            if before is not None and before != version:
+                raise UserError(f"{out} holds an ablation on other data: the data files changed since (digest "
+                                f"{before} then, {version} now); choose another --out to measure the new data")
             raise UserError(
                 f"{out} holds the store of another ablation (different baseline or techniques: "
                 f"{', '.join(store.get_meta('variants') or [])}); choose another --out or the same recipe"
             )
         store.set_meta("ablation_id", plan.ablation_id())
+        if version is not None:
+            store.set_meta("data_version", version)
         store.set_meta("variants", [v.name for v in plan.variants])
         store.set_meta("baseline_recipe", plan.baseline.to_dict())
         store.set_meta("seeds", sorted(set(store.get_meta("seeds") or []) | set(plan.seeds)))

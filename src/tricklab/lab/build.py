@@ -119,6 +119,9 @@ def _check_loop_task(recipe: Recipe, task: LoopTask) -> None:
 def _check_task_args(recipe: Recipe, task: Task) -> None:
     """The kind's options, where the kind is known before the data is loaded (``auto`` without a stated kind
     is checked once the data says what it is)."""
+    if _has_files(recipe) and task.dataset != "files":
+        raise ConfigError(f"data: a file spec (format/path/train) reads your own data, but task {task.name!r} "
+                          f"loads its own data set {task.dataset!r}; use task: files (or leave task out)")
     args = dict(recipe.task_args)
     stated = args.pop("kind", None)
     if stated is not None and stated not in KINDS:
@@ -126,9 +129,6 @@ def _check_task_args(recipe: Recipe, task: Task) -> None:
     kind = stated or (None if task.kind == "auto" else task.kind)
     if kind is not None:
         check_options(kind, args)
-    if _has_files(recipe) and task.dataset != "files":
-        raise ConfigError(f"data: a file spec (format/path/train) reads your own data, but task {task.name!r} "
-                          f"loads its own data set {task.dataset!r}; use task: files (or leave task out)")
     if recipe.robustness is not None and kind in ("token", "multilabel", "regression"):
         raise ConfigError(f"robustness: the attacks and noise evaluation measure classifiers; task {task.name!r} "
                           f"is a {kind} task")
