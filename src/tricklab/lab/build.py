@@ -109,8 +109,9 @@ def build_techniques(recipe: Recipe, run_dir: Path | None, num_classes: int | No
 def _check_loop_task(recipe: Recipe, task: LoopTask) -> None:
     task.make_config(recipe)  # bad task_args are refused here
     if task.config is not None and recipe.techniques:
-        raise ConfigError(f"task {task.name!r} runs its own loop: techniques do not apply to it; compare "
-                          f"settings with --techniques \"\" and --variant \"NAME:task_args.KEY=VALUE\"")
+        raise ConfigError(f"task {task.name!r} runs its own loop: techniques do not apply to it; remove them "
+                          f"(techniques=[]), and in an ablation compare settings with --techniques \"\" and "
+                          f"--variant \"NAME:task_args.KEY=VALUE\"")
     if recipe.robustness is not None:
         raise ConfigError(f"robustness: task {task.name!r} runs its own loop; the robustness evaluation applies "
                           f"to classifiers trained by the lab")
