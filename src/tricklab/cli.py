@@ -129,6 +129,16 @@ _SHORT = {"accuracy": "accuracy", "macro_f1": "macro-F1", "nll": "NLL", "ece": "
           "train_seconds": "train time s", "latency_ms": "latency ms"}
 
 
+def _short_robust(key: str) -> str | None:
+    """``robust:pgd_accuracy`` -> ``PGD``, ``robust:noise_accuracy_0.1`` -> ``σ=0.1`` (accuracies)."""
+    if not key.startswith("robust:"):
+        return None
+    name = key[len("robust:"):]
+    if name.startswith("noise_accuracy_"):
+        return f"σ={name[len('noise_accuracy_'):]}"
+    return name.replace("_accuracy", "").upper()
+
+
 def _verdict_text(summary: AblationSummary, variant: str, key: str) -> str:
     p = summary.difference(variant, key)
     if p is None or p.mean_diff is None:
@@ -144,15 +154,16 @@ _CLASSIFICATION_KEYS = ("accuracy", "macro_f1", "nll", "ece", "train_seconds")
 
 
 def table_keys(summary: AblationSummary) -> tuple[str, ...]:
-    """The metrics the terminal shows: a classifier's usual five; for another kind its first four quality
-    metrics and the training time; then the robustness metrics when they were measured."""
-    primary = summary.primary
+    """The metrics the terminal shows: a classifier's usual five (three when robustness metrics follow); for
+    another kind its first four quality metrics and the training time; then the robustness metrics."""
+    primary, robust = summary.primary, [m.key for m in summary.robust_metrics]
     if primary is None or primary.key == "accuracy":
-        keys: list[str] = list(_CLASSIFICATION_KEYS)
+        # with robustness metrics, room for them: accuracy, NLL and time of the usual five
+        keys: list[str] = list(_CLASSIFICATION_KEYS) if not robust else ["accuracy", "nll", "train_seconds"]
     else:
         quality = [m.key for m in summary.metrics if m.kind == "quality" and m.source == "test"][:4]
         keys = quality + [m.key for m in summary.metrics if m.key == "train_seconds"]
-    return tuple(keys + [m.key for m in summary.robust_metrics])
+    return tuple(keys + robust)
 
 
 def verdict_table(summary: AblationSummary, keys: Sequence[str] | None = None) -> Table:
@@ -165,7 +176,7 @@ def verdict_table(summary: AblationSummary, keys: Sequence[str] | None = None) -
     table.add_column("technique", no_wrap=True)
     for k in keys:
         m = summary.metric(k)
-        label = _SHORT.get(k, m.label if m else k)
+        label = _SHORT.get(k) or _short_robust(k) or (m.label if m else k)
         table.add_column(f"{label} {m.arrow if m else '↑'}", justify="right", no_wrap=True)
     for v in summary.techniques:
         table.add_row(v, *(_verdict_text(summary, v, k) for k in keys))

@@ -346,8 +346,10 @@ def robustness_svg(summary: AblationSummary) -> str | None:
         pts += [(s, _mean_with_error(summary.describe(v, m.key))) for s, m in noise]
         pts = [(x, p) for x, p in pts if p is not None]
         if pts:
-            left.errorbar([x for x, _ in pts], [p[0] for _, p in pts], color=colour(i), marker="o", capsize=3,
-                          label=mpl_text(v))
+            # (2, N) error bars: below and above each mean (0 where the interval is undefined, one seed)
+            err = np.asarray([[e[0][0], e[1][0]] if e is not None else [0.0, 0.0] for _, (_, e) in pts]).T
+            left.errorbar([x for x, _ in pts], [p[0] for _, p in pts], yerr=err, color=colour(i), marker="o",
+                          capsize=3, label=mpl_text(v))
     left.set_xlabel("Gaussian noise σ (input units)")
     left.set_ylabel("test accuracy (mean over seeds)")
     left.set_title("accuracy under input noise, 95% CI", fontsize=10)
