@@ -310,3 +310,26 @@ def test_binary_and_multilabel_runs_from_files(tmp_path: Path) -> None:
     assert m.task == "files" and m.task_kind == "multilabel"  # the kind read from the (N, 3) 0/1 targets
     assert m.metrics[0].key == "micro_f1" and len(m.test.per_class_f1) == 3
     assert 0.0 <= m.test.value("hamming_loss") <= 1.0 and m.test.value("subset_accuracy") is not None
+
+
+def test_a_paradigms_metric_specs_are_declared_metrics() -> None:
+    """A paradigm declares ``MetricSpec(key, label, higher_is_better, unit, verdict, fmt)`` (the shape of
+    ``tricklab.evaluate.declared.MetricSpec``); a LoopTask takes such a list as its metrics."""
+    from dataclasses import dataclass
+
+    @dataclass(frozen=True)
+    class Spec:  # the same fields as tricklab.evaluate.declared.MetricSpec
+        key: str
+        label: str
+        higher_is_better: bool
+        unit: str = ""
+        verdict: bool = True
+        fmt: str = ".4f"
+
+    task = LoopTask("p", "a paradigm", _toy_loop, (Spec("return", "Mean return", True, fmt=".1f"),
+                                                  Spec("wall", "Wall time", False, unit="s", verdict=False)))
+    ret, wall = task.metrics
+    assert (ret.key, ret.higher_is_better, ret.fmt, ret.judged, ret.kind) == ("return", True, ".1f", True, "quality")
+    assert (wall.unit, wall.judged, wall.kind, wall.direction) == ("s", False, "timing", "lower")
+    with pytest.raises(TypeError, match="key, label and higher_is_better"):
+        LoopTask("q", "bad", _toy_loop, ("score",))

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = ["BINARY_METRICS", "EXTRA_TEST_METRICS", "KINDS", "METRICS", "MULTILABEL_METRICS", "REGRESSION_METRICS",
-           "RUN_METRICS", "SOURCES", "MetricInfo", "extra_test_metric", "metrics_from_dicts", "primary_metric",
-           "robust_metric"]
+           "RUN_METRICS", "SOURCES", "MetricInfo", "as_metric_info", "extra_test_metric", "metrics_from_dicts",
+           "primary_metric", "robust_metric"]
 
 #: Where a metric's value is read from in a run summary: an evaluation of the test split, of the validation
 #: split, of the final trained weights (beside averaged ones), the run as a whole (time, size, steps), the
@@ -146,6 +146,24 @@ REGRESSION_METRICS: tuple[MetricInfo, ...] = (
 def robust_metric(name: str, label: str) -> MetricInfo:
     """An accuracy measured by the robustness evaluation (``fgsm_accuracy``, ``noise_accuracy_0.1``)."""
     return MetricInfo(f"robust:{name}", label, True, source="robust", name=name)
+
+
+_TIME_UNITS = frozenset({"s", "ms", "seconds"})
+
+
+def as_metric_info(metric: Any) -> MetricInfo:
+    """A :class:`MetricInfo` from itself or from a paradigm's declared metric (any object with ``key``,
+    ``label``, ``higher_is_better`` and optionally ``unit``, ``verdict`` and ``fmt``, as
+    ``tricklab.evaluate.declared.MetricSpec``); a metric in seconds or milliseconds is a timing metric."""
+    if isinstance(metric, MetricInfo):
+        return metric
+    try:
+        key, label, higher = metric.key, metric.label, metric.higher_is_better
+    except AttributeError:
+        raise TypeError(f"a declared metric needs key, label and higher_is_better, got {metric!r}") from None
+    unit = getattr(metric, "unit", "") or ""
+    return MetricInfo(key, label, bool(higher), getattr(metric, "fmt", ".4f"), unit=unit,
+                      kind="timing" if unit in _TIME_UNITS else "quality", judged=bool(getattr(metric, "verdict", True)))
 
 
 def metrics_from_dicts(items: Iterable[Mapping[str, Any]]) -> tuple[MetricInfo, ...]:

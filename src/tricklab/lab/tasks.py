@@ -32,7 +32,7 @@ from tricklab.lab.kinds import (
     scored_positions,
     token_cross_entropy,
 )
-from tricklab.lab.metrics import MetricInfo
+from tricklab.lab.metrics import MetricInfo, as_metric_info
 from tricklab.lab.recipe import build_dataclass
 from tricklab.registry import Registry
 
@@ -129,7 +129,9 @@ class LoopTask:
     optimizer, techniques or budget). ``run_dir`` is the run's folder (checkpoints go in
     ``run_dir/checkpoints``); ``progress(row)`` reports a history row as it happens. The result is anything
     :func:`loop_result` accepts; every declared metric of source ``test`` must be in its ``metrics``.
-    ``resumable=True`` passes ``resume`` (``tricklab run --resume``) to the loop.
+    ``metrics`` may be ``MetricInfo`` objects or a paradigm's ``MetricSpec`` list (converted by
+    :func:`~tricklab.lab.metrics.as_metric_info`). ``resumable=True`` passes ``resume`` (``tricklab run
+    --resume``) to the loop.
     """
 
     name: str
@@ -139,6 +141,12 @@ class LoopTask:
     config: type | None = None
     kind: str = "loop"
     resumable: bool = False
+
+    def __post_init__(self) -> None:
+        # a paradigm's MetricSpec list (tricklab.evaluate.declared) is taken as is
+        object.__setattr__(self, "metrics", tuple(as_metric_info(m) for m in self.metrics))
+        if not self.metrics:
+            raise ValueError(f"loop task {self.name!r} declares no metric")
 
     def make_config(self, recipe: Recipe) -> Any:
         """The loop's configuration from the recipe's ``task_args`` (or the recipe itself when ``config`` is
