@@ -40,7 +40,9 @@ from tricklab.lab.ablate import (
     write_outputs,
 )
 from tricklab.lab.format import format_value
+from tricklab.lab.kinds import KIND_OF_TARGET, KINDS
 from tricklab.lab.lr_find import SUGGESTIONS, lr_find
+from tricklab.lab.metrics import METRICS, MetricInfo, primary_metric
 from tricklab.lab.recipe import (
     DEFAULT_NAME,
     EMBEDDED,
@@ -55,7 +57,7 @@ from tricklab.lab.runner import resume_recipe, run
 from tricklab.lab.salvage import damage_message, salvage
 from tricklab.lab.store import Store, StoreDamaged
 from tricklab.lab.summary import AblationSummary, RunSummary
-from tricklab.lab.tasks import TASKS
+from tricklab.lab.tasks import TASKS, LoopTask
 from tricklab.layers.registry import LAYERS
 from tricklab.losses import LOSSES
 from tricklab.models import MODELS
@@ -64,7 +66,7 @@ from tricklab.schedules import SCHEDULES
 from tricklab.techniques import TECHNIQUES
 
 __all__ = ["build_parser", "main", "parse_budget", "parse_combo", "parse_technique", "parse_variant",
-           "plan_ablation", "verdict_table"]
+           "plan_ablation", "table_keys", "task_rows", "verdict_table"]
 
 
 # ------------------------------------------------------------------------------------------------ grammar
@@ -145,6 +147,16 @@ _SHORT = {"accuracy": "accuracy", "macro_f1": "macro-F1", "nll": "NLL", "ece": "
           "train_seconds": "train time s", "latency_ms": "latency ms"}
 
 
+def _short_robust(key: str) -> str | None:
+    """``robust:pgd_accuracy`` -> ``PGD``, ``robust:noise_accuracy_0.1`` -> ``σ=0.1`` (accuracies)."""
+    if not key.startswith("robust:"):
+        return None
+    name = key[len("robust:"):]
+    if name.startswith("noise_accuracy_"):
+        return f"σ={name[len('noise_accuracy_'):]}"
+    return name.replace("_accuracy", "").upper()
+
+
 def _verdict_text(summary: AblationSummary, variant: str, key: str) -> str:
     p = summary.difference(variant, key)
     if p is None or p.mean_diff is None:
@@ -158,11 +170,27 @@ def _verdict_text(summary: AblationSummary, variant: str, key: str) -> str:
     return f"[{colour}]{escape(text)}[/{colour}]" if colour else escape(text)
 
 
-def verdict_table(summary: AblationSummary,
-                  keys: Sequence[str] = ("accuracy", "macro_f1", "nll", "ece", "train_seconds")) -> Table:
+_CLASSIFICATION_KEYS = ("accuracy", "macro_f1", "nll", "ece", "train_seconds")
+
+
+def table_keys(summary: AblationSummary) -> tuple[str, ...]:
+    """The metrics the terminal shows: a classifier's usual five (three when robustness metrics follow); for
+    another kind its first four quality metrics and the training time; then the robustness metrics."""
+    primary, robust = summary.primary, [m.key for m in summary.robust_metrics]
+    if primary is None or primary.key == "accuracy":
+        # with robustness metrics, room for them: accuracy, NLL and time of the usual five
+        keys: list[str] = list(_CLASSIFICATION_KEYS) if not robust else ["accuracy", "nll", "train_seconds"]
+    else:
+        quality = [m.key for m in summary.metrics if m.kind == "quality" and m.source == "test"][:4]
+        keys = quality + [m.key for m in summary.metrics if m.key == "train_seconds"]
+    return tuple(keys + robust)
+
+
+def verdict_table(summary: AblationSummary, keys: Sequence[str] | None = None) -> Table:
     """A rich table: technique x metric, the paired difference against the baseline as mean ± the half-width
     of its 95% interval (the paired-t interval is symmetric), with the verdict (Holm-adjusted; a timing
-    difference needs to exceed the noise floor)."""
+    difference needs to exceed the noise floor). Default metrics: :func:`table_keys`."""
+    keys = table_keys(summary) if keys is None else keys
     table = Table(title="technique - baseline, paired by seed: mean ± 95% CI half-width",
                   caption=f"+ helps, - hurts, ~ no clear effect, = identical in every run, ~ noise: a timing "
                           f"difference within the noise between identical runs. Verdicts use Holm-adjusted "
@@ -170,7 +198,7 @@ def verdict_table(summary: AblationSummary,
     table.add_column("technique", no_wrap=True)
     for k in keys:
         m = summary.metric(k)
-        label = _SHORT.get(k, m.label if m else k)
+        label = _SHORT.get(k) or _short_robust(k) or (m.label if m else k)
         table.add_column(f"{label} {m.arrow if m else '↑'}", justify="right", no_wrap=True)
     for v in summary.techniques:
         table.add_row(escape(v), *(_verdict_text(summary, v, k) for k in keys))
@@ -188,9 +216,21 @@ def _steps_text(s: RunSummary) -> str:
     if conv.resolution:
         return f"{conv.step}{secs}, at or before this evaluation (evaluated every {conv.resolution} steps)"
     return f"{conv.step}{secs}"
+def _declared_rows(s: RunSummary) -> list[tuple[str, str]]:
+    """A run of another kind than classification (or a loop task): its declared metrics, then the run's."""
+    rows = [(m.label, format_value(s.value(m), m.fmt)) for m in (s.metrics or ()) if m.source != "run"]
+    cost = s.cost
+    rows += [("optimizer steps" if s.task_kind != "loop" else "steps", str(s.steps)),
+             ("training time (s)", format_value(s.train_seconds, ".1f"))]
+    if cost is not None:
+        rows += [("parameters", format_value(cost.parameters, ",")),
+                 ("model size (bytes)", format_value(cost.model_size_bytes, ","))]
+    return rows
 
 
 def _summary_rows(s: RunSummary) -> list[tuple[str, str]]:
+    if s.task_kind not in (None, "classification", "token"):
+        return _declared_rows(s)
     test, cost = s.test, s.cost
     latency = cost.inference_latency.median_ms if cost and cost.inference_latency else None
     rows = [
@@ -208,12 +248,13 @@ def _summary_rows(s: RunSummary) -> list[tuple[str, str]]:
     ]
     if s.stop_reason:
         rows.append(("stopped", s.stop_reason))
+    rows += [(m.label, format_value(s.value(m), m.fmt)) for m in (s.metrics or ()) if m.source == "robust"]
     return rows
 
 
 def _print_summary(summary: RunSummary, run_dir: Path, recipe: str) -> None:
-    table = Table(title=f"{summary.task} / {summary.model} / seed {summary.seed}", show_header=True,
-                  caption=f"recipe: {escape(recipe)}")
+    where = summary.task if summary.model is None else f"{summary.task} / {summary.model}"
+    table = Table(title=f"{where} / seed {summary.seed}", show_header=True, caption=f"recipe: {escape(recipe)}")
     table.add_column("metric")
     table.add_column("value", justify="right")
     for k, v in _summary_rows(summary):
@@ -284,27 +325,47 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_runs(args: argparse.Namespace) -> int:
-    path = args.dir / "store.sqlite"
+def _stored_runs(folder: Path, recipe_hash: str | None, data: str | None, salvage_first: bool = False) -> list[Any]:
+    path = folder / "store.sqlite"
     if not path.is_file():
-        raise UserError(f"{args.dir} holds no ablation store (store.sqlite)")
-    if args.salvage:
-        salvage(args.dir)
+        raise UserError(f"{folder} holds no ablation store (store.sqlite)")
+    if salvage_first:
+        salvage(folder)
     store = Store(path)
     try:
-        rows = store.runs()
+        return store.runs(recipe_hash=recipe_hash, data_fingerprint=data)
     finally:
         store.close()
-    table = Table(title=f"runs in {path}")
-    for col in ("variant", "seed", "status", "test accuracy", "training s", "recipe hash"):
-        table.add_column(col)
-    for r in rows:
-        s = RunSummary.from_dict(r.summary) if r.summary else None
-        acc = format_value(s.test.value("accuracy"), ".4f") if s else ""
-        secs = format_value(s.train_seconds, ".1f") if s else ""
-        table.add_row(escape(r.variant), str(r.seed), r.status, acc, secs, r.recipe_hash)
-    Console().print(table)
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    folders = list(args.dir) or [Path("runs/ablation")]
+    found = [(folder, r) for folder in folders
+             for r in _stored_runs(folder, args.recipe_hash, args.data_fingerprint, args.salvage)]
+    chosen = [f"{k} {v}*" for k, v in (("recipe hash", args.recipe_hash), ("data", args.data_fingerprint)) if v]
+    where = str(folders[0] / "store.sqlite") if len(folders) == 1 else f"{len(folders)} stores"
+    table = Table(title=f"runs in {where}" + (f" with {' and '.join(chosen)}" if chosen else ""))
+    columns = ("variant", "seed", "status", "headline metric", "training s", "recipe hash", "data fingerprint")
+    for col in (("store",) if len(folders) > 1 else ()) + columns:
+        table.add_column(col, overflow="fold")
+    for folder, r in found:
+        cells = (escape(r.variant), str(r.seed), r.status, *_run_cells(r.summary), r.recipe_hash,
+                 (r.data_fingerprint or "")[: args.width])
+        table.add_row(*((str(folder),) if len(folders) > 1 else ()), *cells)
+    Console(width=None if sys.stdout.isatty() else 200).print(table)
+    if not found:
+        print("no run matches" if chosen else "the store holds no run")
     return 0
+
+
+def _run_cells(summary: dict[str, Any] | None) -> tuple[str, str]:
+    """(headline metric as 'name value', training seconds) of a stored run summary."""
+    if not summary:
+        return "", ""
+    s = RunSummary.from_dict(summary)
+    p = primary_metric(s.metrics or METRICS)
+    value = "" if p is None else f"{p.name} {format_value(s.value(p), p.fmt)}"
+    return value, format_value(s.train_seconds, ".1f")
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -352,10 +413,52 @@ REGISTRIES: dict[str, Any] = {"tasks": TASKS, "datasets": DATASETS, "models": MO
                               "schedules": SCHEDULES, "techniques": TECHNIQUES, "layers": LAYERS, "losses": LOSSES}
 
 
+def _metric_names(metrics: Sequence[MetricInfo], kind: str = "") -> str:
+    # run-level metrics (time, size) are every trained run's; bits per token is measured for token tasks only
+    return ", ".join(f"{m.key} {m.arrow}" + ("" if m.judged else " (shown)") for m in metrics
+                     if m.source != "run" and (not m.optional or kind == "token"))
+
+
+def task_rows() -> list[tuple[str, str, str, str]]:
+    """(name, kind, metrics, summary) of every registered task, for ``tricklab list tasks``."""
+    rows = []
+    for name, task in TASKS.items():
+        if task.kind == "auto":
+            kind = "auto: " + " | ".join(KIND_OF_TARGET.values())
+            metrics = "those of the kind the data call for (table below)"
+        else:
+            kind = task.kind
+            metrics = _metric_names(task.metrics if isinstance(task, LoopTask) else task.declared_metrics(), kind)
+        rows.append((name, kind, metrics, TASKS.summary(name)))
+    return rows
+
+
+def _tasks_table() -> Table:
+    table = Table(title="tasks", title_justify="left")
+    for col in ("name", "kind", "metrics (↑ higher / ↓ lower is better)", "summary"):
+        table.add_column(col, overflow="fold")
+    for row in task_rows():
+        table.add_row(*(escape(c) for c in row))
+    kinds = Table(title="task kinds (task_args.kind; every trained run also reports time, latency and size)",
+                  title_justify="left")
+    for col in ("kind", "what", "metrics", "options (task_args)"):
+        kinds.add_column(col, overflow="fold")
+    for k in KINDS.values():
+        opts = ", ".join(f"{o}={d!r}" for o, (d, _) in k.options.items()) or "—"
+        kinds.add_row(k.name, escape(k.summary), escape(_metric_names(k.metrics, k.name)), escape(opts))
+    grid = Table.grid()
+    grid.add_row(table)
+    grid.add_row(kinds)
+    return grid
+
+
 def cmd_list(args: argparse.Namespace) -> int:
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 160)
     for title, reg in REGISTRIES.items():
         if args.what and title != args.what:
+            continue
+        if title == "tasks":
+            console.print(_tasks_table())
             continue
         table = Table(title=title, show_header=False, title_justify="left")
         table.add_column("name", style="bold")
@@ -411,8 +514,12 @@ def _add_ablate(sub: Sub) -> None:
 
 
 def _add_store_commands(sub: Sub) -> None:
-    p = sub.add_parser("runs", help="list the runs in an ablation folder's store")
-    p.add_argument("dir", type=Path, nargs="?", default=Path("runs/ablation"))
+    p = sub.add_parser("runs", help="list the runs in an ablation folder's store (which data and which settings "
+                                    "produced each)")
+    p.add_argument("dir", type=Path, nargs="*", help="ablation folders (default runs/ablation)")
+    p.add_argument("--recipe-hash", default=None, help="only runs whose resolved-recipe hash starts with this")
+    p.add_argument("--data-fingerprint", default=None, help="only runs whose data fingerprint starts with this")
+    p.add_argument("--width", type=int, default=16, help="characters of the data fingerprint shown (default 16)")
     p.add_argument("--salvage", action="store_true",
                    help="rebuild a damaged store from every run it or the run folders still give (the damaged "
                         "file is kept as store.sqlite.damaged)")

@@ -264,3 +264,41 @@ def test_sigkill_at_random_moments_leaves_a_consistent_store(tmp_path: Path) -> 
         assert store.runs(status="running") == []
     done_after, running_after = _check_after_kill(path)
     assert (done_after, running_after) == (done + running, 0)
+
+
+_OLD_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE runs (id INTEGER PRIMARY KEY AUTOINCREMENT, run_key TEXT NOT NULL UNIQUE, variant TEXT NOT NULL,
+    recipe_hash TEXT NOT NULL, seed INTEGER NOT NULL, status TEXT NOT NULL, recipe TEXT NOT NULL, env TEXT,
+    summary TEXT, started REAL NOT NULL, finished REAL, error TEXT);
+CREATE TABLE steps (id INTEGER PRIMARY KEY AUTOINCREMENT, run_id INTEGER NOT NULL REFERENCES runs(id),
+    step INTEGER NOT NULL, seconds REAL, metrics TEXT NOT NULL);
+"""
+
+
+def test_versions_are_recorded_and_old_stores_migrate(tmp_path: Path) -> None:
+    """A store written before the data_fingerprint column existed gets it on open, filled in from each run's
+    environment; runs are listed by recipe-hash and data-fingerprint prefixes (matched literally)."""
+    path = tmp_path / "old.sqlite"
+    db = sqlite3.connect(path)
+    db.executescript(_OLD_SCHEMA)
+    db.execute("INSERT INTO runs(run_key, variant, recipe_hash, seed, status, recipe, env, summary, started) "
+               "VALUES ('h1:0', 'baseline', 'h1aaaa', 0, 'done', '{}', '{\"dataset_fingerprint\": \"fp%one\"}', "
+               "'{}', 1.0)")
+    db.execute("INSERT INTO runs(run_key, variant, recipe_hash, seed, status, recipe, started) "
+               "VALUES ('h2:0', 'ema', 'h2bbbb', 0, 'running', '{}', 2.0)")
+    db.commit()
+    db.close()
+    with Store(path) as store:
+        rows = store.runs()
+        assert [r.data_fingerprint for r in rows] == ["fp%one", None]
+        assert [r.variant for r in store.runs(data_fingerprint="fp%")] == ["baseline"]
+        assert store.runs(data_fingerprint="fp_") == []  # '_' is not a wildcard
+        assert [r.variant for r in store.runs(recipe_hash="h2")] == ["ema"]
+        store.finish(rows[1].id, {"dataset_fingerprint": "fp-two"}, {}, [{"step": 1}])
+        assert store.get("h2:0").data_fingerprint == "fp-two"
+        assert store.integrity_ok()
+        store.claim("h2:1", "ema", "h2bbbb", 1, {})
+        assert store.get("h2:1").data_fingerprint is None  # known once the run finishes
+    with Store(path) as again:  # opening a migrated store changes nothing
+        assert [r.data_fingerprint for r in again.runs()] == ["fp%one", "fp-two", None]

@@ -48,11 +48,13 @@ def test_a_real_summary_json_round_trips(tmp_path: Path) -> None:
     assert result.summary.to_dict() == json.loads(json.dumps(result.summary.to_dict()))
     assert RunSummary.from_dict(on_disk).to_dict() == on_disk
     assert RunSummary.from_dict(on_disk) == result.summary
-    # the keys summary.json has always had: a weight averager adds the trained weights' evaluation
+    # the keys summary.json has always had (a weight averager adds the trained weights' evaluation), and what
+    # the run declares since task kinds exist: its kind and its metrics
     assert set(on_disk) == {"task", "model", "seed", "recipe_hash", "steps", "epochs_completed", "stop_reason",
                             "train_seconds", "wall_seconds_this_process", "nonfinite_steps", "test",
                             "test_trained_weights", "parameters", "model_size_bytes", "inference_latency",
-                            "convergence", "target_accuracy"}
+                            "convergence", "target_accuracy", "task_kind", "metrics"}
+    assert on_disk["task_kind"] == "classification" and result.summary.metrics == METRICS
     assert {"accuracy", "macro_f1", "nll", "ece", "brier", "per_class_f1", "confusion_matrix",
             "reliability", "loss"} <= set(on_disk["test"])
     s = result.summary

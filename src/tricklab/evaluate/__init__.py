@@ -1,4 +1,4 @@
-"""Evaluation: classification metrics, calibration and model cost.
+"""Evaluation: classification, binary, multi-label and regression metrics, calibration and model cost.
 
 Every metric takes whole-set tensors and returns plain Python values (JSON-serialisable), and each is
 tested against scikit-learn or a closed form. See docs/evaluate.md for the formulas and references.
@@ -6,6 +6,7 @@ tested against scikit-learn or a closed form. See docs/evaluate.md for the formu
 
 from __future__ import annotations
 
+from tricklab.evaluate.binary import binary_metrics, roc_auc
 from tricklab.evaluate.calibration import expected_calibration_error, reliability_diagram, softmax_probs
 from tricklab.evaluate.cost import (
     Stopwatch,
@@ -22,6 +23,8 @@ from tricklab.evaluate.metrics import (
     nll,
     precision_recall_f1,
 )
+from tricklab.evaluate.multilabel import multilabel_metrics
+from tricklab.evaluate.regression import r2_score, regression_metrics
 
 __all__ = [
     "accuracy",
@@ -30,6 +33,11 @@ __all__ = [
     "nll",
     "brier_score",
     "classification_metrics",
+    "binary_metrics",
+    "roc_auc",
+    "multilabel_metrics",
+    "regression_metrics",
+    "r2_score",
     "reliability_diagram",
     "expected_calibration_error",
     "softmax_probs",

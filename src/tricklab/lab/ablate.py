@@ -28,7 +28,7 @@ from typing import Any
 from tricklab.errors import ConfigError, UserError
 from tricklab.lab.analysis import StoredRun, read_runs, summarize
 from tricklab.lab.backends import Backend, LocalPool, RunJob, RunOutcome
-from tricklab.lab.build import resolve_techniques, validate
+from tricklab.lab.build import data_version, resolve_techniques, validate
 from tricklab.lab.cards import write_cards
 from tricklab.lab.differences import MISSING, describe_changes, recipe_changes, show
 from tricklab.lab.format import safe_name
@@ -39,6 +39,7 @@ from tricklab.lab.recipe import PAPER_RECIPE, Recipe, TechniqueSpec, apply_overr
 from tricklab.lab.report import write_report
 from tricklab.lab.store import Store
 from tricklab.lab.summary import AblationSetting, AblationSummary
+from tricklab.lab.tasks import TASKS, LoopTask
 
 __all__ = ["AblationPlan", "BASELINE_NAME", "BASELINE_RECIPE", "DEFAULT_TECHNIQUES", "Variant", "collect",
            "load_base", "make_plan", "run_ablation", "run_key", "technique_label", "write_outputs"]
@@ -61,6 +62,8 @@ _FIXED_KEYS = ("seed", "seeds", "budget", "budget.steps", "budget.epochs", "budg
 class Variant:
     name: str
     recipe: Recipe
+    #: digest of the user's data files the recipe reads (:func:`~tricklab.lab.build.data_version`), or None
+    data_version: str | None = None
 
 
 @dataclass
@@ -73,7 +76,8 @@ class AblationPlan:
 
     def ablation_id(self) -> str:
         """Identifies the comparison (the variants' recipes), not the seeds: more seeds extend it."""
-        keys = sorted(f"{v.name}:{v.recipe.hash()}" for v in self.variants)
+        keys = sorted(f"{v.name}:{v.recipe.hash()}" + (f":{v.data_version}" if v.data_version else "")
+                      for v in self.variants)
         return hashlib.sha256("|".join(keys).encode()).hexdigest()[:16]
 
 
@@ -145,13 +149,17 @@ def make_plan(base: Recipe, techniques: Sequence[TechniqueSpec], combos: Sequenc
         planned.append(_checked(name, _with_techniques(base_dict, baseline, group), planned))
     for name, overrides in variants:
         planned.append(_checked(name, _with_overrides(base_dict, name, overrides), planned))
+    for v in planned:  # the user's files are read (hashed) now: a missing file is refused before any run
+        v.data_version = data_version(v.recipe)
     # with a wall-clock budget every run trains for the same seconds: no training-time floor to measure
     return AblationPlan(baseline, planned, list(seeds), control=baseline.budget.seconds is None)
 
 
 # ------------------------------------------------------------------------------------------------- driving
-def run_key(recipe: Recipe, seed: int) -> str:
-    return f"{recipe.hash()}:{seed}"
+def run_key(recipe: Recipe, seed: int, data: str | None = None) -> str:
+    """The store key of one run: the recipe hash and the seed, and the digest of the user's data files when
+    the recipe reads some (a changed file is a new run, never a finished one to skip)."""
+    return f"{recipe.hash()}:{seed}" if data is None else f"{recipe.hash()}:{data}:{seed}"
 
 
 def _stored_difference(store: Store, plan: AblationPlan) -> str:
@@ -184,11 +192,12 @@ def _stored_difference(store: Store, plan: AblationPlan) -> str:
 def _with_controls(planned: list[tuple[Variant, int, str]], plan: AblationPlan) -> list[tuple[Variant, int, str]]:
     """The control runs spread evenly over the schedule (the k-th of n after about k/(n+1) of the runs), so
     that they see the machine's load at several moments of the ablation, not only at its end."""
-    control = Variant(CONTROL, plan.baseline)
+    control = Variant(CONTROL, plan.baseline, plan.variants[0].data_version)
     out = list(planned)
     n, total = len(plan.seeds), len(planned)
     for k, seed in reversed(list(enumerate(plan.seeds))):
-        out.insert(round((k + 1) * total / (n + 1)), (control, seed, f"{run_key(plan.baseline, seed)}:repeat"))
+        key = f"{run_key(plan.baseline, seed, control.data_version)}:repeat"
+        out.insert(round((k + 1) * total / (n + 1)), (control, seed, key))
     return out
 
 
@@ -197,15 +206,23 @@ def _todo(plan: AblationPlan, out: Path, store_path: Path) -> list[tuple[Variant
     store = Store(store_path)
     try:
         existing = store.get_meta("ablation_id")
+        version = plan.variants[0].data_version
         if existing is not None and existing != plan.ablation_id():
+            before = store.get_meta("data_version")
+            if before is not None and before != version:
+                raise UserError(f"{out} holds an ablation on other data: the data files changed since (digest "
+                                f"{before} then, {version} now); choose another --out to measure the new data")
             raise UserError(f"{out} holds the store of another ablation; what differs: "
                             f"{_stored_difference(store, plan)}. Choose another --out, or give the same recipe, "
                             f"techniques and budget to continue it (more seeds extend it)")
         store.set_meta("ablation_id", plan.ablation_id())
+        if version is not None:
+            store.set_meta("data_version", version)
         store.set_meta("variants", [v.name for v in plan.variants])
         store.set_meta("baseline_recipe", plan.baseline.to_dict())
         store.set_meta("seeds", sorted(set(store.get_meta("seeds") or []) | set(plan.seeds)))
-        planned = [(v, seed, run_key(v.recipe, seed)) for v in plan.variants for seed in plan.seeds]
+        planned = [(v, seed, run_key(v.recipe, seed, v.data_version))
+                   for v in plan.variants for seed in plan.seeds]
         if plan.control:
             planned = _with_controls(planned, plan)
         todo = []
@@ -222,8 +239,12 @@ def _progress(outcome: RunOutcome, finished: int, total: int, elapsed: float) ->
     where = f"[{finished}/{total}] {outcome.variant} seed {outcome.seed}"
     if outcome.status != "done":
         return f"{where}: FAILED {outcome.error}"
-    return (f"{where}: test accuracy {outcome.accuracy:.4f} ({outcome.seconds:.1f}s training; "
-            f"{elapsed:.0f}s elapsed)")
+    seconds = "?" if outcome.seconds is None else f"{outcome.seconds:.1f}"
+    if outcome.metric is None or outcome.metric == "Test accuracy":
+        shown = "n/a" if outcome.accuracy is None else f"{outcome.accuracy:.4f}"
+        return f"{where}: test accuracy {shown} ({seconds}s training; {elapsed:.0f}s elapsed)"
+    shown = "n/a" if outcome.value is None else f"{outcome.value:.4g}"
+    return f"{where}: {outcome.metric.lower()} {shown} ({seconds}s training; {elapsed:.0f}s elapsed)"
 
 
 def run_ablation(plan: AblationPlan, out: Path, jobs: int = 1, say: Callable[[str], Any] = print,
@@ -317,8 +338,11 @@ def contention(envs: Sequence[dict[str, Any]], latency: dict[str, Any] | None) -
 def _setting(store: Store, runs: Sequence[StoredRun]) -> AblationSetting:
     base = store.get_meta("baseline_recipe") or {}
     env = runs[0].env if runs and runs[0].env else {}
+    model = (base.get("model") or {}).get("name")
+    if base.get("task") in TASKS and isinstance(TASKS.get(base["task"]), LoopTask):
+        model = None  # a loop task trains no recipe model
     return AblationSetting(
-        task=base.get("task"), model=(base.get("model") or {}).get("name"), budget=base.get("budget"),
+        task=base.get("task"), model=model, budget=base.get("budget"),
         seeds=store.get_meta("seeds") or [],
         machine={k: env.get(k) for k in ("cpu", "cpu_count", "torch_threads", "torch", "python", "gpu")},
         recipe_hash=recipe_from_dict(base).hash() if base else None, baseline_recipe=base,

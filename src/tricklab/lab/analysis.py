@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tricklab.lab.metrics import EXTRA_TEST_METRICS, METRICS, MetricInfo, extra_test_metric
+from tricklab.lab.metrics import EXTRA_TEST_METRICS, METRICS, MetricInfo, extra_test_metric, primary_metric
 from tricklab.lab.noise import CONTROL, LATENCY_PASS, NoiseFloor, latency_floor, training_time_floor, with_pass_latency
 from tricklab.lab.stats import Description, PairedDifference, describe, paired
 from tricklab.lab.store import Store
@@ -29,7 +29,8 @@ from tricklab.lab.summary import (
 )
 from tricklab.lab.verdicts import adjust_family, apply_verdicts
 
-__all__ = ["StoredRun", "ablation_summary", "read_runs", "summarize", "value_at_time"]
+__all__ = ["StoredRun", "ablation_summary", "declared_metrics", "headline_curve", "read_runs", "summarize",
+           "value_at_time"]
 
 #: runs of one variant, by seed
 Runs = Mapping[int, "StoredRun"]
@@ -84,13 +85,15 @@ def summarize(runs: Sequence[StoredRun], listed: Sequence[str] = (), baseline: s
     floors = noise_floors(control, base, latency)
     raw = {v: {m.key: paired_metric(groups[v], base, m, confidence) for m in metrics} for v in others}
     verdicts, family_size = apply_verdicts(raw, metrics, {k: f.floor for k, f in floors.items()}, alpha)
+    key, higher = headline_curve(metrics)
     return AblationSummary(
         variants=variants,
         metrics=metrics,
         seeds={v: sorted(groups[v]) for v in variants},
         per_variant={v: {m.key: describe_metric(groups[v], m, confidence) for m in metrics} for v in variants},
         paired=verdicts,
-        equal_time=_holm_equal_time({v: equal_time(groups[v], base, confidence) for v in others}, alpha),
+        equal_time=_holm_equal_time(
+            {v: equal_time(groups[v], base, confidence, key, higher) for v in others}, alpha, higher),
         per_class_f1={v: mean_per_class_f1(v, groups[v]) for v in variants},
         reliability={v: first_reliability(groups[v]) for v in variants},
         averaging=_holm_averaging({v: a for v in variants
@@ -116,9 +119,11 @@ def noise_floors(control: Runs, base: Runs, latency: Mapping[str, Any] | None) -
     return {k: f for k, f in found.items() if f is not None}
 
 
-def _holm_equal_time(eq: dict[str, EqualTime], alpha: float) -> dict[str, EqualTime]:
+def _holm_equal_time(eq: dict[str, EqualTime], alpha: float, higher_is_better: bool = True
+                     ) -> dict[str, EqualTime]:
     # a secondary analysis: one comparison per technique, adjusted within its own family
-    adjusted = adjust_family({(v, "eq"): e.difference for v, e in eq.items()}, {(v, "eq"): True for v in eq}, alpha)
+    adjusted = adjust_family({(v, "eq"): e.difference for v, e in eq.items()},
+                             {(v, "eq"): higher_is_better for v in eq}, alpha)
     return {v: dataclasses.replace(e, difference=adjusted[(v, "eq")]) for v, e in eq.items()}
 
 
@@ -154,12 +159,30 @@ def _natural(name: str) -> list[Any]:
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
 
 
+def declared_metrics(summaries: Sequence[RunSummary]) -> list[MetricInfo]:
+    """The metrics the runs declare, in the order first declared (a summary written before task kinds
+    existed declares the default classification metrics)."""
+    out: dict[str, MetricInfo] = {}
+    for declared in [s.metrics or METRICS for s in summaries] or [METRICS]:
+        for m in declared:
+            out.setdefault(m.key, m)
+    return list(out.values())
+
+
 def metrics_for(summaries: Sequence[RunSummary]) -> list[MetricInfo]:
-    """The default metrics, optional ones only where some run has them, then each further test set's."""
-    out = [m for m in METRICS if not m.optional or any(s.value(m) is not None for s in summaries)]
+    """The declared metrics, optional ones only where some run has them, then each further test set's."""
+    declared = declared_metrics(summaries)
+    out = [m for m in declared if not m.optional or any(s.value(m) is not None for s in summaries)]
     test_sets = sorted({name for s in summaries for name in s.extra_tests}, key=_natural)
-    by_name = {m.name: m for m in METRICS if m.source == "test"}
-    return out + [extra_test_metric(t, by_name[k]) for t in test_sets for k in EXTRA_TEST_METRICS]
+    by_name = {m.name: m for m in declared if m.source == "test"}
+    return out + [extra_test_metric(t, by_name[k]) for t in test_sets for k in EXTRA_TEST_METRICS if k in by_name]
+
+
+def headline_curve(metrics: Sequence[MetricInfo]) -> tuple[str, bool]:
+    """The history key of the headline metric's evaluations (``eval_accuracy`` for a classifier,
+    ``eval_mse`` for a regression) and whether higher is better."""
+    p = primary_metric(metrics)
+    return ("eval_accuracy", True) if p is None else (f"eval_{p.name}", p.higher_is_better)
 
 
 def _usable(x: float | None) -> bool:
@@ -218,7 +241,8 @@ def value_at_time(history: Sequence[Mapping[str, Any]], seconds: float, key: str
     return out
 
 
-def equal_time(runs: Runs, base: Runs, confidence: float, key: str = "eval_accuracy") -> EqualTime:
+def equal_time(runs: Runs, base: Runs, confidence: float, key: str = "eval_accuracy",
+               higher_is_better: bool = True) -> EqualTime:
     """Per common seed, T = min(training seconds of both runs); ``key`` of both at T, paired by seed."""
     seconds: list[float] = []
     used: list[int] = []
@@ -238,7 +262,7 @@ def equal_time(runs: Runs, base: Runs, confidence: float, key: str = "eval_accur
         used.append(s)
         tr.append(a)
         ba.append(b)
-    return EqualTime(paired(tr, ba, True, confidence), seconds, used, key)
+    return EqualTime(paired(tr, ba, higher_is_better, confidence), seconds, used, key)
 
 
 def mean_per_class_f1(variant: str, runs: Runs) -> list[float] | None:

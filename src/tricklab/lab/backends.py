@@ -30,9 +30,11 @@ from typing import Any, Protocol
 import torch
 
 from tricklab.io import PipeSafeStream
+from tricklab.lab.metrics import METRICS, primary_metric
 from tricklab.lab.recipe import recipe_from_dict
 from tricklab.lab.runner import CONCURRENT_RUNS_ENV, run
 from tricklab.lab.store import Store
+from tricklab.lab.summary import RunSummary
 
 __all__ = ["Backend", "LocalPool", "RunJob", "RunOutcome", "execute_run"]
 
@@ -51,7 +53,8 @@ class RunJob:
 
 @dataclass(frozen=True)
 class RunOutcome:
-    """What became of a job: 'done' with its test accuracy and training seconds, or 'failed' with why."""
+    """What became of a job: 'done' with its test accuracy (None for a task without one), training seconds
+    and headline metric (``metric`` named by its label, e.g. "Test MSE"), or 'failed' with why."""
 
     variant: str
     seed: int
@@ -59,6 +62,13 @@ class RunOutcome:
     accuracy: float | None = None
     seconds: float | None = None
     error: str | None = None
+    metric: str | None = None
+    value: float | None = None
+
+
+def _headline(summary: RunSummary) -> tuple[str | None, float | None]:
+    p = primary_metric(summary.metrics or METRICS)
+    return (None, None) if p is None else (p.label, summary.value(p))
 
 
 def execute_run(job: RunJob) -> RunOutcome:
@@ -74,9 +84,9 @@ def execute_run(job: RunJob) -> RunOutcome:
             store.fail(run_id, f"{type(e).__name__}: {e}")
             return RunOutcome(job.variant, job.seed, "failed", error=f"{type(e).__name__}: {e}")
         env = json.loads((Path(job.run_dir) / "env.json").read_text(encoding="utf-8"))
-        store.finish(run_id, env, result.summary.to_dict(), result.trainer.state.history)
+        store.finish(run_id, env, result.summary.to_dict(), result.history)
         return RunOutcome(job.variant, job.seed, "done", result.summary.test.value("accuracy"),
-                          result.summary.train_seconds)
+                          result.summary.train_seconds, None, *_headline(result.summary))
     finally:
         store.close()
 

@@ -11,18 +11,23 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from tricklab.data import InMemoryLoader, load_dataset
+from tricklab.data.files import parse_spec
+from tricklab.data.files.common import Digest
 from tricklab.data.graph import batch_graphs
 from tricklab.data.graph_loaders import FullBatchGraphLoader, GraphBatchLoader, NeighborLoader
 from tricklab.errors import ConfigError
+from tricklab.lab.kinds import KINDS, ResolvedTask, TargetInfo, check_options, kind_for, resolve, token_cross_entropy
+from tricklab.lab.metrics import robust_metric
 from tricklab.lab.recipe import Recipe, TechniqueSpec, coerce
-from tricklab.lab.tasks import TASKS, Task
+from tricklab.lab.tasks import TASKS, LoopTask, Task
 from tricklab.models import MODELS
 from tricklab.optim import OPTIMIZERS
 from tricklab.schedules import SCHEDULES
@@ -30,8 +35,8 @@ from tricklab.techniques import TECHNIQUES, Checkpointing, LRSchedule, MetricsLo
 from tricklab.train import distributed
 from tricklab.train.technique import Technique, plan
 
-__all__ = ["PreparedData", "build_technique", "build_techniques", "check_recipe", "prepare_data",
-           "resolve_techniques", "technique_arguments", "technique_defaults", "validate"]
+__all__ = ["PreparedData", "build_technique", "build_techniques", "check_recipe", "data_version", "prepare_data",
+           "resolve_task", "resolve_techniques", "technique_arguments", "technique_defaults", "validate"]
 
 # techniques the runner adds from dedicated recipe keys, so they are not listed under ``techniques``
 _RUNNER_OWNED = {"checkpointing", "metrics_log", "progress", "lr_schedule"}
@@ -143,9 +148,46 @@ def build_techniques(recipe: Recipe, run_dir: Path | None, num_classes: int | No
     return out
 
 
-def check_recipe(recipe: Recipe) -> Task:
+def _check_loop_task(recipe: Recipe, task: LoopTask) -> None:
+    task.make_config(recipe)  # bad task_args are refused here
+    if task.config is not None and recipe.techniques:
+        raise ConfigError(f"task {task.name!r} runs its own loop: techniques do not apply to it; remove them "
+                          f"(techniques=[]), and in an ablation compare settings with --techniques \"\" and "
+                          f"--variant \"NAME:task_args.KEY=VALUE\"")
+    if recipe.robustness is not None:
+        raise ConfigError(f"robustness: task {task.name!r} runs its own loop; the robustness evaluation applies "
+                          f"to classifiers trained by the lab")
+
+
+def _check_task_args(recipe: Recipe, task: Task) -> None:
+    """The kind's options, where the kind is known before the data is loaded (``auto`` without a stated kind
+    is checked once the data says what it is)."""
+    if _has_files(recipe) and task.dataset != "files":
+        raise ConfigError(f"data: a file spec (format/path/train) reads your own data, but task {task.name!r} "
+                          f"loads its own data set {task.dataset!r}; use task: files (or leave task out)")
+    args = dict(recipe.task_args)
+    stated = args.pop("kind", None)
+    if stated is not None and stated not in KINDS:
+        raise ConfigError(f"task_args.kind must be one of {sorted(k for k in KINDS if k != 'token')}, got {stated!r}")
+    kind = stated or (None if task.kind == "auto" else task.kind)
+    if kind is not None:
+        check_options(kind, args)
+    if recipe.robustness is not None and kind in ("token", "multilabel", "regression"):
+        raise ConfigError(f"robustness: the attacks and noise evaluation measure classifiers; task {task.name!r} "
+                          f"is a {kind} task")
+
+
+def _has_files(recipe: Recipe) -> bool:
+    return any(k in recipe.data.args for k in ("format", "path", "train"))
+
+
+def check_recipe(recipe: Recipe) -> Task | LoopTask:
     """Resolve every registry name and check every technique argument, without building anything."""
     task = TASKS.get(recipe.task)
+    if isinstance(task, LoopTask):
+        _check_loop_task(recipe, task)
+        return task
+    _check_task_args(recipe, task)
     MODELS.get(recipe.model.name)
     OPTIMIZERS.get(recipe.optimizer.name)
     for i, spec in enumerate(recipe.techniques):
@@ -155,12 +197,32 @@ def check_recipe(recipe: Recipe) -> Task:
     return task
 
 
-def validate(recipe: Recipe) -> Task:
+def validate(recipe: Recipe) -> Task | LoopTask:
     """:func:`check_recipe`, then build the techniques and check that they compose (no two write one
     exclusive slot), without loading data or training."""
     task = check_recipe(recipe)
     plan(build_techniques(recipe, None))
     return task
+
+
+def data_version(recipe: Recipe) -> str | None:
+    """A digest of the bytes of the user's files a recipe reads (its ``files`` data set), without parsing
+    them; None for the built-in data sets (made by code or fixed files, named by the recipe alone).
+
+    The recipe hash covers the file spec but not what the files hold, so an ablation keys its runs and its
+    store by this digest too: a changed file is a different experiment, never a finished run to skip.
+    """
+    if not _has_files(recipe):
+        return None
+    fs = parse_spec(recipe.data.args, recipe.data.data_dir)
+    digest = Digest(fs.canonical())
+    for role, locations in sorted(fs.sources.items()):
+        for key, path in sorted(locations.items()):
+            if path.is_dir():
+                digest.add_tree(f"{role}.{key}", path)
+            else:
+                digest.add_file(f"{role}.{key}", path)
+    return digest.hexdigest()[:16]
 
 
 # ------------------------------------------------------------------------------------------------- data
@@ -179,6 +241,8 @@ class PreparedData:
     example: Any = None  # one input for the latency measurement
     extra_tests: dict[str, Any] | None = None  # name -> (inputs, targets): further test sets, e.g. longer inputs
     vocab: list[str] | None = None  # token strings of a text data set (to encode prompts and decode samples)
+    meta: dict[str, Any] = field(default_factory=dict)  # the data set's meta (target kind, fitted weights...)
+    train_targets: Any = None  # the training targets of array data (to fit balanced class weights)
 
     def latency_example(self, batch_size: int, device: torch.device) -> Any:
         if isinstance(self.example, torch.Tensor):
@@ -196,10 +260,25 @@ def _graph_predict(model: torch.nn.Module, graph: Any) -> tuple[torch.Tensor, to
     return model(graph), graph.y
 
 
+# a kind stated in task_args -> how the files loader reads the targets (classification: as the data say)
+_TARGET_KIND = {"binary": "binary", "multilabel": "multilabel", "regression": "regression"}
+
+
+def _dataset_args(task: Task, recipe: Recipe) -> dict[str, Any]:
+    args = {**task.dataset_args, **recipe.data.args}
+    if task.dataset == "files":
+        stated = recipe.task_args.get("kind")
+        if stated in _TARGET_KIND and "target_kind" not in args:
+            args["target_kind"] = _TARGET_KIND[stated]  # integer prices are a regression target, not classes
+        if recipe.data.val_fraction > 0 and "val_fraction" not in args:
+            args["val_fraction"] = recipe.data.val_fraction  # the loader's split: stratified and recorded
+    return args
+
+
 def prepare_data(task: Task, recipe: Recipe, info: distributed.DistInfo) -> PreparedData:
     """Load the task's data set and wrap it in a loader and evaluation splits for the trainer."""
     try:
-        data = load_dataset(task.dataset, data_dir=recipe.data.data_dir, **{**task.dataset_args, **recipe.data.args})
+        data = load_dataset(task.dataset, data_dir=recipe.data.data_dir, **_dataset_args(task, recipe))
     except TypeError as e:
         raise ConfigError(f"data.args: {e}") from e
     if hasattr(data, "x_train"):  # ArrayDataset
@@ -219,14 +298,15 @@ def prepare_data(task: Task, recipe: Recipe, info: distributed.DistInfo) -> Prep
 
 
 def _array_data(data: Any, recipe: Recipe, info: distributed.DistInfo) -> PreparedData:
-    if recipe.data.val_fraction > 0:
+    if recipe.data.val_fraction > 0 and data.meta.get("source") != "files":  # files: the loader split it
         data = data.with_validation(recipe.data.val_fraction, seed=recipe.seed)
     loader = InMemoryLoader(data.x_train, data.y_train, recipe.batch_size // info.world_size,
                             seed=recipe.seed, rank=info.rank, world_size=info.world_size)
     val = (data.x_val, data.y_val) if data.x_val is not None else None
     test = (data.x_test, data.y_test)
     return PreparedData(loader, val or test, test, val, tuple(data.input_shape), data.num_classes,
-                        data.fingerprint(), None, data.x_test, data.meta.get("extra_tests"), data.meta.get("vocab"))
+                        data.fingerprint(), None, data.x_test, data.meta.get("extra_tests"), data.meta.get("vocab"),
+                        dict(data.meta), data.y_train)
 
 
 def _node_data(data: Any, recipe: Recipe) -> PreparedData:
@@ -239,3 +319,22 @@ def _node_data(data: Any, recipe: Recipe) -> PreparedData:
         loader = FullBatchGraphLoader(graph, "train")
     return PreparedData(loader, val or test, test, val, (data.num_features,), data.num_classes, data.fingerprint(),
                         _node_predict, graph)
+
+
+# ------------------------------------------------------------------------------------------------- kind
+def resolve_task(task: Task, recipe: Recipe, data: PreparedData) -> ResolvedTask:
+    """The task's kind for the loaded data (its own, the data's for ``auto``, or the one ``task_args``
+    states), with the loss, the evaluation and the declared metrics (plus the robustness metrics when the
+    recipe asks for them)."""
+    args = dict(recipe.task_args)
+    kind = kind_for(task.kind, args.pop("kind", None), data.meta, data.num_classes, task.name)
+    default_loss = token_cross_entropy if kind == "token" else F.cross_entropy
+    resolved = resolve(kind, args, TargetInfo(data.num_classes, data.meta, data.train_targets), default_loss)
+    metrics = task.declared_metrics(kind)
+    if recipe.robustness is not None:
+        if kind not in ("classification", "binary") or data.predict_fn is not None:
+            raise ConfigError(f"robustness: the attacks and noise evaluation measure classifiers of array inputs; "
+                              f"task {task.name!r} is a {kind} task"
+                              + (" on a graph" if data.predict_fn is not None else ""))
+        metrics = (*metrics, *(robust_metric(name, label) for name, label in recipe.robustness.metrics()))
+    return dataclasses.replace(resolved, metrics=metrics)

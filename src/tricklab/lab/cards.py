@@ -208,7 +208,8 @@ def card_data(summary: AblationSummary, setting: AblationSetting, variant: str) 
         variant=variant, baseline=baseline, setting=setting, seeds=list(summary.seeds.get(variant) or []),
         effects=[_effect(summary, variant, m.key) for m in summary.metrics],
         equal_time=summary.equal_time.get(variant), averaging=summary.averaging.get(variant),
-        target_reached={name: reached(name) for name in (baseline, variant)},
+        target_reached={name: reached(name) for name in (baseline, variant)}
+        if summary.metric("steps_to_target") is not None else {},
         changes=_changes(summary, variant),
         techniques=list((summary.recipes.get(variant) or {}).get("techniques") or []),
         noise=dict(summary.noise), family_size=summary.family_size, confidence=summary.confidence,
@@ -230,6 +231,11 @@ def changes_text(changes: list[list[Any]]) -> str:
     return "; ".join(parts)
 
 
+def _equal_time_metric(eq: EqualTime) -> str:
+    """The metric an equal-time comparison compared (``accuracy`` from ``eval_accuracy``)."""
+    return eq.key.removeprefix("eval_")
+
+
 def verdict_sentence(card: Card) -> str:
     """One sentence of the measured verdicts, e.g. ``On mnist1d/cnn over 3 seeds, ema: test accuracy no
     clear effect (+0.0012 [-0.0030, 0.0050]); ...``. Only verdicts and numbers already in ``card`` are used."""
@@ -241,10 +247,11 @@ def verdict_sentence(card: Card) -> str:
     text = f"On {card.setting.where()} over {seeds}, {card.variant}{what}: " + "; ".join(clauses) + "."
     eq = card.equal_time
     if eq is not None:
-        d = eq.difference
-        shown = format_difference(d, card.fmt("accuracy")) if v >= 2 else \
-            format_effect(d.mean_diff, d.ci_low, d.ci_high, card.fmt("accuracy"))
-        text += f" At equal training time ({format_value(eq.seconds, '.1f')} s), accuracy {d.verdict} ({shown})."
+        d, name = eq.difference, _equal_time_metric(eq)
+        shown = format_difference(d, card.fmt(name)) if v >= 2 else \
+            format_effect(d.mean_diff, d.ci_low, d.ci_high, card.fmt(name))
+        text += (f" At equal training time ({format_value(eq.seconds, '.1f')} s), {name.replace('_', ' ')} "
+                 f"{d.verdict} ({shown}).")
     if n < 2:
         text += " With one seed the confidence intervals cannot be computed; run more seeds for a verdict."
     elif v >= 2 and card.family_size:
@@ -331,14 +338,16 @@ def _notes(card: Card) -> list[str]:
 
 
 def _equal_time_lines(card: Card) -> list[str]:
-    lines = ["## Accuracy at equal training time", ""]
     eq = card.equal_time
+    name = "accuracy" if eq is None else _equal_time_metric(eq)
+    shown = name.replace("_", " ")
+    lines = [f"## {shown[:1].upper() + shown[1:]} at equal training time", ""]
     if eq is None:
         return [*lines, "Not measured."]
     d = eq.difference
-    return [*lines, f"Evaluation accuracy of both after {format_value(eq.seconds, '.1f')} s of training "
+    return [*lines, f"Evaluation {shown} of both after {format_value(eq.seconds, '.1f')} s of training "
                     f"(n = {d.n}):", "",
-            f"- difference: {format_difference(d, card.fmt('accuracy'))}",
+            f"- difference: {format_difference(d, card.fmt(name))}",
             f"- p-value: {format_p(d.p_value)} (Holm-adjusted over the techniques: {format_p(d.p_holm)})",
             f"- verdict: {d.verdict}"]
 

@@ -37,14 +37,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from tricklab.data import InMemoryLoader, load_dataset
 from tricklab.errors import ConfigError
 from tricklab.io import atomic_write_text
-from tricklab.lab.build import validate
+from tricklab.lab.build import prepare_data, resolve_task, validate
 from tricklab.lab.plots import matplotlib_or_hint
 from tricklab.lab.recipe import Recipe
+from tricklab.lab.tasks import LoopTask
 from tricklab.models import build_model
 from tricklab.optim import create_optimizer
+from tricklab.train.distributed import DistInfo
 from tricklab.train.reproducibility import get_rng_state, seed_everything, set_rng_state
 
 __all__ = ["SUGGESTIONS", "build_for_recipe", "lr_find", "lr_range_test", "suggest"]
@@ -180,22 +181,22 @@ def lr_range_test(model: nn.Module, optimizer: torch.optim.Optimizer, loader: An
 
 def build_for_recipe(recipe: Recipe) -> tuple[nn.Module, torch.optim.Optimizer, Any, Any, torch.device]:
     """Model, optimizer, training loader, loss and device as ``tricklab.lab.runner.set_up`` builds them
-    (one process)."""
+    (one process): the task's data (a user's files included) and the loss of its kind."""
     task = validate(recipe)
+    if isinstance(task, LoopTask):
+        raise ConfigError(f"lr-find: task {task.name!r} runs its own loop; the range test needs a trained model")
     device = torch.device(recipe.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device: {recipe.device!r} requested but CUDA is not available; use device=cpu")
     if recipe.threads is not None:
         torch.set_num_threads(recipe.threads)
-    data = load_dataset(task.dataset, data_dir=recipe.data.data_dir, **task.dataset_args)
-    if recipe.data.val_fraction > 0:
-        data = data.with_validation(recipe.data.val_fraction, seed=recipe.seed)
+    data = prepare_data(task, recipe, DistInfo())
+    loss = resolve_task(task, recipe, data).loss
     seed_everything(recipe.seed, recipe.deterministic)
     model = build_model(recipe.model.name, data.input_shape, data.num_classes, **recipe.model.args).to(device)
     optimizer = create_optimizer(recipe.optimizer.name, model, lr=recipe.optimizer.lr,
                                  weight_decay=recipe.optimizer.weight_decay, **recipe.optimizer.args)
-    loader = InMemoryLoader(data.x_train, data.y_train, recipe.batch_size, seed=recipe.seed)
-    return model, optimizer, loader, task.loss, device
+    return model, optimizer, data.loader, loss, device
 
 
 def _plot(result: dict[str, Any], out_dir: Path) -> list[Path]:

@@ -24,7 +24,8 @@ if TYPE_CHECKING:  # matplotlib is an optional extra; only the type checker impo
 
 __all__ = [
     "PALETTE", "colour", "curve_svg", "finite", "matplotlib_or_hint", "mpl_text", "new_figure", "pareto_front",
-    "pareto_svg", "per_class_f1_figure", "per_class_f1_svg", "reliability_svg", "svg", "verdicts_svg",
+    "pareto_svg", "per_class_f1_figure", "per_class_f1_svg", "reliability_svg", "robustness_svg", "svg",
+    "verdicts_svg",
 ]
 
 # stronger versions of the verdict hues for markers in the plots, where pale fills would be invisible
@@ -274,13 +275,17 @@ def _error(stat: Description, centre: float) -> Any:
 
 
 def pareto_svg(summary: AblationSummary) -> str | None:
-    """Test accuracy against training time per variant, with 95% intervals; the Pareto front outlined."""
-    stats = {v: (summary.describe(v, "train_seconds"), summary.describe(v, "accuracy")) for v in summary.variants}
+    """The headline metric (test accuracy for a classifier) against training time per variant, with 95%
+    intervals; the Pareto front outlined (for a lower-is-better metric the front is taken on its negation)."""
+    head = summary.primary
+    key = "accuracy" if head is None else head.key
+    sign = 1.0 if head is None or head.higher_is_better else -1.0
+    stats = {v: (summary.describe(v, "train_seconds"), summary.describe(v, key)) for v in summary.variants}
     points = {v: (float(t.mean), float(a.mean)) for v, (t, a) in stats.items()
               if t is not None and a is not None and finite(t.mean) and finite(a.mean)}
     if not points:
         return None
-    front = pareto_front(points)
+    front = pareto_front({v: (t, sign * a) for v, (t, a) in points.items()})
     fig = new_figure(7.0, 4.5)
     ax = fig.subplots()
     for i, v in enumerate(summary.variants):
@@ -297,9 +302,11 @@ def pareto_svg(summary: AblationSummary) -> str | None:
     if len(front) > 1:
         ax.plot([points[n][0] for n in front], [points[n][1] for n in front], color="black", linewidth=1,
                 linestyle=":", zorder=0)
+    name = "accuracy" if head is None else head.name.replace("_", " ")
     ax.set_xlabel("training time (s, mean over seeds)")
-    ax.set_ylabel("test accuracy (mean over seeds)")
-    ax.set_title("accuracy vs training time, 95% CI; outlined = Pareto front (faster or more accurate)",
+    ax.set_ylabel(mpl_text(f"{'test accuracy' if head is None else head.label} (mean over seeds)"))
+    better = "more accurate" if key == "accuracy" else ("higher" if sign > 0 else "lower")
+    ax.set_title(mpl_text(f"{name} vs training time, 95% CI; outlined = Pareto front (faster or {better})"),
                  fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -338,3 +345,57 @@ def per_class_f1_figure(summary: AblationSummary) -> Figure | None:
     fig.legend(*ax.get_legend_handles_labels(), loc="outside upper center", fontsize=8, ncols=min(4, len(variants)),
                frameon=False)
     return fig
+
+
+# ------------------------------------------------------------------------------------------- robustness
+def _noise_sigma(name: str) -> float | None:
+    prefix = "noise_accuracy_"
+    return float(name[len(prefix):]) if name.startswith(prefix) else None
+
+
+def _mean_with_error(stat: Description | None) -> tuple[float, Any] | None:
+    if stat is None or not finite(stat.mean):
+        return None
+    return float(stat.mean), _error(stat, float(stat.mean))
+
+
+def robustness_svg(summary: AblationSummary) -> str | None:
+    """Left: test accuracy against the Gaussian noise sigma (sigma 0 = clean test accuracy), one line per
+    variant; right: clean, FGSM and PGD accuracy per variant as grouped bars; means with 95% intervals."""
+    robust = summary.robust_metrics
+    if not robust:
+        return None
+    noise = sorted((s, m) for m in robust if (s := _noise_sigma(m.name)) is not None)
+    attacks = [m for m in robust if _noise_sigma(m.name) is None]
+    fig = new_figure(11.0, 4.2)
+    left, right = fig.subplots(1, 2)
+    for i, v in enumerate(summary.variants):
+        pts = [(0.0, _mean_with_error(summary.describe(v, "accuracy")))]
+        pts += [(s, _mean_with_error(summary.describe(v, m.key))) for s, m in noise]
+        pts = [(x, p) for x, p in pts if p is not None]
+        if pts:
+            # (2, N) error bars: below and above each mean (0 where the interval is undefined, one seed)
+            err = np.asarray([[e[0][0], e[1][0]] if e is not None else [0.0, 0.0] for _, (_, e) in pts]).T
+            left.errorbar([x for x, _ in pts], [p[0] for _, p in pts], yerr=err, color=colour(i), marker="o",
+                          capsize=3, label=mpl_text(v))
+    left.set_xlabel("Gaussian noise σ (input units)")
+    left.set_ylabel("test accuracy (mean over seeds)")
+    left.set_title("accuracy under input noise, 95% CI", fontsize=10)
+    left.grid(alpha=0.3)
+    left.legend(fontsize=8)
+    groups = [("clean", "accuracy"), *((m.label.replace(" accuracy", ""), m.key) for m in attacks)]
+    width = 0.8 / max(1, len(summary.variants))
+    for i, v in enumerate(summary.variants):
+        for g, (_, key) in enumerate(groups):
+            p = _mean_with_error(summary.describe(v, key))
+            if p is not None:
+                right.bar([g - 0.4 + width * (i + 0.5)], [p[0]], width=width, yerr=p[1], capsize=2,
+                          color=colour(i), label=mpl_text(v) if g == 0 else None)
+    right.set_xticks(range(len(groups)))
+    right.set_xticklabels([mpl_text(label) for label, _ in groups])
+    right.set_ylabel("test accuracy (mean over seeds)")
+    right.set_ylim(0, 1.05)
+    right.set_title("accuracy under attack, 95% CI", fontsize=10)
+    right.grid(axis="y", alpha=0.3)
+    right.legend(fontsize=8)
+    return svg(fig)

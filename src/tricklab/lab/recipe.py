@@ -21,6 +21,7 @@ from typing import Any, Union
 import yaml
 
 from tricklab.errors import ConfigError
+from tricklab.robust import RobustnessConfig
 
 
 @dataclass
@@ -72,11 +73,18 @@ class CheckpointSpec:
     keep_last: int = 3
 
 
+# keys the hash leaves out while they are unset (empty / None)
+_UNSET_KEYS = ("task_args", "robustness")
+
+
 @dataclass
 class Recipe:
     """One training run, fully specified."""
 
     task: str = "mnist1d"
+    #: the task's kind and its options (``kind: regression``, ``loss: huber``, ``class_weights: balanced``), or
+    #: a loop task's configuration; see docs/task-kinds.md
+    task_args: dict[str, Any] = field(default_factory=dict)
     model: ModelSpec = field(default_factory=ModelSpec)
     optimizer: OptimizerSpec = field(default_factory=OptimizerSpec)
     schedule: ScheduleSpec = field(default_factory=ScheduleSpec)
@@ -92,6 +100,8 @@ class Recipe:
     device: str = "cpu"
     threads: int | None = None  # torch intra-op threads; None keeps torch's default
     target_accuracy: float = 0.9
+    #: evaluate the trained classifier under attacks and noise (docs/robust.md); None: not measured
+    robustness: RobustnessConfig | None = None
     progress: bool = True
     data: DataSpec = field(default_factory=DataSpec)
     checkpoint: CheckpointSpec = field(default_factory=CheckpointSpec)
@@ -104,9 +114,14 @@ class Recipe:
 
     def hash(self) -> str:
         """SHA-256 (first 16 hex digits) of the canonical recipe without its seeds, progress display and thread
-        count: runs of one recipe with different seeds share the hash."""
+        count: runs of one recipe with different seeds share the hash. Keys added after the first stores were
+        written (``task_args``, ``robustness``) enter it only when set, so the hash of every older recipe, and
+        the stores keyed by it, stay as they were."""
         d = self.to_dict()
         d.pop("seed"), d.pop("seeds"), d.pop("progress"), d.pop("threads")
+        for key in _UNSET_KEYS:
+            if not d.get(key):
+                d.pop(key, None)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -269,6 +284,8 @@ def apply_override(data: dict[str, Any], override: str) -> None:
         value = [v.strip() for v in value.split(",") if v.strip()]
     parts = key.split(".")
     node = data
+    if len(parts) > 1 and parts[0] == "task" and isinstance(data.get("task"), str):
+        data["task"] = {"name": data["task"]}  # task.kind=... on a recipe that names its task by a string
     for p in parts[:-1]:
         if not isinstance(node.get(p), dict):
             node[p] = {} if node.get(p) is None else node[p]
@@ -288,8 +305,49 @@ def _normalise_techniques(value: Any) -> Any:
     return value
 
 
+_FILE_KEYS = ("format", "path", "train")
+_DATA_SPEC_KEYS = ("data_dir", "val_fraction", "args", "fanouts")
+
+
+def _file_spec(data: Any) -> bool:
+    """Whether a recipe's ``data`` names a user's files (``format:``/``path:``/``train:``, at its top level
+    or under ``args``)."""
+    if not isinstance(data, dict):
+        return False
+    args = data.get("args")
+    return any(k in data for k in _FILE_KEYS) or (isinstance(args, dict) and any(k in args for k in _FILE_KEYS))
+
+
+def _normalise_task_and_data(data: dict[str, Any]) -> None:
+    """The short forms a user writes, in place: ``task: {name: files, kind: regression, ...}`` becomes
+    ``task: files`` plus ``task_args: {kind: regression, ...}``; a file spec written at the top of ``data``
+    (``data: {format: csv, path: x.csv, target: price}``) moves under ``data.args`` (the ``files`` data set's
+    arguments) and names the ``files`` task (with an MLP) when the recipe names neither."""
+    task = data.get("task")
+    if isinstance(task, dict):
+        task = dict(task)
+        args = dict(data.get("task_args") or {})
+        args.update({k: v for k, v in task.items() if k != "name"})
+        data["task_args"] = args
+        if task.get("name") is not None:
+            data["task"] = task["name"]
+        else:
+            data.pop("task")
+    spec = data.get("data")
+    if _file_spec(spec):
+        moved = {k: v for k, v in spec.items() if k not in _DATA_SPEC_KEYS}
+        if moved:
+            data["data"] = {**{k: v for k, v in spec.items() if k in _DATA_SPEC_KEYS},
+                            "args": {**(spec.get("args") or {}), **moved}}
+        if data.get("task") is None:
+            data["task"] = "files"
+        if data["task"] == "files" and "model" not in data:
+            data["model"] = {"name": "mlp"}
+
+
 def recipe_from_dict(data: dict[str, Any] | None) -> Recipe:
     data = dict(data or {})
+    _normalise_task_and_data(data)
     if "techniques" in data:
         data["techniques"] = _normalise_techniques(data["techniques"])
     if isinstance(data.get("budget"), (int, float)) and not isinstance(data.get("budget"), bool):

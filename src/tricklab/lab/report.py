@@ -36,6 +36,7 @@ from tricklab.lab.plots import (
     pareto_svg,
     per_class_f1_svg,
     reliability_svg,
+    robustness_svg,
     verdicts_svg,
 )
 from tricklab.lab.stats import PairedDifference
@@ -111,18 +112,35 @@ def _markup(svg: str | None) -> Markup | None:
     return None if svg is None else Markup(svg)
 
 
+def _headline_name(summary: AblationSummary) -> str:
+    """The headline metric's name in the evaluation rows (``accuracy``, ``mse``, ``mean_reward``)."""
+    return "accuracy" if summary.primary is None else summary.primary.name
+
+
+def _headline_title(summary: AblationSummary) -> str:
+    """The headline metric for section titles: "Accuracy", "MSE", "Mean reward per step"."""
+    head = summary.primary
+    if head is None or head.key == "accuracy":
+        return "Accuracy"
+    return head.label.removeprefix("Test ")
+
+
 def _plots(summary: AblationSummary, curves: dict[str, Any]) -> dict[str, Markup | None]:
+    """The figures by role; the two evaluation curves follow the headline metric (``eval_accuracy`` for a
+    classifier). Their page names are set in the template."""
     v = summary.variants
+    head = _headline_name(summary)
+    shown = f"eval {head.replace('_', ' ')}"
     plots = {
         "verdict": verdicts_svg(summary),
         "train-loss-vs-step": curve_svg(v, curves, "step", "train_loss", "step", "train loss"),
-        "eval-accuracy-vs-step": curve_svg(v, curves, "step", "eval_accuracy", "step", "eval accuracy"),
+        "eval-accuracy-vs-step": curve_svg(v, curves, "step", f"eval_{head}", "step", shown),
         "train-loss-vs-seconds": curve_svg(v, curves, "seconds", "train_loss", "training seconds", "train loss"),
-        "eval-accuracy-vs-seconds": curve_svg(v, curves, "seconds", "eval_accuracy", "training seconds",
-                                              "eval accuracy"),
+        "eval-accuracy-vs-seconds": curve_svg(v, curves, "seconds", f"eval_{head}", "training seconds", shown),
         "reliability": reliability_svg(summary),
         "pareto": pareto_svg(summary),
         "per-class-f1": per_class_f1_svg(summary),
+        "robustness": robustness_svg(summary),
     }
     return {name: _markup(svg) for name, svg in plots.items()}
 
@@ -183,14 +201,15 @@ def render_report(summary: AblationSummary, curves: dict[str, Any] | None, setti
     n_seeds = max((len(s or []) for s in summary.seeds.values()), default=0)
     title = (f"tricklab ablation: {setting.task or '?'}/{setting.model or '?'}, {len(summary.techniques)} "
              f"techniques, {n_seeds} seeds")
-    accuracy = summary.metric("accuracy")
+    head = summary.primary
     averaging_metrics = [m for m in summary.metrics if any(m.key in a for a in summary.averaging.values())]
     return _environment().get_template("report.html.j2").render(
         title=title, summary=summary, setting=setting, setting_items=_setting_items(setting),
         plots=_plots(summary, curves or {}), seed_note_for=_seed_note_for(summary),
-        diagnostics=_diagnostics(summary), csp=_CSP, accuracy_fmt=accuracy.fmt if accuracy else ".4f",
+        diagnostics=_diagnostics(summary), csp=_CSP, accuracy_fmt=head.fmt if head else ".4f",
         averaging_metrics=averaging_metrics, changes=_changes(summary), timing_notes=setting.timing_note(),
-        steps_note=_steps_note(summary, setting),
+        steps_note=_steps_note(summary, setting), head_name=_headline_name(summary),
+        head_text=_headline_name(summary).replace("_", " "), head_title=_headline_title(summary),
     )
 
 

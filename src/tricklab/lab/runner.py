@@ -16,7 +16,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +26,14 @@ from safetensors.torch import save as st_save
 from tricklab.errors import CheckpointError, ConfigError, UserError
 from tricklab.evaluate import count_parameters, inference_latency, model_size_bytes
 from tricklab.io import atomic_write_bytes, atomic_write_text, write_safely
-from tricklab.lab.build import PreparedData, build_techniques, prepare_data, resolve_techniques, validate
+from tricklab.lab.build import PreparedData, build_techniques, prepare_data, resolve_task, resolve_techniques, validate
 from tricklab.lab.differences import describe_changes, recipe_changes
+from tricklab.lab.kinds import ResolvedTask
 from tricklab.lab.lock import folder_lock
+from tricklab.lab.loops import run_loop
 from tricklab.lab.recipe import Recipe, apply_override, load_recipe, parse_yaml, recipe_from_dict
 from tricklab.lab.summary import Convergence, Cost, Evaluation, Latency, RunSummary, TextSample
-from tricklab.lab.tasks import Task
+from tricklab.lab.tasks import LoopTask, Task
 from tricklab.models import build_model
 from tricklab.models.generate import decode, encode, generate
 from tricklab.optim import create_optimizer
@@ -55,9 +57,12 @@ def say(message: str) -> None:
 
 @dataclass
 class RunResult:
+    """A finished run: its folder, its summary, its metric history and (supervised runs) the trainer."""
+
     run_dir: Path
     summary: RunSummary
-    trainer: Trainer
+    trainer: Trainer | None
+    history: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -74,6 +79,7 @@ class RunSetup:
     model: torch.nn.Module
     techniques: list[Technique]
     trainer: Trainer
+    resolved: ResolvedTask | None = None  # the task's kind, loss, evaluation and declared metrics
 
 
 def run(recipe: Recipe, out: str | Path | None = None, resume: bool = False) -> RunResult:
@@ -90,22 +96,33 @@ def run(recipe: Recipe, out: str | Path | None = None, resume: bool = False) -> 
     if resume:
         _check_resumable(recipe, run_dir)
     with folder_lock(run_dir, "run folder", enabled=distributed.env_info().is_main):
+        if isinstance(task, LoopTask):
+            # a loop task checkpoints itself (run_dir/checkpoints) and verifies what it loads
+            if not resume:
+                _check_fresh(run_dir)
+            summary, history = run_loop(recipe, task, run_dir, resume)
+            return RunResult(run_dir=run_dir, summary=summary, trainer=None, history=history)
         checkpoint = verified_checkpoint(run_dir) if resume else None
         if not resume:
             _check_fresh(run_dir)
-        info = distributed.init(recipe.device)
-        try:
-            setup = set_up(recipe, task, run_dir, info)
-            state, wall = fit(setup, checkpoint)
-            summary = summarize(setup, state, wall)
-            if info.is_main:
-                _save_weights(setup)
-                atomic_write_text(run_dir / "summary.json", json.dumps(summary.to_dict(), indent=2))
-                _record_load(run_dir, "load_average_end")
-            distributed.barrier(info)
-            return RunResult(run_dir=run_dir, summary=summary, trainer=setup.trainer)
-        finally:
-            distributed.shutdown(info)
+        return _train(recipe, task, run_dir, checkpoint)
+
+
+def _train(recipe: Recipe, task: Task, run_dir: Path, checkpoint: Path | None) -> RunResult:
+    """One supervised run with the trainer (every process under torchrun), its summary written by the main one."""
+    info = distributed.init(recipe.device)
+    try:
+        setup = set_up(recipe, task, run_dir, info)
+        state, wall = fit(setup, checkpoint)
+        summary = summarize(setup, state, wall)
+        if info.is_main:
+            _save_weights(setup)
+            atomic_write_text(run_dir / "summary.json", json.dumps(summary.to_dict(), indent=2))
+            _record_load(run_dir, "load_average_end")
+        distributed.barrier(info)
+        return RunResult(run_dir=run_dir, summary=summary, trainer=setup.trainer, history=setup.trainer.state.history)
+    finally:
+        distributed.shutdown(info)
 
 
 # ------------------------------------------------------------------------------------------------ setup
@@ -189,6 +206,7 @@ def set_up(recipe: Recipe, task: Task, run_dir: Path, info: distributed.DistInfo
     if recipe.threads is not None:
         torch.set_num_threads(recipe.threads)
     data = prepare_data(task, recipe, info)
+    resolved = resolve_task(task, recipe, data)
     seed_everything(recipe.seed, recipe.deterministic)
     model = build_model(recipe.model.name, data.input_shape, data.num_classes, **recipe.model.args).to(device)
     optimizer = create_optimizer(recipe.optimizer.name, model, lr=recipe.optimizer.lr,
@@ -196,13 +214,13 @@ def set_up(recipe: Recipe, task: Task, run_dir: Path, info: distributed.DistInfo
     wrapped = distributed.wrap(model, device, info)
     techniques = build_techniques(recipe, run_dir, data.num_classes)
     trainer = Trainer(
-        wrapped, optimizer, data.loader, loss_fn=task.loss, techniques=techniques, eval_data=data.eval_data,
+        wrapped, optimizer, data.loader, loss_fn=resolved.loss, techniques=techniques, eval_data=data.eval_data,
         eval_every=recipe.eval_every, eval_batch_size=recipe.eval_batch_size,
-        metric_fn=task.metric_fn(data.num_classes), predict_fn=data.predict_fn, max_steps=recipe.budget.steps,
+        metric_fn=resolved.metric_fn, predict_fn=data.predict_fn, max_steps=recipe.budget.steps,
         max_epochs=recipe.budget.epochs, max_seconds=recipe.budget.seconds, log_every=recipe.log_every,
         device=device, run_dir=run_dir, rank=info.rank, world_size=info.world_size,
     )
-    return RunSetup(recipe, task, run_dir, info, device, data, model, techniques, trainer)
+    return RunSetup(recipe, task, run_dir, info, device, data, model, techniques, trainer, resolved)
 
 
 # -------------------------------------------------------------------------------------------------- fit
@@ -266,6 +284,8 @@ def summarize(setup: RunSetup, state: TrainState, wall_seconds: float) -> RunSum
         epochs_completed=state.epoch, stop_reason=state.stop_reason, train_seconds=state.train_seconds,
         wall_seconds_this_process=wall_seconds, nonfinite_steps=state.counters.get("nonfinite_steps", 0),
         test=test, val=val, extra_tests=extra, test_trained_weights=trained,
+        task_kind=setup.resolved.kind if setup.resolved else None,
+        metrics=setup.resolved.metrics if setup.resolved else None,
     )
     if not setup.info.is_main:
         return summary
@@ -285,7 +305,7 @@ def _main_process_measurements(setup: RunSetup, state: TrainState, summary: RunS
         sample = _sample_text(model, setup.task.sample_prompt, data.vocab, data.input_shape[0], recipe.seed,
                               setup.device)
     return dataclasses.replace(summary, cost=cost, convergence=reached, target_accuracy=recipe.target_accuracy,
-                               diagnostics=diagnostics, sample=sample)
+                               diagnostics=diagnostics, sample=sample, robustness=_robustness(setup))
 
 
 def steps_to_target(history: Sequence[dict[str, Any]], target: float, eval_every: int | None,
@@ -317,6 +337,25 @@ def steps_to_target(history: Sequence[dict[str, Any]], target: float, eval_every
                                interpolated=True, resolution=eval_every)
         prev = row
     return None
+
+
+def _evaluation_model(setup: RunSetup) -> torch.nn.Module:
+    """The weights evaluation uses: a weight averager's (EMA, SWA) in a copy of the model, else the model."""
+    for t in setup.techniques:
+        if "eval_weights" in t.writes and hasattr(t, "averaged_state_dict"):
+            model = copy.deepcopy(setup.model)
+            model.load_state_dict(t.averaged_state_dict(setup.model))
+            return model
+    return setup.model
+
+
+def _robustness(setup: RunSetup) -> Evaluation | None:
+    """Accuracy under the recipe's attacks and noise on the test split, with the evaluation weights."""
+    config = setup.recipe.robustness
+    if config is None:
+        return None
+    x, y = setup.data.test_data
+    return Evaluation(dict(config.evaluate(_evaluation_model(setup), x.to(setup.device), y.to(setup.device))))
 
 
 def _sample_text(model: torch.nn.Module, prompt: str, vocab: list[str], block_size: int, seed: int,

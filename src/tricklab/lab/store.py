@@ -10,8 +10,15 @@ none of it: a run is never 'done' without all of its step rows.
 Schema::
 
     meta(key TEXT PRIMARY KEY, value TEXT)                  -- JSON values
-    runs(id, run_key UNIQUE, variant, recipe_hash, seed, status, recipe, env, summary, started, finished, error)
+    runs(id, run_key UNIQUE, variant, recipe_hash, seed, status, recipe, env, summary, started, finished, error,
+         data_fingerprint)
     steps(id, run_id -> runs.id, step, seconds, metrics)    -- metrics: the whole history row as JSON
+
+``recipe_hash`` is the hash of the resolved recipe (without its seed) and ``data_fingerprint`` the fingerprint of
+the data the run trained on (``env["dataset_fingerprint"]``: every array's bytes, and the digest of the files
+they were read from), so which data and which settings produced a model is always one query away
+(:meth:`Store.runs` filters by both). A store written before the column existed gets it when opened, filled in
+from each finished run's environment.
 
 Values are stored as JSON text: ``json.dumps`` writes a Python float with ``repr`` (the shortest string that
 reads back to the same double), so floats round-trip bit for bit; NaN and +-inf are written as the
@@ -60,7 +67,8 @@ CREATE TABLE IF NOT EXISTS runs (
     summary     TEXT,
     started     REAL NOT NULL,
     finished    REAL,
-    error       TEXT
+    error       TEXT,
+    data_fingerprint TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_variant ON runs(variant, seed);
 CREATE TABLE IF NOT EXISTS steps (
@@ -111,15 +119,35 @@ class RunRow:
     started: float
     finished: float | None
     error: str | None
+    data_fingerprint: str | None = None
 
 
-_RUN_COLUMNS = "id, run_key, variant, recipe_hash, seed, status, recipe, env, summary, started, finished, error"
+_RUN_COLUMNS = ("id, run_key, variant, recipe_hash, seed, status, recipe, env, summary, started, finished, error, "
+                "data_fingerprint")
 
 
 def _row(r: tuple) -> RunRow:
     return RunRow(id=r[0], run_key=r[1], variant=r[2], recipe_hash=r[3], seed=r[4], status=r[5],
                   recipe=_loads(r[6]), env=_loads(r[7]), summary=_loads(r[8]), started=r[9], finished=r[10],
-                  error=r[11])
+                  error=r[11], data_fingerprint=r[12])
+
+
+def _data_fingerprint(env: Any) -> str | None:
+    value = env.get("dataset_fingerprint") if isinstance(env, dict) else None
+    return value if isinstance(value, str) else None
+
+
+def _migrate(c: sqlite3.Connection) -> None:
+    """Add the ``data_fingerprint`` column to a store written before it existed, filled in from each run's
+    environment (inside the schema transaction, so two processes opening an old store migrate it once)."""
+    columns = {row[1] for row in c.execute("PRAGMA table_info(runs)")}
+    if "data_fingerprint" not in columns:
+        c.execute("ALTER TABLE runs ADD COLUMN data_fingerprint TEXT")
+        for run_id, env in c.execute("SELECT id, env FROM runs WHERE env IS NOT NULL").fetchall():
+            fp = _data_fingerprint(_loads(env))
+            if fp is not None:
+                c.execute("UPDATE runs SET data_fingerprint = ? WHERE id = ?", (fp, run_id))
+    c.execute("CREATE INDEX IF NOT EXISTS runs_versions ON runs(recipe_hash, data_fingerprint)")
 
 
 class StoreDamaged(UserError):
@@ -162,7 +190,7 @@ class Store:
             # FULL: WAL is fsynced at every commit, so a committed run survives power loss, not only SIGKILL
             self._conn.execute("PRAGMA synchronous = FULL")
             self._conn.execute("PRAGMA foreign_keys = ON")
-            self._write(lambda c: [c.execute(s) for s in _SCHEMA.split(";") if s.strip()])
+            self._write(lambda c: ([c.execute(s) for s in _SCHEMA.split(";") if s.strip()], _migrate(c)))
         except BaseException:
             self._conn.close()
             self._conn = None
@@ -253,7 +281,8 @@ class Store:
             c.execute("DELETE FROM steps WHERE run_id = ?", (run_id,))
             c.execute(
                 "UPDATE runs SET variant = ?, recipe_hash = ?, seed = ?, status = 'running', recipe = ?, "
-                "env = NULL, summary = NULL, started = ?, finished = NULL, error = NULL WHERE id = ?",
+                "env = NULL, summary = NULL, started = ?, finished = NULL, error = NULL, data_fingerprint = NULL "
+                "WHERE id = ?",
                 (variant, recipe_hash, int(seed), recipe_text, now, run_id))
             return int(run_id)
 
@@ -285,8 +314,9 @@ class Store:
             # finish from ever leaving two copies of a history
             c.execute("DELETE FROM steps WHERE run_id = ?", (run_id,))
             c.executemany("INSERT INTO steps(run_id, step, seconds, metrics) VALUES (?, ?, ?, ?)", rows)
-            c.execute("UPDATE runs SET status = 'done', env = ?, summary = ?, finished = ?, error = NULL "
-                      "WHERE id = ?", (env_text, summary_text, time.time(), run_id))
+            c.execute("UPDATE runs SET status = 'done', env = ?, summary = ?, finished = ?, error = NULL, "
+                      "data_fingerprint = ? WHERE id = ?",
+                      (env_text, summary_text, time.time(), _data_fingerprint(env), run_id))
 
         self._write(tx)
 
@@ -313,8 +343,10 @@ class Store:
             f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_key = ?", (run_key,)).fetchone())
         return None if row is None else _row(row)
 
-    def runs(self, status: str | None = None, variant: str | None = None) -> list[RunRow]:
-        """The runs, optionally only those with ``status`` and/or ``variant``, ordered by id."""
+    def runs(self, status: str | None = None, variant: str | None = None, recipe_hash: str | None = None,
+             data_fingerprint: str | None = None) -> list[RunRow]:
+        """The runs, optionally only those with ``status`` and/or ``variant``, and whose recipe hash / data
+        fingerprint starts with the given prefix (a full value or its first characters), ordered by id."""
         if status is not None and status not in STATUSES:
             raise ValueError(f"status must be one of {STATUSES}, got {status!r}")
         where, args = [], []
@@ -324,6 +356,11 @@ class Store:
         if variant is not None:
             where.append("variant = ?")
             args.append(variant)
+        for column, prefix in (("recipe_hash", recipe_hash), ("data_fingerprint", data_fingerprint)):
+            if prefix is not None:
+                # substr, not LIKE: a prefix is matched literally, '%' and '_' included
+                where.append(f"substr({column}, 1, ?) = ?")
+                args += [len(prefix), prefix]
         sql = f"SELECT {_RUN_COLUMNS} FROM runs" + (" WHERE " + " AND ".join(where) if where else "")
         rows = self._retry(lambda: self._db.execute(sql + " ORDER BY id", args).fetchall())
         return [_row(r) for r in rows]

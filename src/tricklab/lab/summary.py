@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from tricklab.lab.metrics import MetricInfo
+from tricklab.lab.metrics import MetricInfo, metrics_from_dicts, primary_metric
 from tricklab.lab.stats import Description, PairedDifference
 
 __all__ = [
@@ -162,7 +162,7 @@ class TextSample:
 _RUN_KEYS = ("task", "model", "seed", "recipe_hash", "steps", "epochs_completed", "stop_reason", "train_seconds",
              "wall_seconds_this_process", "nonfinite_steps", "test", "val", "extra_tests", "test_trained_weights",
              "parameters", "model_size_bytes", "inference_latency", "convergence", "target_accuracy",
-             "diagnostics", "sample")
+             "diagnostics", "sample", "task_kind", "metrics", "robustness", "extras")
 
 
 @dataclass(frozen=True)
@@ -172,6 +172,11 @@ class RunSummary:
     ``cost``, ``convergence`` and ``target_accuracy`` are measured by the main process only (None in the
     other processes of a distributed run). ``diagnostics`` holds the records of the diagnostics technique
     when it ran; ``sample`` a language model's text sample.
+
+    ``task_kind`` and ``metrics`` say what the run was and which metrics it declares (its task kind's, plus
+    the robustness metrics when they were measured); summaries written before task kinds existed have
+    neither and are read as classification runs with the default metrics. ``robustness`` holds the accuracies
+    under attack and noise (source ``robust``); ``extras`` what a loop task returned beside its metrics.
     """
 
     task: str | None = None
@@ -193,6 +198,10 @@ class RunSummary:
     target_accuracy: float | None = None
     diagnostics: dict[str, Any] | None = None
     sample: TextSample | None = None
+    task_kind: str | None = None
+    metrics: tuple[MetricInfo, ...] | None = None
+    robustness: Evaluation | None = None
+    extras: dict[str, Any] | None = None
     other: dict[str, Any] = field(default_factory=dict)
 
     # -- reading metrics ------------------------------------------------------------------------------------
@@ -205,6 +214,8 @@ class RunSummary:
             return self.val
         if source == "trained_weights":
             return self.test_trained_weights
+        if source == "robust":
+            return self.robustness
         if source.startswith("extra:"):
             return self.extra_tests.get(source[len("extra:"):])
         return None
@@ -252,6 +263,9 @@ class RunSummary:
             test_trained_weights=_opt(Evaluation, data.get("test_trained_weights")), cost=cost,
             convergence=_opt(Convergence, data.get("convergence")), target_accuracy=data.get("target_accuracy"),
             diagnostics=data.get("diagnostics"), sample=_opt(TextSample, data.get("sample")),
+            task_kind=data.get("task_kind"),
+            metrics=None if data.get("metrics") is None else metrics_from_dicts(data["metrics"]),
+            robustness=_opt(Evaluation, data.get("robustness")), extras=data.get("extras"),
             other={k: v for k, v in data.items() if k not in _RUN_KEYS},
         )
 
@@ -281,6 +295,14 @@ class RunSummary:
             out["diagnostics"] = self.diagnostics
         if self.sample is not None:
             out["sample"] = self.sample.to_dict()
+        if self.task_kind is not None:
+            out["task_kind"] = self.task_kind
+        if self.metrics is not None:
+            out["metrics"] = [m.to_dict() for m in self.metrics]
+        if self.robustness is not None:
+            out["robustness"] = self.robustness.to_dict()
+        if self.extras:
+            out["extras"] = self.extras
         out.update(self.other)
         return out
 
@@ -394,6 +416,16 @@ class AblationSummary:
 
     def metric(self, key: str) -> MetricInfo | None:
         return next((m for m in self.metrics if m.key == key), None)
+
+    @property
+    def primary(self) -> MetricInfo | None:
+        """The headline metric (accuracy for a classifier, MSE for a regression, a loop task's first)."""
+        return primary_metric(self.metrics)
+
+    @property
+    def robust_metrics(self) -> list[MetricInfo]:
+        """The metrics of the robustness evaluation (attacks and noise), when it ran."""
+        return [m for m in self.metrics if m.source == "robust"]
 
     def n_seeds(self, variant: str) -> int:
         return len(self.seeds.get(variant) or [])

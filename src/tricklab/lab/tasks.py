@@ -1,47 +1,61 @@
-"""Benchmark tasks: a data set, a default model, the loss and the metrics, registered by name."""
+"""Benchmark tasks, registered by name: a data set, a default model, a kind (and so the loss and the declared
+metrics), or a loop of their own.
+
+Two kinds of task object live in :data:`TASKS`:
+
+* :class:`Task`: trained by the lab's supervised trainer. Its ``kind`` (see :mod:`tricklab.lab.kinds`) fixes
+  the loss and the metrics; ``kind="auto"`` (the ``files`` task) reads it from the loaded data's
+  ``meta["target_kind"]``.
+* :class:`LoopTask`: brings its own run loop (reinforcement learning, federated rounds, few-shot episodes) and
+  declares its metrics; the lab seeds it, calls it, and records what it returns in the same store, report and
+  cards as any trained run (see ``docs/task-kinds.md`` for the worked example).
+"""
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-from tricklab.evaluate import classification_metrics
+from tricklab.errors import ConfigError, TrainingError
+from tricklab.lab.bandit import BANDIT_METRICS, BanditConfig, run_bandit
+from tricklab.lab.kinds import (
+    IGNORE_INDEX,
+    KINDS,
+    classification_metric_fn,
+    scored_positions,
+    token_cross_entropy,
+)
+from tricklab.lab.metrics import MetricInfo, as_metric_info
+from tricklab.lab.recipe import build_dataclass
 from tricklab.registry import Registry
 
-#: target id that marks "no prediction here" in per-token targets (as F.cross_entropy's ignore_index)
-IGNORE_INDEX = -100
+if TYPE_CHECKING:
+    from tricklab.lab.recipe import Recipe
 
+__all__ = ["IGNORE_INDEX", "TASKS", "LoopResult", "LoopTask", "Progress", "Task", "loop_result", "scored_positions",
+           "token_cross_entropy"]
 
-def token_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy over the scored positions of per-token targets.
-
-    logits (B, T, V), targets (B, T) with IGNORE_INDEX where nothing is predicted (padding, prompt tokens).
-    """
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE_INDEX)
-
-
-def scored_positions(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(M, V) logits and (M,) targets of the positions that carry a target (targets != IGNORE_INDEX)."""
-    if logits.dim() != 3 or targets.shape != logits.shape[:2]:
-        raise ValueError(f"per-token task: expected logits (B, T, V) and targets (B, T), got "
-                         f"{tuple(logits.shape)} and {tuple(targets.shape)}")
-    keep = targets.reshape(-1) != IGNORE_INDEX
-    return logits.reshape(-1, logits.shape[-1])[keep], targets.reshape(-1)[keep]
+#: what a loop reports progress with: one dict per call, e.g. {"step": 100, "seconds": 2.1, "return": 35.0}
+Progress = Callable[[dict[str, Any]], None]
 
 
 @dataclass(frozen=True)
 class Task:
-    """A classification task over one registered data set.
+    """A task the supervised trainer runs, over one registered data set.
 
     ``kind="classification"``: one label per example, logits (B, C). ``kind="token"``: one label per position
     (language modelling, sequence tasks), logits (B, T, V) against targets (B, T) where IGNORE_INDEX marks
     positions without a target; metrics are computed over the scored positions, plus bits per token
-    (``bpc`` = nll / ln 2, bits per character for a character vocabulary).
+    (``bpc`` = nll / ln 2, bits per character for a character vocabulary). ``binary``, ``multilabel``,
+    ``regression``: see :mod:`tricklab.lab.kinds`; ``auto``: the kind the data's targets call for.
+    ``metrics`` replaces the kind's declared metrics (None keeps them).
     """
 
     name: str
@@ -52,26 +66,129 @@ class Task:
     kind: str = "classification"
     #: language models: a prompt to sample a continuation from at the end of each run (kept in its summary)
     sample_prompt: str | None = None
+    metrics: tuple[MetricInfo, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind != "auto" and self.kind not in KINDS:
+            raise ValueError(f"task {self.name!r}: kind must be 'auto' or one of {sorted(KINDS)}, got {self.kind!r}")
 
     @property
     def loss(self) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
         return token_cross_entropy if self.kind == "token" else F.cross_entropy
 
     def metric_fn(self, num_classes: int) -> Callable[[torch.Tensor, torch.Tensor], dict[str, Any]]:
-        def metrics(logits: torch.Tensor, targets: torch.Tensor) -> dict[str, Any]:
-            if self.kind == "token":
-                logits, targets = scored_positions(logits, targets)
-            out = classification_metrics(logits, targets, num_classes)
-            out["loss"] = out["nll"]
-            if self.kind == "token":
-                out["bpc"] = out["nll"] / math.log(2.0)
-                out["scored_positions"] = int(targets.numel())
-            return out
+        return classification_metric_fn(self.kind == "token", num_classes)
 
-        return metrics
+    def declared_metrics(self, kind: str | None = None) -> tuple[MetricInfo, ...]:
+        """The metrics a run of this task declares when it trains as ``kind`` (default its own)."""
+        if self.metrics is not None:
+            return self.metrics
+        return KINDS[kind or self.kind].metrics
 
 
-TASKS: Registry[Task] = Registry("task")
+# ---------------------------------------------------------------------------------------------- own loops
+@dataclass
+class LoopResult:
+    """What a loop task's run returned, normalised: ``metrics`` (final values, keyed as declared),
+    ``history`` (rows with an integer ``step``, ``seconds`` and metric values, for learning curves),
+    ``extras`` (JSON-able things to keep), optionally the trained ``model`` (its size is measured and its
+    weights saved), the training seconds and the step count."""
+
+    metrics: dict[str, float | None]
+    history: list[dict[str, Any]] = field(default_factory=list)
+    extras: dict[str, Any] = field(default_factory=dict)
+    model: nn.Module | None = None
+    train_seconds: float | None = None
+    steps: int | None = None
+
+
+def loop_result(obj: Any) -> LoopResult:
+    """A :class:`LoopResult` from what a loop returned: a LoopResult, any object with ``metrics``,
+    ``history`` and ``extras`` attributes (a paradigm's ``ParadigmResult``; ``model``, ``train_seconds`` and
+    ``steps`` are read when present), or a plain mapping of final metrics."""
+    if isinstance(obj, LoopResult):
+        return obj
+    if isinstance(obj, Mapping):
+        return LoopResult(dict(obj))
+    if not hasattr(obj, "metrics"):
+        raise TypeError(f"a loop must return its metrics (a LoopResult, a result with .metrics/.history/.extras "
+                        f"or a dict), got {type(obj).__name__}")
+    return LoopResult(dict(obj.metrics), list(getattr(obj, "history", None) or []),
+                      dict(getattr(obj, "extras", None) or {}), getattr(obj, "model", None),
+                      getattr(obj, "train_seconds", None), getattr(obj, "steps", None))
+
+
+@dataclass(frozen=True)
+class LoopTask:
+    """A task with its own run loop.
+
+    ``loop(config, *, seed, run_dir, progress[, resume]) -> result`` is called once per run, after the lab
+    has seeded every RNG with ``seed`` and set the thread count. ``config`` is an instance of ``config`` (a
+    dataclass validated in its ``__post_init__``) built from the recipe's ``task_args``; with ``config=None``
+    the loop gets the whole :class:`~tricklab.lab.recipe.Recipe` instead (a loop that uses the recipe's model,
+    optimizer, techniques or budget). ``run_dir`` is the run's folder (checkpoints go in
+    ``run_dir/checkpoints``); ``progress(row)`` reports a history row as it happens. The result is anything
+    :func:`loop_result` accepts; every declared metric of source ``test`` must be in its ``metrics``.
+    ``metrics`` may be ``MetricInfo`` objects or a paradigm's ``MetricSpec`` list (converted by
+    :func:`~tricklab.lab.metrics.as_metric_info`). ``resumable=True`` passes ``resume`` (``tricklab run
+    --resume``) to the loop.
+    """
+
+    name: str
+    summary: str
+    loop: Callable[..., Any]
+    metrics: tuple[MetricInfo, ...]
+    config: type | None = None
+    kind: str = "loop"
+    resumable: bool = False
+
+    def __post_init__(self) -> None:
+        # a paradigm's MetricSpec list (tricklab.evaluate.declared) is taken as is
+        object.__setattr__(self, "metrics", tuple(as_metric_info(m) for m in self.metrics))
+        if not self.metrics:
+            raise ValueError(f"loop task {self.name!r} declares no metric")
+
+    def make_config(self, recipe: Recipe) -> Any:
+        """The loop's configuration from the recipe's ``task_args`` (or the recipe itself when ``config`` is
+        None); a bad key or value is a ConfigError naming it."""
+        args = dict(recipe.task_args)
+        kind = args.pop("kind", "loop")
+        if kind != "loop":
+            raise ConfigError(f"task {self.name!r} runs its own loop; task_args.kind must be 'loop' or absent, "
+                              f"got {kind!r}")
+        if self.config is None:
+            if args:
+                raise ConfigError(f"task {self.name!r} takes the recipe itself; task_args {sorted(args)} apply to "
+                                  f"nothing")
+            return recipe
+        return build_dataclass(self.config, args, "task_args")
+
+    def run(self, recipe: Recipe, *, seed: int, run_dir: Path, progress: Progress,
+            resume: bool = False) -> LoopResult:
+        """Call the loop for one run and check what it returned against the declared metrics."""
+        kwargs: dict[str, Any] = {"seed": seed, "run_dir": run_dir, "progress": progress}
+        if self.resumable:
+            kwargs["resume"] = resume
+        elif resume:
+            raise ConfigError(f"task {self.name!r} cannot resume a run; start it again without --resume")
+        config = self.make_config(recipe)
+        start = time.perf_counter()
+        result = loop_result(self.loop(config, **kwargs))
+        # numpy / torch scalars as Python numbers: the store and the analysis read plain floats
+        result.metrics = {k: v.item() if hasattr(v, "item") else v for k, v in result.metrics.items()}
+        if result.train_seconds is None:
+            result.train_seconds = time.perf_counter() - start
+        missing = [m.name for m in self.metrics if m.source == "test" and m.name not in result.metrics]
+        if missing:
+            raise TrainingError(f"task {self.name!r}: its loop returned no value for the declared metric(s) "
+                                f"{missing}; it returned {sorted(result.metrics)}")
+        bad = [i for i, row in enumerate(result.history) if not isinstance(row.get("step"), int)]
+        if bad:
+            raise TrainingError(f"task {self.name!r}: history row {bad[0]} has no integer 'step'")
+        return result
+
+
+TASKS: Registry[Task | LoopTask] = Registry("task")
 for _t in (
     Task("mnist1d", "mnist1d", "cnn", "MNIST-1D (Greydanus 2020), 4000/1000, 10 classes, length 40"),
     Task("mnist1d-shuffled", "mnist1d-shuffled", "mlp", "MNIST-1D with the spatial order permuted"),
@@ -102,7 +219,10 @@ for _t in (
     Task("induction-heads", "induction-heads", "mamba_lm",
          "Mamba paper's induction heads: after the trigger token again, recall the token that followed it",
          kind="token"),
+    Task("files", "files", "mlp",
+         "your own data from files (data: {format: csv, path: ..., target: ...}); the kind follows the targets "
+         "(classification, binary, multilabel, regression) or task_args.kind", kind="auto"),
+    LoopTask("bandit", "10-armed bandit testbed (Sutton & Barto 2018, sec. 2.3), epsilon-greedy, its own loop: "
+             "the worked example of a loop task", run_bandit, BANDIT_METRICS, BanditConfig),
 ):
     TASKS.register(_t.name, _t, summary=_t.summary)
-
-__all__ = ["IGNORE_INDEX", "TASKS", "Task", "scored_positions", "token_cross_entropy"]
