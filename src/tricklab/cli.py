@@ -452,6 +452,18 @@ def _tasks_table() -> Table:
     return grid
 
 
+def cmd_explain(args: argparse.Namespace) -> int:
+    # imported here: the explanation page needs matplotlib (the `plots` extra), which other commands do not
+    from tricklab.explain.report import explain_run, recipe_task
+
+    task = recipe_task(args.run_dir)  # a UserError when RUN_DIR holds no recipe.yaml
+    dataset = TASKS.get(task).dataset if task in TASKS and not isinstance(TASKS.get(task), LoopTask) else None
+    page = explain_run(args.run_dir, args.method, args.examples, args.out, dataset=dataset, seed=args.seed,
+                       progress=lambda line: print(line, file=sys.stderr))
+    print(page)
+    return 0
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     console = Console(width=None if sys.stdout.isatty() else 160)
     for title, reg in REGISTRIES.items():
@@ -545,6 +557,21 @@ def _add_lr_find(sub: Sub) -> None:
     p.set_defaults(func=cmd_lr_find)
 
 
+def _add_explain(sub: Sub) -> None:
+    p = sub.add_parser("explain", help="attributions of a trained run's test examples as heat maps, with deletion "
+                                       "and insertion scores per method (an HTML page)")
+    p.add_argument("run_dir", type=Path,
+                   help="a run folder written by `tricklab run` (recipe.yaml + model.safetensors)")
+    p.add_argument("--method", action="append", default=None,
+                   help="an attribution method (repeatable; default: all). One of: gradient, gradient_x_input, "
+                        "smoothgrad, integrated_gradients, grad_cam, grad_cam_plus_plus, gradient_shap, deeplift, "
+                        "deeplift_shap, kernel_shap, random")
+    p.add_argument("--examples", type=int, default=8, help="test examples to explain (default 8)")
+    p.add_argument("--out", type=Path, default=None, help="output folder (default RUN_DIR/explain)")
+    p.add_argument("--seed", type=int, default=0, help="picks the examples and the random draws (default 0)")
+    p.set_defaults(func=cmd_explain)
+
+
 def _add_list(sub: Sub) -> None:
     p = sub.add_parser("list", help="print what is registered: tasks, data sets, models, optimizers, schedules, "
                                     "techniques, layers, losses")
@@ -556,7 +583,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tricklab", description="Deep-learning techniques, composed and measured.")
     parser.add_argument("--version", action="version", version=f"tricklab {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    adders: tuple[Callable[[Sub], None], ...] = (_add_run, _add_ablate, _add_store_commands, _add_lr_find, _add_list)
+    adders: tuple[Callable[[Sub], None], ...] = (_add_run, _add_ablate, _add_store_commands, _add_lr_find,
+                                                 _add_explain, _add_list)
     for add in adders:
         add(sub)
     return parser
