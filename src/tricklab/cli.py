@@ -225,7 +225,17 @@ def _declared_rows(s: RunSummary) -> list[tuple[str, str]]:
     if cost is not None:
         rows += [("parameters", format_value(cost.parameters, ",")),
                  ("model size (bytes)", format_value(cost.model_size_bytes, ","))]
-    return rows
+    return rows + _energy_rows(s)
+
+
+def _energy_rows(s: RunSummary) -> list[tuple[str, str]]:
+    e = s.energy
+    if not e:
+        return []
+    low, high = format_value(e.get("energy_wh_low"), ".3g"), format_value(e.get("energy_wh_high"), ".3g")
+    return [("training energy (Wh, estimate)", f"{format_value(e.get('energy_wh'), '.3g')} [{low}, {high}]"),
+            (f"carbon (g CO2e at {format_value(e.get('grid_g_per_kwh'), '.0f')} g/kWh)",
+             format_value(e.get("co2e_g"), ".3g"))]
 
 
 def _summary_rows(s: RunSummary) -> list[tuple[str, str]]:
@@ -245,6 +255,7 @@ def _summary_rows(s: RunSummary) -> list[tuple[str, str]]:
         ("parameters", format_value(cost.parameters if cost else None, ",")),
         ("model size (bytes)", format_value(cost.model_size_bytes if cost else None, ",")),
         (f"steps to {format_value(s.target_accuracy, '.0%')} eval accuracy", _steps_text(s)),
+        *_energy_rows(s),
     ]
     if s.stop_reason:
         rows.append(("stopped", s.stop_reason))

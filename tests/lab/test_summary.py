@@ -23,7 +23,7 @@ def test_reads_the_layout_of_an_old_summary() -> None:
            "inference_latency": {"median_ms": 5.29, "p90_ms": 8.2}, "convergence": None}
     expected = {"accuracy": 0.471, "macro_f1": 0.4576, "nll": 1.3629, "ece": 0.117, "brier": 0.648,
                 "train_seconds": 12.5, "latency_ms": 5.29, "parameters": 5210.0, "model_size_bytes": 21432.0,
-                "steps_to_target": None, "bpc": None}
+                "steps_to_target": None, "energy_wh": None, "co2e_g": None, "bpc": None}
     s = RunSummary.from_dict(old)
     assert [m.key for m in METRICS] == list(expected)
     assert {m.key: s.value(m) for m in METRICS} == expected
@@ -37,7 +37,8 @@ def test_reads_the_layout_of_an_old_summary() -> None:
     assert RunSummary.from_dict({"extra_tests": {"len256": {"accuracy": 0.5}}}).value(len256) == 0.5
     assert s.value(len256) is None
     assert [m.key for m in METRICS if m.higher_is_better] == ["accuracy", "macro_f1"]
-    assert {m.key for m in METRICS if m.kind == "timing"} == {"train_seconds", "latency_ms"}
+    assert {m.key for m in METRICS if m.kind == "timing"} == {"train_seconds", "latency_ms", "energy_wh", "co2e_g"}
+    assert [m.key for m in METRICS if not m.judged] == ["energy_wh", "co2e_g"]  # shown, never a verdict
 
 
 def test_a_real_summary_json_round_trips(tmp_path: Path) -> None:
@@ -49,11 +50,11 @@ def test_a_real_summary_json_round_trips(tmp_path: Path) -> None:
     assert RunSummary.from_dict(on_disk).to_dict() == on_disk
     assert RunSummary.from_dict(on_disk) == result.summary
     # the keys summary.json has always had (a weight averager adds the trained weights' evaluation), and what
-    # the run declares since task kinds exist: its kind and its metrics
+    # the run declares since task kinds exist: its kind and its metrics; and its energy estimate
     assert set(on_disk) == {"task", "model", "seed", "recipe_hash", "steps", "epochs_completed", "stop_reason",
                             "train_seconds", "wall_seconds_this_process", "nonfinite_steps", "test",
                             "test_trained_weights", "parameters", "model_size_bytes", "inference_latency",
-                            "convergence", "target_accuracy", "task_kind", "metrics"}
+                            "convergence", "target_accuracy", "task_kind", "metrics", "energy"}
     assert on_disk["task_kind"] == "classification" and result.summary.metrics == METRICS
     assert {"accuracy", "macro_f1", "nll", "ece", "brier", "per_class_f1", "confusion_matrix",
             "reliability", "loss"} <= set(on_disk["test"])

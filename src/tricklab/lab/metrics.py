@@ -92,6 +92,12 @@ METRICS: tuple[MetricInfo, ...] = (
     MetricInfo("model_size_bytes", "Model size (bytes)", False, ",.0f", unit="bytes", source="run", kind="size"),
     MetricInfo("steps_to_target", "Steps to target accuracy", False, ",.0f", unit="steps", source="run",
                kind="steps"),
+    # the training's energy and carbon estimate (tricklab.evaluate.energy, CPU time x a stated power per core):
+    # shown with its interval, no verdict (it follows training time); absent from runs stored before it existed
+    MetricInfo("energy_wh", "Training energy (Wh, estimate)", False, ".4f", unit="Wh", source="run", kind="timing",
+               judged=False, optional=True),
+    MetricInfo("co2e_g", "Training carbon (g CO2e, estimate)", False, ".4f", unit="g", source="run", kind="timing",
+               judged=False, optional=True),
     # per-token tasks only (language models): bits per token, nll / ln 2
     MetricInfo("bpc", "Test bits per token (per character for text)", False, optional=True),
 )
@@ -109,7 +115,7 @@ def extra_test_metric(test_set: str, base: MetricInfo) -> MetricInfo:
 
 #: What every trained model is measured on besides its task's quality metrics (time, latency, size).
 RUN_METRICS: tuple[MetricInfo, ...] = tuple(m for m in METRICS if m.key in (
-    "train_seconds", "latency_ms", "parameters", "model_size_bytes"))
+    "train_seconds", "latency_ms", "parameters", "model_size_bytes", "energy_wh", "co2e_g"))
 _BY_KEY = {m.key: m for m in METRICS}
 
 #: Binary classification (two logits, class 1 positive): the positive class's F1 first, then ranking and

@@ -25,6 +25,7 @@ from safetensors.torch import save as st_save
 
 from tricklab.errors import CheckpointError, ConfigError, UserError
 from tricklab.evaluate import count_parameters, inference_latency, model_size_bytes
+from tricklab.evaluate.energy import EnergyEstimate, EnergyMeter
 from tricklab.io import atomic_write_bytes, atomic_write_text, write_safely
 from tricklab.lab.build import PreparedData, build_techniques, prepare_data, resolve_task, resolve_techniques, validate
 from tricklab.lab.differences import describe_changes, recipe_changes
@@ -80,6 +81,7 @@ class RunSetup:
     techniques: list[Technique]
     trainer: Trainer
     resolved: ResolvedTask | None = None  # the task's kind, loss, evaluation and declared metrics
+    energy: EnergyEstimate | None = None  # this process's training energy, measured by fit
 
 
 def run(recipe: Recipe, out: str | Path | None = None, resume: bool = False) -> RunResult:
@@ -262,7 +264,11 @@ def fit(setup: RunSetup, resume: bool | Path = False) -> tuple[TrainState, float
     distributed.barrier(setup.info)
     wall0 = time.perf_counter()
     start = setup.run_dir / "checkpoints" if resume is True else resume or None
+    # this process's CPU time x a stated power per core (docs/explain/energy.md): other work on a shared
+    # machine stays out of the estimate; a resumed run counts the part it trained
+    meter = EnergyMeter().start()
     state = setup.trainer.fit(resume_from=start)
+    setup.energy = meter.stop()
     return state, time.perf_counter() - wall0
 
 
@@ -305,7 +311,8 @@ def _main_process_measurements(setup: RunSetup, state: TrainState, summary: RunS
         sample = _sample_text(model, setup.task.sample_prompt, data.vocab, data.input_shape[0], recipe.seed,
                               setup.device)
     return dataclasses.replace(summary, cost=cost, convergence=reached, target_accuracy=recipe.target_accuracy,
-                               diagnostics=diagnostics, sample=sample, robustness=_robustness(setup))
+                               diagnostics=diagnostics, sample=sample, robustness=_robustness(setup),
+                               energy=None if setup.energy is None else setup.energy.to_dict())
 
 
 def steps_to_target(history: Sequence[dict[str, Any]], target: float, eval_every: int | None,

@@ -162,7 +162,7 @@ class TextSample:
 _RUN_KEYS = ("task", "model", "seed", "recipe_hash", "steps", "epochs_completed", "stop_reason", "train_seconds",
              "wall_seconds_this_process", "nonfinite_steps", "test", "val", "extra_tests", "test_trained_weights",
              "parameters", "model_size_bytes", "inference_latency", "convergence", "target_accuracy",
-             "diagnostics", "sample", "task_kind", "metrics", "robustness", "extras")
+             "diagnostics", "sample", "task_kind", "metrics", "robustness", "extras", "energy")
 
 
 @dataclass(frozen=True)
@@ -202,6 +202,9 @@ class RunSummary:
     metrics: tuple[MetricInfo, ...] | None = None
     robustness: Evaluation | None = None
     extras: dict[str, Any] | None = None
+    #: the training's energy and carbon estimate (tricklab.evaluate.energy.EnergyEstimate.to_dict(): the
+    #: method, its stated figures and low/high bounds); None in summaries written before it was measured
+    energy: dict[str, Any] | None = None
     other: dict[str, Any] = field(default_factory=dict)
 
     # -- reading metrics ------------------------------------------------------------------------------------
@@ -221,7 +224,8 @@ class RunSummary:
         return None
 
     def run_metrics(self) -> dict[str, float | None]:
-        """The run-level metrics (source ``"run"``): training time, latency, size, steps to the target."""
+        """The run-level metrics (source ``"run"``): training time, latency, size, steps to the target, and the
+        training's energy and carbon estimate."""
         cost, lat = self.cost, self.cost.inference_latency if self.cost else None
         return {
             "train_seconds": self.train_seconds,
@@ -229,6 +233,8 @@ class RunSummary:
             "parameters": cost.parameters if cost else None,
             "model_size_bytes": cost.model_size_bytes if cost else None,
             "steps_to_target": self.convergence.step if self.convergence else None,
+            "energy_wh": self.energy.get("energy_wh") if self.energy else None,
+            "co2e_g": self.energy.get("co2e_g") if self.energy else None,
         }
 
     def value(self, metric: MetricInfo) -> float | None:
@@ -266,6 +272,7 @@ class RunSummary:
             task_kind=data.get("task_kind"),
             metrics=None if data.get("metrics") is None else metrics_from_dicts(data["metrics"]),
             robustness=_opt(Evaluation, data.get("robustness")), extras=data.get("extras"),
+            energy=data.get("energy"),
             other={k: v for k, v in data.items() if k not in _RUN_KEYS},
         )
 
@@ -303,6 +310,8 @@ class RunSummary:
             out["robustness"] = self.robustness.to_dict()
         if self.extras:
             out["extras"] = self.extras
+        if self.energy is not None:
+            out["energy"] = self.energy
         out.update(self.other)
         return out
 
