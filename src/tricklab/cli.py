@@ -177,7 +177,7 @@ def table_keys(summary: AblationSummary) -> tuple[str, ...]:
     """The metrics the terminal shows: a classifier's usual five (three when robustness metrics follow); for
     another kind its first four quality metrics and the training time; then the robustness metrics."""
     primary, robust = summary.primary, [m.key for m in summary.robust_metrics]
-    if primary is None or primary.key == "accuracy":
+    if primary is None or (primary.key == "accuracy" and summary.metric("macro_f1") is not None):
         # with robustness metrics, room for them: accuracy, NLL and time of the usual five
         keys: list[str] = list(_CLASSIFICATION_KEYS) if not robust else ["accuracy", "nll", "train_seconds"]
     else:
