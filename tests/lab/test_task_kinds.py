@@ -28,6 +28,7 @@ from tricklab.lab.build import PreparedData, check_recipe, resolve_task
 from tricklab.lab.kinds import KINDS, kind_for, token_cross_entropy
 from tricklab.lab.metrics import METRICS, REGRESSION_METRICS, MetricInfo
 from tricklab.lab.recipe import load_recipe, recipe_from_dict
+from tricklab.lab.noise import CONTROL
 from tricklab.lab.runner import run
 from tricklab.lab.tasks import TASKS, LoopResult, LoopTask
 
@@ -214,11 +215,12 @@ def _regression_recipe(folder: Path, csv: str) -> Path:
 def test_a_csv_regression_runs_through_ablate_with_lower_is_better_verdicts(tmp_path: Path) -> None:
     """Integer prices would be read as classes; task: {kind: regression} reads them as a regression target.
     A learning rate that trains (1e-2) against one that barely moves (1e-5): MSE falls ('helps' with a negative
-    difference, lower is better) and R^2 rises ('helps' with a positive one)."""
+    difference, lower is better) and R^2 rises ('helps' with a positive one). Three seeds: with two, the
+    Holm-adjusted p-values over the verdict table cannot fall below 0.05 however large the effect."""
     _write_csv(tmp_path / "houses.csv")
     out = tmp_path / "ablation"
     code, stdout, err = cli("ablate", str(_regression_recipe(tmp_path, "houses.csv")), "--techniques", "",
-                            "--variant", "trained:optimizer.lr=0.01", "--jobs", "2", "--out", str(out))
+                            "--variant", "trained:optimizer.lr=0.01", "--seeds", "3", "--jobs", "2", "--out", str(out))
     assert code == 0, err + stdout
     assert "test mse" in stdout
     card = json.loads((out / "cards" / "trained.json").read_text())
@@ -235,7 +237,8 @@ def test_a_csv_regression_runs_through_ablate_with_lower_is_better_verdicts(tmp_
     # versioning: every run records the data fingerprint; a CSV one byte different is other data
     code, listed, _ = cli("runs", str(out), "--width", "64")
     fingerprints = {r[-1] for r in done_rows(listed)}
-    assert code == 0 and len(done_rows(listed)) == 4 and len(fingerprints) == 1 and len(next(iter(fingerprints))) == 64
+    assert code == 0 and len(done_rows(listed)) == 9  # 2 variants x 3 seeds, and the 3 control runs
+    assert len(fingerprints) == 1 and len(next(iter(fingerprints))) == 64
     fp_a = fingerprints.pop()
     _write_csv(tmp_path / "houses2.csv", tweak=True)
     assert (tmp_path / "houses.csv").read_bytes() != (tmp_path / "houses2.csv").read_bytes()
@@ -247,13 +250,15 @@ def test_a_csv_regression_runs_through_ablate_with_lower_is_better_verdicts(tmp_
     code, _, err = cli("ablate", str(second), "--techniques", "", "--seeds", "1", "--jobs", "1", "--out", str(out2))
     assert code == 0, err
     code, both, _ = cli("runs", str(out), str(out2))  # 16 characters of each fingerprint
-    assert code == 0 and len({r[-1] for r in done_rows(both)}) == 2 and len(done_rows(both)) == 5
+    # 9 runs of the first store, the second's baseline and its control run
+    assert code == 0 and len({r[-1] for r in done_rows(both)}) == 2 and len(done_rows(both)) == 11
     code, only_a, _ = cli("runs", str(out), str(out2), "--data-fingerprint", fp_a[:12])
     rows = done_rows(only_a)
-    assert code == 0 and len(rows) == 4 and {r[-1] for r in rows} == {fp_a[:16]}  # the first store's four runs
+    assert code == 0 and len(rows) == 9 and {r[-1] for r in rows} == {fp_a[:16]}  # the first store's runs
     recipe_hash = json.loads((out / "cards" / "trained.json").read_text())["setting"]["recipe_hash"]
     code, base_only, _ = cli("runs", str(out), "--recipe-hash", recipe_hash)
-    assert code == 0 and [r[0] for r in done_rows(base_only)] == ["baseline", "baseline"]
+    # the baseline's recipe: its three runs and the three control runs (the same recipe, run again)
+    assert code == 0 and sorted(r[0] for r in done_rows(base_only)) == ["baseline"] * 3 + [CONTROL] * 3
 
 
 def test_the_bandit_loop_task_runs_through_ablate(tmp_path: Path) -> None:
