@@ -284,9 +284,9 @@ def _backend(args: argparse.Namespace, jobs: int) -> Backend | None:
     return make_backend(args.backend, jobs, max(1, (os.cpu_count() or 1) // max(jobs, 1)), args.address)
 
 
-def _tuning_inputs(args: argparse.Namespace) -> tuple[Recipe, Recipe, Any, TuneConfig]:
+def _tuning_inputs(args: argparse.Namespace) -> tuple[Recipe, Recipe, TuneConfig]:
     """(the recipe as given, the recipe the trials run: with the budget and the validation split, the
-    objective, the tuner's configuration) of a tune or search command line."""
+    tuner's configuration) of a tune or search command line."""
     base = load_base(*recipe_arguments(args.recipe, args.overrides, args.data_dir))
     budget = getattr(args, "budget", None)
     if budget is not None:
@@ -297,11 +297,10 @@ def _tuning_inputs(args: argparse.Namespace) -> tuple[Recipe, Recipe, Any, TuneC
             raise UserError(f"--val-fraction must be in (0, 1), got {args.val_fraction}")
         trial_base = recipe_from_dict({**base.to_dict(), "data": {**base.to_dict()["data"],
                                                                   "val_fraction": args.val_fraction}})
-    objective = resolve_objective(trial_base, args.metric, say=lambda m: print(m, flush=True))
     cfg = TuneConfig(trials=args.trials, sampler=args.sampler, pruner=args.pruner, storage=args.storage,
                      study_name=args.study_name, jobs=args.jobs, seed=args.seed)
     cfg.check()
-    return base, trial_base, objective, cfg
+    return base, trial_base, cfg
 
 
 def _confirm_command(args: argparse.Namespace, overrides: list[str]) -> str:
@@ -312,9 +311,10 @@ def _confirm_command(args: argparse.Namespace, overrides: list[str]) -> str:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    base, trial_base, objective, cfg = _tuning_inputs(args)
+    base, trial_base, cfg = _tuning_inputs(args)
     space = load_space(args.space, trial_base)
     say = lambda m: print(m, flush=True)  # noqa: E731
+    objective = resolve_objective(trial_base, args.metric, say)
     say(f"tuning {len(space.params)} keys ({'; '.join(p.describe() for p in space.params)}) for "
         f"{objective.describe()} ({objective.direction}): {cfg.trials} trials, {cfg.sampler} sampler, "
         f"{cfg.pruner} pruner, {cfg.jobs} worker(s), into {args.out}")
@@ -335,7 +335,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    base, trial_base, objective, cfg = _tuning_inputs(args)
+    base, trial_base, cfg = _tuning_inputs(args)
     specs = [parse_technique(t) for t in args.techniques.split(",") if t.strip()]
     if args.space and not Path(args.space).is_file():
         raise UserError(f"--space {args.space!r} does not exist")
@@ -345,6 +345,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     if args.seeds_confirm < 0:
         raise UserError(f"--seeds-confirm must be 0 or more, got {args.seeds_confirm}")
     say = lambda m: print(m, flush=True)  # noqa: E731
+    objective = resolve_objective(trial_base, args.metric, say)
     say(f"searching {len(specs)} techniques ({', '.join(s.name for s in specs)}) at budget {base.budget}, for "
         f"{objective.describe()}: {cfg.trials} trials, {cfg.sampler} sampler, {cfg.pruner} pruner, into {args.out}")
     result = run_search(base, trial_base, space, objective, cfg, args.out, list(range(args.seeds_confirm)), say,

@@ -23,6 +23,7 @@ import contextlib
 import dataclasses
 import fcntl
 import hashlib
+import itertools
 import json
 import os
 import time
@@ -142,15 +143,15 @@ class StudyResult:
     ran: int  # trials that ran in this invocation
 
 
-def _sampler(cfg: TuneConfig, space: Space) -> Any:
+def _sampler(cfg: TuneConfig, seed: int) -> Any:
     optuna = _optuna()
     if cfg.sampler == "tpe":
-        return optuna.samplers.TPESampler(seed=cfg.sampler_seed, constant_liar=cfg.jobs > 1)
+        return optuna.samplers.TPESampler(seed=seed, constant_liar=cfg.jobs > 1)
     if cfg.sampler == "gp":
-        return optuna.samplers.GPSampler(seed=cfg.sampler_seed)
-    if cfg.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=cfg.sampler_seed)
-    return optuna.samplers.GridSampler(space.grid(), seed=cfg.sampler_seed)
+        return optuna.samplers.GPSampler(seed=seed)
+    # grid: every point is queued in the study when it is created (see _open_study); Optuna's GridSampler
+    # stops the study from inside tell() when the grid is exhausted, which only works under study.optimize
+    return optuna.samplers.RandomSampler(seed=seed)
 
 
 def _pruner_spec(cfg: TuneConfig, base: Recipe, objective: Objective) -> tuple[str, dict[str, Any]]:
@@ -193,13 +194,19 @@ def _open_study(cfg: TuneConfig, out: Path, name: str, objective: Objective, spa
     optuna = _optuna()
     url = cfg.storage or f"sqlite:///{(out / 'study.sqlite').resolve()}"
     study = optuna.create_study(storage=open_storage(url), study_name=name, load_if_exists=True,
-                                direction=objective.direction, sampler=_sampler(cfg, space),
-                                pruner=make_pruner(*pruner))
+                                direction=objective.direction, pruner=make_pruner(*pruner))
+    # a resumed study must not replay the random start of the first invocation: the seed moves on with it
+    study.sampler = _sampler(cfg, cfg.sampler_seed + len(study.get_trials(deepcopy=False)))
     if study.direction.name.lower() != objective.direction:
         raise UserError(f"study {name!r} in {url} was created to {study.direction.name.lower()}; "
                         f"the objective {objective.describe()} asks to {objective.direction}")
     study.set_user_attr("objective", objective.describe())
     study.set_user_attr("storage_url", url)
+    if cfg.sampler == "grid" and not study.user_attrs.get("grid_queued"):
+        grid = space.grid()
+        for point in itertools.product(*grid.values()):
+            study.enqueue_trial(dict(zip(grid, point)))
+        study.set_user_attr("grid_queued", True)
     return study
 
 
