@@ -280,6 +280,8 @@ def check_space(space: Space, base: Recipe) -> Space:
             raise ConfigError(f"space {p.key}: listed twice")
         seen.add(p.key)
         _check_types(p, _key_type(p.key, base))
+        if p.key.startswith(_SWITCH) and p.key.count(".") == 1:  # a switch: the technique and its arguments
+            technique_arguments(p.key[len(_SWITCH):], dict(p.args), f"technique {p.key[len(_SWITCH):]}")
         if p.key.startswith(_SWITCH) and p.key.count(".") == 2 and p.key.split(".")[1] not in present:
             raise ConfigError(f"space {p.key}: technique {p.key.split('.')[1]!r} is not in the recipe's "
                               f"techniques; add it to the recipe, or search over it (tricklab search)")

@@ -286,6 +286,11 @@ class _Driver:
         self.skipped_in_a_row += 1
         self.say(f"trial {trial.number}: {what}")
 
+    def exhausted(self) -> bool:
+        """A grid search has asked for every point of its grid."""
+        waiting = self.study.get_trials(deepcopy=False, states=(_optuna().trial.TrialState.WAITING,))
+        return self.cfg.sampler == "grid" and not waiting
+
     def launch(self, pool: Backend) -> bool:
         """Ask for a trial and submit its run; False when the trial needed no run (a conflicting technique
         set, pruned at once; or the recipe of a finished trial, told the same value)."""
@@ -403,6 +408,8 @@ def _drive(drv: _Driver, pool: Backend, target: int) -> None:
     """Keep ``jobs`` trials in flight until ``target`` trials have run (or the sampler only repeats)."""
     def fill() -> None:
         while len(drv.in_flight) < drv.cfg.jobs and drv.counted() + len(drv.in_flight) < target:
+            if drv.exhausted():
+                return
             if drv.skipped_in_a_row >= 50 * max(1, drv.cfg.jobs):
                 drv.say("the sampler proposed only known or impossible settings 50 times in a row: stopping early")
                 return
