@@ -127,13 +127,17 @@ def _note(t: Any) -> str:
     return ""
 
 
+def _short(v: Any) -> Any:
+    return f"{v:.4g}" if isinstance(v, float) else v
+
+
 def trial_rows(trials: list[Any], keys: list[str]) -> list[dict[str, Any]]:
     rows = []
     for t in trials:
         seconds = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete and \
             t.datetime_start else None
         rows.append({"number": t.number, "state": t.state.name.lower(), "value": t.value,
-                     "params": [t.params.get(k, "") for k in keys], "seconds": seconds, "note": _note(t)})
+                     "params": [_short(t.params.get(k, "")) for k in keys], "seconds": seconds, "note": _note(t)})
     return rows
 
 
