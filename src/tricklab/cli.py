@@ -452,7 +452,7 @@ def _tuning_arguments(p: argparse.ArgumentParser, trials: int) -> None:
 def _add_tune(sub: Sub) -> None:
     p = sub.add_parser("tune", help="tune recipe keys with Optuna (TPE, GP, random, grid; Hyperband pruning)")
     _tuning_arguments(p, trials=20)
-    p.add_argument("--space", required=True, help="YAML file: recipe keys -> ranges (see docs/tuning.md)")
+    p.add_argument("--space", required=True, help="YAML file: recipe keys -> ranges (see docs/lab-tuning.md)")
     p.add_argument("--out", type=Path, default=Path("runs/tune"), help="output folder (default runs/tune)")
     p.set_defaults(func=cmd_tune)
 
