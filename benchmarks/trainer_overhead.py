@@ -51,7 +51,9 @@ def make_model_and_opt() -> tuple[torch.nn.Module, torch.optim.Optimizer]:
     return model, torch.optim.Adam(model.parameters(), lr=LR)
 
 
-def run_trainer(x: torch.Tensor, y: torch.Tensor, steps: int, batch_size: int, tmp: Path) -> tuple[float, torch.nn.Module]:
+def run_trainer(
+    x: torch.Tensor, y: torch.Tensor, steps: int, batch_size: int, tmp: Path
+) -> tuple[float, torch.nn.Module]:
     model, opt = make_model_and_opt()
     with open(tmp / "progress.txt", "w", encoding="utf-8") as stream:
         t0 = time.perf_counter()

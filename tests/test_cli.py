@@ -123,3 +123,63 @@ def test_run_writes_the_run_folder(tmp_path: Path) -> None:
     assert [r["step"] for r in rows] == [10, 20, 30, 40]
     assert "test accuracy" in r.stdout  # the summary table
     assert "[train] step" in r.stderr  # progress lines when not a terminal
+
+
+def test_conflicting_techniques_are_refused_before_any_data_is_loaded(tmp_path: Path) -> None:
+    # the data folder does not exist: had the data been looked for first, the message would be about it
+    r = tricklab("run", "task=fashion-mnist", "--data-dir", str(tmp_path / "nowhere"),
+                 "techniques=[ema, {name: ema, args: {decay: 0.9}}]", "--out", str(tmp_path / "a"))
+    assert_bad_input(r, "conflict", "eval_weights")
+    assert "dataset-fashion-mnist" not in r.stderr and not (tmp_path / "a").exists()
+
+
+def test_run_names_the_recipe_it_uses(tmp_path: Path) -> None:
+    r = tricklab("run", "budget.steps=5", "eval_every=5", "progress=false", "--out", str(tmp_path / "a"))
+    assert r.returncode == 0, r.stderr
+    assert "recipe: mnist1d-cnn, the embedded default" in r.stderr and "label smoothing" in r.stderr
+    # the other named default, by name: the ablation baseline (the paper's setting)
+    r = tricklab("run", "mnist1d-cnn-paper", "budget.steps=5", "eval_every=5", "progress=false",
+                 "--out", str(tmp_path / "b"))
+    assert r.returncode == 0, r.stderr
+    assert "recipe: mnist1d-cnn-paper, the MNIST-1D paper's own setting" in r.stderr
+    assert "schedule:\n  name: constant" in (tmp_path / "b" / "recipe.yaml").read_text()
+
+
+def test_resume_reads_the_recipe_from_the_run_folder(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    ok = tricklab("run", "budget.steps=10", "eval_every=5", "log_every=5", "checkpoint.every_steps=5",
+                  "progress=false", "--out", str(out))
+    assert ok.returncode == 0, ok.stderr
+    (out / "summary.json").unlink()  # as if killed after its last checkpoint
+    # no overrides: the run's own recipe (it was started with overrides: the embedded default would differ)
+    r = tricklab("run", "--out", str(out), "--resume")
+    assert r.returncode == 0, r.stderr
+    assert "resumed at step 10" in r.stderr and (out / "summary.json").is_file()
+    # overrides that leave it unchanged (the display, or a value it already has) are accepted
+    r = tricklab("run", "progress=false", "budget.steps=10", "--out", str(out), "--resume")
+    assert r.returncode == 0, r.stderr
+    # one that changes it is refused, naming the key and both values
+    assert_bad_input(tricklab("run", "budget.steps=12", "--out", str(out), "--resume"), "recipe differs",
+                     "budget.steps: 10 (in the run) vs 12 (given)")
+    assert_bad_input(tricklab("run", "--resume"), "--resume needs --out")
+
+
+def test_recipe_yaml_records_every_technique_argument(tmp_path: Path) -> None:
+    import yaml
+
+    r = tricklab("run", "budget.steps=5", "eval_every=5", "progress=false", "techniques=[ema, grad_clip]",
+                 "--out", str(tmp_path / "a"))
+    assert r.returncode == 0, r.stderr
+    saved = yaml.safe_load((tmp_path / "a" / "recipe.yaml").read_text())
+    assert saved["techniques"] == [{"name": "ema", "args": {"decay": 0.999, "warmup": True, "every": 1}},
+                                   {"name": "grad_clip", "args": {"max_norm": 1.0, "max_value": None,
+                                                                  "norm_type": 2.0}}]
+
+
+def test_list_keeps_bracketed_text() -> None:
+    env = dict(os.environ, COLUMNS="400")
+    r = subprocess.run([sys.executable, "-m", "tricklab", "list", "techniques"], capture_output=True, text=True,
+                       timeout=300, env=env)
+    assert r.returncode == 0, r.stderr
+    # rich would read "[ratio, 1/ratio]" as markup and drop it
+    assert "aspect in [ratio, 1/ratio])" in r.stdout

@@ -3,6 +3,10 @@ techniques, ``a+b`` combinations, ``NAME:key=value;...`` variants, budgets) and 
 
 Exit status: 0 success; 2 bad input (the message says what and where, no traceback); 1 failure during
 training (the message says why and where the log is); 130 interrupted.
+
+Output goes through :class:`tricklab.io.PipeSafeStream`: ``tricklab run ... | head`` closing the pipe
+silences the output, never the training. Text that comes from users or registries (variant names, technique
+summaries) is escaped before rich prints it, so brackets in it are shown, not read as markup.
 """
 
 from __future__ import annotations
@@ -11,18 +15,22 @@ import argparse
 import os
 import re
 import sys
+import tempfile
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from tricklab import __version__
 from tricklab.data import DATASETS
 from tricklab.errors import ConfigError, TrainingError, UserError
+from tricklab.io import PipeSafeStream
 from tricklab.lab.ablate import (
+    BASELINE_NAME,
     DEFAULT_TECHNIQUES,
     AblationPlan,
     load_base,
@@ -34,11 +42,22 @@ from tricklab.lab.ablate import (
 from tricklab.lab.backends import BACKENDS, Backend, make_backend
 from tricklab.lab.format import format_value
 from tricklab.lab.lr_find import SUGGESTIONS, lr_find
-from tricklab.lab.recipe import Recipe, TechniqueSpec, load_recipe, parse_yaml, recipe_arguments, recipe_from_dict
-from tricklab.lab.runner import run
+from tricklab.lab.recipe import (
+    DEFAULT_NAME,
+    EMBEDDED,
+    Recipe,
+    TechniqueSpec,
+    describe_embedded,
+    load_recipe,
+    parse_yaml,
+    recipe_arguments,
+    recipe_from_dict,
+)
+from tricklab.lab.runner import resume_recipe, run
+from tricklab.lab.salvage import damage_message, salvage
 from tricklab.lab.search import run_search, search_space
 from tricklab.lab.space import load_space, overrides_of, parse_space
-from tricklab.lab.store import Store
+from tricklab.lab.store import Store, StoreDamaged
 from tricklab.lab.summary import AblationSummary, RunSummary
 from tricklab.lab.tasks import TASKS
 from tricklab.lab.tune import TuneConfig, optimize, resolve_objective, write_best
@@ -126,7 +145,8 @@ def plan_ablation(base: Recipe, techniques: Sequence[str], combos: Sequence[str]
 
 
 # ------------------------------------------------------------------------------------------------ tables
-_MARK = {"helps": ("+", "green"), "hurts": ("-", "red"), "no clear effect": ("~", "")}
+_MARK = {"helps": ("+", "green"), "hurts": ("-", "red"), "no clear effect": ("~", ""),
+         "within noise": ("~ noise", ""), "not judged": ("", "")}
 _SHORT = {"accuracy": "accuracy", "macro_f1": "macro-F1", "nll": "NLL", "ece": "ECE", "brier": "Brier",
           "train_seconds": "train time s", "latency_ms": "latency ms"}
 
@@ -135,33 +155,50 @@ def _verdict_text(summary: AblationSummary, variant: str, key: str) -> str:
     p = summary.difference(variant, key)
     if p is None or p.mean_diff is None:
         return "n/a"
+    if p.identical:
+        return "= identical"
     if p.half_width is None:
         return f"{p.mean_diff:+.3g} (no CI: 1 seed)"
     mark, colour = _MARK.get(p.verdict, (p.verdict, ""))
-    text = f"{p.mean_diff:+.2g} ± {p.half_width:.2g} {mark}"
-    return f"[{colour}]{text}[/{colour}]" if colour else text
+    text = f"{p.mean_diff:+.2g} ± {p.half_width:.2g} {mark}".rstrip()
+    return f"[{colour}]{escape(text)}[/{colour}]" if colour else escape(text)
 
 
 def verdict_table(summary: AblationSummary,
                   keys: Sequence[str] = ("accuracy", "macro_f1", "nll", "ece", "train_seconds")) -> Table:
     """A rich table: technique x metric, the paired difference against the baseline as mean ± the half-width
-    of its 95% interval (the paired-t interval is symmetric), with the verdict."""
+    of its 95% interval (the paired-t interval is symmetric), with the verdict (Holm-adjusted; a timing
+    difference needs to exceed the noise floor)."""
     table = Table(title="technique - baseline, paired by seed: mean ± 95% CI half-width",
-                  caption="+ helps, - hurts, ~ no clear effect (the interval includes 0)")
+                  caption=f"+ helps, - hurts, ~ no clear effect, = identical in every run, ~ noise: a timing "
+                          f"difference within the noise between identical runs. Verdicts use Holm-adjusted "
+                          f"p-values over the {summary.family_size} comparisons of the report's verdict table.")
     table.add_column("technique", no_wrap=True)
     for k in keys:
         m = summary.metric(k)
         label = _SHORT.get(k, m.label if m else k)
         table.add_column(f"{label} {m.arrow if m else '↑'}", justify="right", no_wrap=True)
     for v in summary.techniques:
-        table.add_row(v, *(_verdict_text(summary, v, k) for k in keys))
+        table.add_row(escape(v), *(_verdict_text(summary, v, k) for k in keys))
     return table
+
+
+def _steps_text(s: RunSummary) -> str:
+    conv = s.convergence
+    if conv is None:
+        return "not reached"
+    secs = f" ({format_value(conv.seconds, '.1f')}s)"
+    if conv.interpolated:
+        return (f"{conv.step:,.0f}{secs}, interpolated between evaluations {conv.resolution} steps apart "
+                f"(first evaluation at the target: step {conv.step_evaluated})")
+    if conv.resolution:
+        return f"{conv.step}{secs}, at or before this evaluation (evaluated every {conv.resolution} steps)"
+    return f"{conv.step}{secs}"
 
 
 def _summary_rows(s: RunSummary) -> list[tuple[str, str]]:
     test, cost = s.test, s.cost
     latency = cost.inference_latency.median_ms if cost and cost.inference_latency else None
-    conv = s.convergence
     rows = [
         ("test accuracy", format_value(test.value("accuracy"), ".4f")),
         ("test macro-F1", format_value(test.value("macro_f1"), ".4f")),
@@ -173,36 +210,57 @@ def _summary_rows(s: RunSummary) -> list[tuple[str, str]]:
         ("inference latency, median (ms/batch)", format_value(latency, ".2f")),
         ("parameters", format_value(cost.parameters if cost else None, ",")),
         ("model size (bytes)", format_value(cost.model_size_bytes if cost else None, ",")),
-        (f"steps to {format_value(s.target_accuracy, '.0%')} eval accuracy",
-         f"{conv.step} ({format_value(conv.seconds, '.1f')}s)" if conv else "not reached"),
+        (f"steps to {format_value(s.target_accuracy, '.0%')} eval accuracy", _steps_text(s)),
     ]
     if s.stop_reason:
         rows.append(("stopped", s.stop_reason))
     return rows
 
 
-def _print_summary(summary: RunSummary, run_dir: Path) -> None:
-    table = Table(title=f"{summary.task} / {summary.model} / seed {summary.seed}", show_header=True)
+def _print_summary(summary: RunSummary, run_dir: Path, recipe: str) -> None:
+    table = Table(title=f"{summary.task} / {summary.model} / seed {summary.seed}", show_header=True,
+                  caption=f"recipe: {escape(recipe)}")
     table.add_column("metric")
     table.add_column("value", justify="right")
     for k, v in _summary_rows(summary):
-        table.add_row(k, v)
+        table.add_row(k, escape(v))
     console = Console()
     console.print(table)
-    console.print(f"run folder: {run_dir}")
+    console.print(f"run folder: {escape(str(run_dir))}")
+
+
+def _recipe_label(path: str | None) -> str:
+    """Which recipe a command uses, in words: the embedded default by name, or the file."""
+    if path is None:
+        return describe_embedded(DEFAULT_NAME)
+    if path in EMBEDDED and not Path(path).exists():
+        return describe_embedded(path)
+    return str(path)
 
 
 # ----------------------------------------------------------------------------------------------- commands
 def cmd_run(args: argparse.Namespace) -> int:
-    recipe = load_recipe(*recipe_arguments(args.recipe, args.overrides, args.data_dir))
+    recipe_path, overrides = recipe_arguments(args.recipe, args.overrides, args.data_dir)
+    if args.resume:
+        if args.out is None:
+            raise UserError("--resume needs --out: the run folder to continue")
+        recipe = resume_recipe(args.out, recipe_path, overrides)
+        label = f"the run's own, {args.out / 'recipe.yaml'}" + (f", with {' '.join(overrides)}" if overrides else "")
+    else:
+        recipe = load_recipe(recipe_path, overrides)
+        label = _recipe_label(recipe_path) + (f", with {' '.join(overrides)}" if overrides else "")
+    main_process = int(os.environ.get("RANK", "0")) == 0
+    if main_process:
+        print(f"recipe: {label}", file=sys.stderr, flush=True)
     result = run(recipe, out=args.out, resume=args.resume)
-    if int(os.environ.get("RANK", "0")) == 0:
-        _print_summary(result.summary, result.run_dir)
+    if main_process:
+        _print_summary(result.summary, result.run_dir, label)
     return 0
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:
-    base = load_base(*recipe_arguments(args.recipe, args.overrides, args.data_dir))
+    recipe_path, overrides = recipe_arguments(args.recipe, args.overrides, args.data_dir)
+    base = load_base(recipe_path, overrides)
     if args.techniques is not None:
         techniques = [t for t in args.techniques.split(",") if t.strip()]
     else:
@@ -216,16 +274,20 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     out = args.out
     # a log or a pipe gets a wide table instead of rich's 80-column default, which would truncate cells
     console = Console(width=None if sys.stdout.isatty() else 150)
-    console.print(f"ablation: {len(plan.variants)} variants ({', '.join(v.name for v in plan.variants)}) x "
-                  f"{len(seeds)} seeds, {args.jobs} worker(s), into {out}")
+    baseline = describe_embedded(BASELINE_NAME) if recipe_path is None else _recipe_label(recipe_path)
+    console.print(f"ablation: {len(plan.variants)} variants ({escape(', '.join(v.name for v in plan.variants))}) x "
+                  f"{len(seeds)} seeds, {args.jobs} worker(s), into {escape(str(out))}")
+    console.print(f"baseline: {escape(baseline)}" + (f", with {escape(' '.join(overrides))}" if overrides else ""))
+    if plan.control:
+        console.print("control: the baseline runs a second time per seed, for the training-time noise floor")
     summary = run_ablation(plan, out, jobs=args.jobs, say=lambda m: print(m, flush=True),
                            backend=_backend(args, args.jobs))
     report, cards = write_outputs(out, out / "cards")
     console.print(verdict_table(summary))
     if len(seeds) < 2:
         console.print("one seed: the confidence intervals cannot be computed; use --seeds 2 or more")
-    console.print(f"report: {report}")
-    console.print(f"cards: {out / 'cards'} ({len(cards)} files)")
+    console.print(f"report: {escape(str(report))}")
+    console.print(f"cards: {escape(str(out / 'cards'))} ({len(cards)} files)")
     return 0
 
 
@@ -233,6 +295,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
     path = args.dir / "store.sqlite"
     if not path.is_file():
         raise UserError(f"{args.dir} holds no ablation store (store.sqlite)")
+    if args.salvage:
+        salvage(args.dir)
     store = Store(path)
     try:
         rows = store.runs()
@@ -245,7 +309,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
         s = RunSummary.from_dict(r.summary) if r.summary else None
         acc = format_value(s.test.value("accuracy"), ".4f") if s else ""
         secs = format_value(s.train_seconds, ".1f") if s else ""
-        table.add_row(r.variant, str(r.seed), r.status, acc, secs, r.recipe_hash)
+        table.add_row(escape(r.variant), str(r.seed), r.status, acc, secs, r.recipe_hash)
     Console().print(table)
     return 0
 
@@ -257,7 +321,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_cards(args: argparse.Namespace) -> int:
-    _, cards = write_outputs(args.dir, args.to)
+    _, cards = write_outputs(args.dir, args.to if args.to is not None else args.dir / "cards")
     for c in cards:
         print(c)
     return 0
@@ -273,6 +337,7 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
     for key, label in SUGGESTIONS.items():
         lr = result["suggestions"][key]
         print(f"  {label:>16}: {'n/a' if lr is None else f'{lr:.3g}'}")
+    print(_lr_advice(result["suggestions"]))
     print(f"plot: {args.out / 'lr_find.png'}  data: {args.out / 'lr_find.json'}")
     return 0
 
@@ -362,6 +427,19 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def _lr_advice(suggestions: dict[str, float | None]) -> str:
+    """Which of the suggestions to use: the valley (the middle of the descent, docs/lr_find.md), else the
+    steepest point, else the min-loss rule."""
+    for key, why in (("valley", "the middle of the descent into the lowest loss"),
+                     ("steepest", "the steepest descent (no clear valley)"),
+                     ("min_div10", "the lowest loss / 10 (the curve has no clear descent)")):
+        lr = suggestions.get(key)
+        if lr is not None:
+            return (f"use: optimizer.lr={lr:.3g} ({why}); for one_cycle, whose lr is the peak, take a value near "
+                    f"the steepest point or a little above")
+    return "no suggestion: the loss never fell; widen --start-lr / --end-lr or check the recipe"
+
+
 REGISTRIES: dict[str, Any] = {"tasks": TASKS, "datasets": DATASETS, "models": MODELS, "optimizers": OPTIMIZERS,
                               "schedules": SCHEDULES, "techniques": TECHNIQUES, "layers": LAYERS, "losses": LOSSES}
 
@@ -375,7 +453,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         table.add_column("name", style="bold")
         table.add_column("summary")
         for name in reg.names():
-            table.add_row(name, reg.summary(name))
+            table.add_row(escape(name), escape(reg.summary(name)))
         console.print(table)
     return 0
 
@@ -390,11 +468,15 @@ def _recipe_arguments(p: argparse.ArgumentParser, recipe_help: str, overrides_he
 
 
 def _add_run(sub: Sub) -> None:
-    p = sub.add_parser("run", help="train one recipe (default: MNIST-1D with the paper's CNN)")
-    _recipe_arguments(p, "recipe YAML file (omit for the embedded default)",
+    p = sub.add_parser("run", help="train one recipe (default: mnist1d-cnn, the paper's CNN and Adam plus a cosine "
+                                   "schedule and label smoothing)")
+    _recipe_arguments(p, "recipe YAML file, or an embedded recipe by name: mnist1d-cnn (the default), "
+                         "mnist1d-cnn-paper",
                       "key=value overrides, e.g. optimizer.lr=0.001 budget.steps=500")
     p.add_argument("--out", type=Path, default=None, help="run folder (default runs/<task>-<model>-<time>)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its newest valid checkpoint")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its newest valid checkpoint, with the recipe saved there "
+                        "(overrides are accepted only when they leave it unchanged)")
     p.add_argument("--data-dir", default=None,
                    help="folder holding the data set's files (e.g. Fashion-MNIST IDX files)")
     p.set_defaults(func=cmd_run)
@@ -403,7 +485,7 @@ def _add_run(sub: Sub) -> None:
 def _add_ablate(sub: Sub) -> None:
     p = sub.add_parser("ablate",
                        help="baseline vs each technique added to it, over seeds, with statistics and a report")
-    _recipe_arguments(p, "baseline recipe YAML (omit for MNIST-1D, the paper's CNN and setting)",
+    _recipe_arguments(p, "baseline recipe YAML (omit for mnist1d-cnn-paper: MNIST-1D, the paper's CNN and setting)",
                       "key=value overrides of the baseline recipe")
     p.add_argument("--techniques", default=None,
                    help="comma-separated techniques, each name or name:key=value:... "
@@ -474,13 +556,16 @@ def _add_search(sub: Sub) -> None:
 def _add_store_commands(sub: Sub) -> None:
     p = sub.add_parser("runs", help="list the runs in an ablation folder's store")
     p.add_argument("dir", type=Path, nargs="?", default=Path("runs/ablation"))
+    p.add_argument("--salvage", action="store_true",
+                   help="rebuild a damaged store from every run it or the run folders still give (the damaged "
+                        "file is kept as store.sqlite.damaged)")
     p.set_defaults(func=cmd_runs)
     p = sub.add_parser("report", help="rebuild report.html from an ablation folder's store")
     p.add_argument("dir", type=Path, nargs="?", default=Path("runs/ablation"))
     p.set_defaults(func=cmd_report)
     p = sub.add_parser("cards", help="write technique cards (markdown + JSON) from an ablation folder's store")
     p.add_argument("dir", type=Path, nargs="?", default=Path("runs/ablation"))
-    p.add_argument("--to", type=Path, default=Path("docs/cards"), help="folder for the cards (default docs/cards)")
+    p.add_argument("--to", type=Path, default=None, help="folder for the cards (default DIR/cards)")
     p.set_defaults(func=cmd_cards)
 
 
@@ -528,9 +613,10 @@ def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argpa
 
 
 def _log_failure(args: argparse.Namespace, e: Exception) -> str:
-    """Write the traceback next to the output (or into the current folder); returns where it went."""
-    out = getattr(args, "out", None)
-    log = Path(out) / "error.log" if out else Path("tricklab-error.log")
+    """Write the traceback next to the output, or, for a command without one (the read-only commands, a run
+    without --out), into the temporary folder: never into the current folder. Returns where it went."""
+    out = getattr(args, "out", None) if getattr(args, "func", None) in (cmd_run, cmd_ablate, cmd_lr_find) else None
+    log = Path(out) / "error.log" if out else Path(tempfile.gettempdir()) / f"tricklab-error-{os.getpid()}.log"
     try:
         log.parent.mkdir(parents=True, exist_ok=True)
         log.write_text(traceback.format_exc(), encoding="utf-8")
@@ -539,14 +625,12 @@ def _log_failure(args: argparse.Namespace, e: Exception) -> str:
         return ""
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    try:
-        args = _parse(parser, argv)
-    except SystemExit as e:  # argparse already printed its message; its code is 2 for bad usage
-        return int(e.code or 0)
+def _dispatch(args: argparse.Namespace) -> int:
     try:
         return int(args.func(args))
+    except StoreDamaged as e:
+        print(f"tricklab: error: {damage_message(e.path, e.detail)}", file=sys.stderr)
+        return 2
     except UserError as e:
         print(f"tricklab: error: {e}", file=sys.stderr)
         return 2
@@ -559,6 +643,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as e:  # noqa: BLE001 - the last line of defence: log the traceback, say where
         print(f"tricklab: training failed: {type(e).__name__}: {e}{_log_failure(args, e)}", file=sys.stderr)
         return 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    # a closed pipe (`tricklab run | head`) silences the output instead of stopping the command
+    stdout, stderr = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = PipeSafeStream(stdout), PipeSafeStream(stderr)  # type: ignore[assignment]
+    try:
+        parser = build_parser()
+        try:
+            args = _parse(parser, argv)
+        except SystemExit as e:  # argparse already printed its message; its code is 2 for bad usage
+            return int(e.code or 0)
+        return _dispatch(args)
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        sys.stdout, sys.stderr = stdout, stderr
 
 
 if __name__ == "__main__":

@@ -119,6 +119,7 @@ _CASES = [
     Case("mlflow_log", lambda tmp: {"tracking_uri": str(tmp / "mlruns")}),
     Case("tensorboard_log", lambda tmp: {"log_dir": str(tmp / "tensorboard")}),
     Case("optuna_pruning", lambda tmp: _optuna_trial(tmp)),
+    Case("co_teaching", lambda tmp: {"forget_rate": 0.25, "num_gradual": 1}, accumulates=False),
 ]
 CASES = _CASES + [Case(n) for n in NAMES if n not in {c.name for c in _CASES}]
 CASE_IDS = [c.name + "".join(f"[{t}]" for t in c.tags) for c in CASES]
@@ -373,7 +374,7 @@ def test_state_dict_round_trip_on_a_fresh_instance(name: str, tmp_path: Path) ->
 # ------------------------------------------------------------------------------------------------- naming
 #: how a word of a registry name is spelled in a class name (acronyms, and words written as two)
 SPELLING = {"ema": "EMA", "swa": "SWA", "sam": "SAM", "lsuv": "LSUV", "lr": "LR", "cutmix": "CutMix",
-            "dropblock": "DropBlock"}
+            "dropblock": "DropBlock", "gce": "GCE"}
 
 
 @functools.cache

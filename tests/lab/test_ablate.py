@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tricklab.errors import ConfigError, ConflictError, UnknownNameError
+from tricklab.errors import ConfigError, ConflictError, UnknownNameError, UserError
 from tricklab.cli import parse_budget, parse_technique, parse_variant, plan_ablation
 from tricklab.lab.ablate import load_base
 
@@ -36,7 +37,8 @@ def test_plan_has_baseline_then_each_technique_and_combos() -> None:
     assert names == ["baseline", "ema(decay=0.99)", "grad_clip", "ema(decay=0.99)+grad_clip"]
     assert all(v.recipe.budget.steps == 200 for v in plan.variants)  # equal budget
     assert [t.name for t in plan.variants[3].recipe.techniques] == ["ema", "grad_clip"]
-    assert plan.variants[1].recipe.techniques[0].args == {"decay": 0.99}
+    # every argument is recorded, defaults included (EMA's signature: decay=0.999, warmup=True, every=1)
+    assert plan.variants[1].recipe.techniques[0].args == {"decay": 0.99, "warmup": True, "every": 1}
     assert len({v.recipe.hash() for v in plan.variants}) == 4
 
 
@@ -96,7 +98,7 @@ def test_sigkill_halfway_then_rerun_finishes_without_redoing(tmp_path: Path, bro
     proc = subprocess.Popen(_ablate_cmd(out), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True, start_new_session=True)
     deadline = time.monotonic() + 300
-    while len(_done_runs(store)) < 2:  # 6 runs in all: kill once a third is done
+    while len(_done_runs(store)) < 2:  # 8 runs in all (6 and 2 control runs): kill once a quarter is done
         if proc.poll() is not None:
             pytest.fail(f"ablation ended before the kill (rc {proc.returncode}): {proc.stderr.read()}")
         if time.monotonic() > deadline:
@@ -106,7 +108,7 @@ def test_sigkill_halfway_then_rerun_finishes_without_redoing(tmp_path: Path, bro
     os.kill(proc.pid, signal.SIGKILL)  # the driver only: its workers die with it (parent-death signal)
     proc.wait()
     finished_before = _done_runs(store)
-    assert 2 <= len(finished_before) < 6
+    assert 2 <= len(finished_before) < 8
     con = sqlite3.connect(store)
     assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     con.close()
@@ -115,9 +117,10 @@ def test_sigkill_halfway_then_rerun_finishes_without_redoing(tmp_path: Path, bro
 
     r = subprocess.run(_ablate_cmd(out), env=_env(), capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
-    assert f"{len(finished_before)} of 6 runs already finished" in r.stdout
+    assert f"{len(finished_before)} of 8 runs already finished" in r.stdout
+    assert "taking over the lock of process" in r.stderr  # the killed driver's lock, left behind
     after = _done_runs(store)
-    assert len(after) == 6
+    assert len(after) == 8
     for key, started in finished_before.items():
         assert after[key] == started  # finished runs were not redone
     assert (out / "report.html").is_file() and (out / "cards" / "ema.md").is_file()
@@ -127,15 +130,21 @@ def test_sigkill_halfway_then_rerun_finishes_without_redoing(tmp_path: Path, bro
     # another ablation into the same folder is refused
     r = subprocess.run(_ablate_cmd(out, "grad_clip"), env=_env(), capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and "another ablation" in r.stderr, r.stderr
+    differs = r.stderr.split("what differs:")[1].split(". Choose another")[0]  # the budget is the same
+    assert "the techniques and variants (baseline, ema, label_smoothing in the store; baseline, grad_clip now)" \
+        in differs and "budget" not in differs
 
     # the store commands
     code, text, _ = cli("runs", str(out))
-    assert code == 0 and text.count("done") == 6
+    assert code == 0 and text.count("done") == 8
     (out / "report.html").unlink()
     code, text, _ = cli("report", str(out))
     assert code == 0 and (out / "report.html").is_file()
     code, text, _ = cli("cards", str(out), "--to", str(tmp_path / "cards"))
     assert code == 0 and (tmp_path / "cards" / "label_smoothing.json").is_file()
+    shutil.rmtree(out / "cards")
+    code, text, _ = cli("cards", str(out))  # by default into the ablation folder, never ./docs/cards
+    assert code == 0 and (out / "cards" / "label_smoothing.json").is_file() and str(out / "cards") in text
 
 
 def test_one_seed_says_no_interval(tmp_path: Path) -> None:
@@ -167,3 +176,34 @@ def test_variants_change_recipe_keys_at_equal_budget() -> None:
         parse_variant("nocolon")
     with pytest.raises(UnknownNameError):
         plan_ablation(load_base(None, []), [], [], [0], None, ["x:optimizer.name=adamx"])
+
+
+def test_existing_folder_message_names_what_differs(tmp_path: Path) -> None:
+    from tricklab.lab.ablate import _todo
+    from tricklab.lab.store import Store
+
+    out = tmp_path / "abl"
+    out.mkdir()
+    plan = plan_ablation(load_base(None, []), ["ema"], [], [0, 1], "200")
+    _todo(plan, out, out / "store.sqlite")
+    # only the budget differs: the message says the budget, not the techniques
+    with pytest.raises(UserError) as err:
+        _todo(plan_ablation(load_base(None, []), ["ema"], [], [0, 1], "300"), out, out / "store.sqlite")
+    differs = str(err.value).split("what differs: ")[1].split(". Choose")[0]
+    assert differs.startswith("the budget (") and "techniques" not in differs
+    # more seeds extend the same ablation
+    assert len(_todo(plan_ablation(load_base(None, []), ["ema"], [], [0, 1, 2], "200"), out, out / "store.sqlite"))
+    # a store written before technique defaults entered recipes: same names, same budget, other hashes
+    old = tmp_path / "old"
+    old.mkdir()
+    with Store(old / "store.sqlite") as store:
+        store.set_meta("ablation_id", "0123456789abcdef")
+        store.set_meta("variants", ["baseline", "ema"])
+        store.set_meta("baseline_recipe", plan.baseline.to_dict())
+        legacy = plan.variants[1].recipe.to_dict()
+        legacy["techniques"] = [{"name": "ema", "args": {}}]
+        store.claim("k", "ema", "h", 0, legacy)
+    with pytest.raises(UserError) as err:
+        _todo(plan, old, old / "store.sqlite")
+    assert "variant 'ema'" in str(err.value) and "technique defaults" in str(err.value)
+    assert "techniques.ema.decay: (not set) (in the store) vs 0.999 (now)" in str(err.value)

@@ -12,6 +12,7 @@ import pytest
 
 from tricklab.lab.analysis import StoredRun, ablation_summary, summarize, value_at_time
 from tricklab.lab.metrics import METRICS, MetricInfo
+from tricklab.lab.stats import holm
 from tricklab.lab.store import Store
 from tricklab.lab.summary import Convergence, Cost, Evaluation, Latency, Reliability, RunSummary
 
@@ -106,19 +107,35 @@ def test_ablation_summary_hand_computed(tmp_path: Path) -> None:
     assert pa.t == pytest.approx(t, rel=1e-9)
     assert pa.p_value == pytest.approx(1 - t / math.sqrt(2 + t * t), rel=1e-9)
     assert pa.ci_low == pytest.approx(0.03 - t2 * 0.01 / math.sqrt(3), rel=1e-9)
-    assert pa.verdict == "helps"
+    assert pa.ci_low > 0  # the unadjusted interval excludes 0 ...
     # NLL (lower is better): d = (-0.1, -0.08, -0.12), CI = -0.1 +- t2 * 0.02 / sqrt 3 = [-0.150, -0.050]
     pn = out.paired["ema"]["nll"]
     assert pn.mean_diff == pytest.approx(-0.1) and pn.ci_high == pytest.approx(
         -0.1 + t2 * 0.02 / math.sqrt(3), rel=1e-9)
-    assert pn.verdict == "helps"
-    # ECE (lower is better) went up: d = (0.03, 0.025, 0.035) -> hurts
-    assert out.paired["ema"]["ece"].verdict == "hurts"
-    # parameters identical -> no clear effect with p = 1; model size +432 bytes on every seed -> hurts
-    assert (out.paired["ema"]["parameters"].p_value, out.paired["ema"]["parameters"].verdict) == (
-        1.0, "no clear effect")
+    # ... but the verdicts are Holm-adjusted over the family of tested comparisons: accuracy, macro-F1, NLL and
+    # ECE of ema (3 seeds) and of mixup (2 seeds); Brier and latency are identical in every run, training
+    # time, model size and steps to target differ by the same amount on every seed (nothing to test), and
+    # parameters are a deterministic count: 8 comparisons
+    family = [(v, k) for v in ("mixup", "ema") for k in ("accuracy", "macro_f1", "nll", "ece")]
+    assert out.family_size == len(family)
+    adjusted = holm([out.paired[v][k].p_value for v, k in family])
+    for (v, k), p_holm in zip(family, adjusted):
+        assert out.paired[v][k].p_holm == pytest.approx(p_holm, rel=1e-12), (v, k)
+    # ECE went up, d = (0.03, 0.025, 0.035): t = 0.03 / (0.005 / sqrt 3), raw p = 1 - t / sqrt(2 + t^2) ~ 0.0091,
+    # the smallest of the 8: Holm p = 8 * 0.0091 ~ 0.073 > 0.05, so no comparison of the table is an effect
+    pe = out.paired["ema"]["ece"]
+    t_ece = 0.03 / (0.005 / math.sqrt(3))
+    assert pe.p_value == pytest.approx(1 - t_ece / math.sqrt(2 + t_ece ** 2), rel=1e-9)
+    assert pe.p_holm == pytest.approx(8 * pe.p_value, rel=1e-9) and pe.ci_low > 0
+    assert pe.verdict == "no clear effect" and "Holm" in pe.note
+    assert {out.paired[v][k].verdict for v, k in family} == {"no clear effect"}
+    # parameters identical -> "identical" (no test, no p-value); model size +432 bytes on every seed -> hurts
+    assert (out.paired["ema"]["parameters"].p_value, out.paired["ema"]["parameters"].verdict) == (None, "identical")
     ps = out.paired["ema"]["model_size_bytes"]
     assert (ps.mean_diff, ps.p_value, ps.verdict) == (432.0, 0.0, "hurts")
+    # timing metrics without a control run have no noise floor: no verdict
+    assert out.paired["ema"]["train_seconds"].verdict == "not judged" and out.noise == {}
+    assert out.paired["ema"]["latency_ms"].verdict == "identical"
     # steps to target: only seeds 1 and 2 have it in both: d = (200 - 300, 200 - 300)
     assert out.paired["ema"]["steps_to_target"].n == 2
     assert out.paired["ema"]["steps_to_target"].mean_diff == -100.0
@@ -134,7 +151,7 @@ def test_ablation_summary_hand_computed(tmp_path: Path) -> None:
     d = et.difference
     assert d.mean_diff == pytest.approx(0.10) and d.std_diff == pytest.approx(0.01)
     assert d.ci_low == pytest.approx(0.10 - t2 * 0.01 / math.sqrt(3), rel=1e-9)
-    assert d.verdict == "helps"
+    assert d.verdict == "helps" and d.p_holm == d.p_value  # its own family: the one comparison that was formed
     # mixup trained longer (12 s) -> T = 10 s, mixup's eval at 12 s is too late: no pair can be formed
     assert out.equal_time["mixup"].difference.n == 0 and out.equal_time["mixup"].seeds == []
 
@@ -183,7 +200,7 @@ def test_averaged_weights_against_final_weights_by_seed() -> None:
     t2 = _t2_quantile(0.975)
     assert acc.n == 3 and acc.mean_diff == pytest.approx(0.02)
     assert acc.ci_low == pytest.approx(0.02 - t2 * 0.001 / math.sqrt(3), rel=1e-9) and acc.verdict == "helps"
-    assert out.averaging["ema"]["nll"].verdict == "no clear effect"  # identical: d = 0 on every seed
+    assert out.averaging["ema"]["nll"].verdict == "identical"  # d = 0 on every seed
     assert "steps_to_target" not in out.averaging["ema"]  # run-level metrics are not averaged weights
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from tricklab.cli import plan_ablation
 from tricklab.lab.ablate import load_base, run_ablation, run_key
 from tricklab.lab.backends import LocalPool, RunJob, RunOutcome, execute_run
+from tricklab.lab.noise import COPY, LATENCY_PASS
 from tricklab.lab.store import Store
 
 TINY = ["budget.steps=4", "eval_every=2", "log_every=2", "threads=1", "eval_batch_size=200"]
@@ -42,19 +43,32 @@ def test_run_ablation_drives_any_backend(tmp_path: Path) -> None:
     lines: list[str] = []
     summary = run_ablation(plan, tmp_path / "abl", say=lines.append, backend=InProcess())
     assert summary.variants == ["baseline", "grad_clip"] and summary.seeds["grad_clip"] == [0, 1]
-    assert len(lines) == 4 and all("test accuracy" in line for line in lines)
+    # 4 runs, the baseline's 2 control runs (the noise floor of training time), then the latency pass
+    assert len(lines) == 7 and all("test accuracy" in line for line in lines[:6])
+    assert lines[-1].startswith("latency pass: 6 models timed interleaved")  # 2 variants and the copy, 2 seeds
     with Store(tmp_path / "abl" / "store.sqlite") as store:
         done = store.runs(status="done")
-        assert sorted((r.variant, r.seed) for r in done) == [("baseline", 0), ("baseline", 1), ("grad_clip", 0),
-                                                             ("grad_clip", 1)]
-        assert {r.run_key for r in done} == {run_key(v.recipe, s) for v in plan.variants for s in (0, 1)}
+        assert sorted((r.variant, r.seed) for r in done) == [("baseline", 0), ("baseline", 1), ("baseline-repeat", 0),
+                                                             ("baseline-repeat", 1), ("grad_clip", 0), ("grad_clip", 1)]
+        keys = {run_key(v.recipe, s) for v in plan.variants for s in (0, 1)}
+        assert {r.run_key for r in done} == keys | {f"{run_key(plan.baseline, s)}:repeat" for s in (0, 1)}
         accuracy = {(r.variant, r.seed): r.summary["test"]["accuracy"] for r in done}
+        measured = store.get_meta(LATENCY_PASS)
     mean = (accuracy["grad_clip", 0] + accuracy["grad_clip", 1]) / 2
     assert summary.per_variant["grad_clip"]["accuracy"].mean == mean
+    # the latency pass timed both variants and the baseline's copy for both seeds, on one thread, and the
+    # summary's latency is the pass's median, its noise floor the copy against the baseline
+    assert {s: set(row) for s, row in measured["median_ms"].items()} == {
+        "0": {"baseline", "grad_clip", COPY}, "1": {"baseline", "grad_clip", COPY}}
+    assert measured["threads"] == 1 and measured["missing"] == []
+    ms = [measured["median_ms"][s]["grad_clip"] for s in ("0", "1")]
+    assert summary.per_variant["grad_clip"]["latency_ms"].mean == (ms[0] + ms[1]) / 2
+    floor = max(abs(measured["median_ms"][s][COPY] - measured["median_ms"][s]["baseline"]) for s in ("0", "1"))
+    assert summary.noise["latency_ms"].floor == floor
     # a second call finds everything done and submits nothing
     again: list[str] = []
     run_ablation(plan, tmp_path / "abl", say=again.append, backend=InProcess())
-    assert again == [f"4 of 4 runs already finished in {tmp_path / 'abl'}; running the other 0"]
+    assert again == [f"6 of 6 runs already finished in {tmp_path / 'abl'}; running the other 0"]
 
 
 def test_local_pool_runs_jobs_and_cancels_those_not_started(tmp_path: Path) -> None:

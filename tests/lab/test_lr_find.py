@@ -147,4 +147,8 @@ def test_cli_entry_point(tmp_path: Path) -> None:
     assert "steepest descent" in text and "valley" in text
     assert (tmp_path / "o" / "lr_find.json").is_file()
     data = json.loads((tmp_path / "o" / "lr_find.json").read_text())
+    # it says which candidate to use: the valley when there is one (docs/lr_find.md), as a recipe override
+    s = data["suggestions"]
+    chosen = next(s[k] for k in ("valley", "steepest", "min_div10") if s[k] is not None)
+    assert f"use: optimizer.lr={chosen:.3g}" in text
     assert data["start_lr"] == 1e-5 and data["recipe"]["budget"]["steps"] == 10

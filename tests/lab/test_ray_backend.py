@@ -15,6 +15,7 @@ from tricklab.cli import plan_ablation  # noqa: E402
 from tricklab.errors import UserError  # noqa: E402
 from tricklab.lab.ablate import load_base, run_ablation  # noqa: E402
 from tricklab.lab.backends import LocalPool, RayBackend, make_backend  # noqa: E402
+from tricklab.lab.noise import CONTROL  # noqa: E402
 from tricklab.lab.store import Store  # noqa: E402
 
 from tricklab.lab.backends import RunJob, RunOutcome, execute_run  # noqa: E402
@@ -73,9 +74,11 @@ def test_a_ray_ablation_gives_the_same_store_rows_as_a_local_one(tmp_path: Path,
     with RayBackend(threads=1) as backend:
         summary = run_ablation(plan, tmp_path / "ray", say=lines.append, backend=backend)
     assert ray.is_initialized()  # the backend did not close the instance it did not open
-    assert len(lines) == 4 and summary.seeds["grad_clip"] == [0, 1]
+    # one progress line per run: 2 variants x 2 seeds, and the baseline's control run per seed (the noise floor)
+    assert len([line for line in lines if line.startswith("[")]) == 6 and summary.seeds["grad_clip"] == [0, 1]
     here, there = _rows(tmp_path / "here"), _rows(tmp_path / "ray")
-    assert sorted(here) == sorted(there) == [("baseline", 0), ("baseline", 1), ("grad_clip", 0), ("grad_clip", 1)]
+    assert sorted(here) == sorted(there) == [("baseline", 0), ("baseline", 1), (CONTROL, 0), (CONTROL, 1),
+                                             ("grad_clip", 0), ("grad_clip", 1)]
     for key in here:
         assert there[key] == here[key], key  # bit-identical metrics and histories, same run keys
     # the workers wrote the run folders where a local run writes them, and nothing else into the folder

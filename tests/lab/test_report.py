@@ -152,8 +152,9 @@ def test_page_references_nothing_on_the_network(page: str) -> None:
 
 
 def test_verdict_cells_are_coloured_by_verdict(page: str) -> None:
-    cells = re.findall(r'<td class="verdict" data-verdict="([^"]*)" title="([^"]*)" '
-                       r'style="background-color:(#[0-9a-f]+)">([^<]*)</td>', page)
+    cells = [(v, tip, colour, re.sub(r"<[^>]+>", "", text)) for v, tip, colour, text in re.findall(
+        r'<td class="verdict" data-verdict="([^"]*)" title="([^"]*)" style="background-color:(#[0-9a-f]+)">(.*?)</td>',
+        page)]
     summary = make_summary()
     # 2 techniques x 10 metrics in the verdict table, plus 2 equal-time cells
     assert len(cells) == 2 * len(METRICS) + 2
@@ -299,4 +300,45 @@ def test_tables_show_the_summary_numbers(page: str) -> None:
         eq = summary.equal_time[tech]
         d = eq.difference
         assert row == [tech, format_value(eq.seconds, ".1f"), str(d.n), format_effect(d.mean_diff, d.ci_low, d.ci_high,
-                       ".4f"), format_value(d.t, ".3g"), format_p(d.p_value), d.verdict]
+                       ".4f"), format_value(d.t, ".3g"), f"{format_p(d.p_value)} (Holm {format_p(d.p_holm)})",
+                       d.verdict]
+
+
+def test_a_constant_panel_says_identical_instead_of_a_1e_16_axis() -> None:
+    from tricklab.lab.plots import verdicts_svg
+
+    summary = make_summary()
+    same = PairedDifference(3, 0.0, 0.0, 0.0, 0.0, None, None, "identical")
+    for tech in summary.techniques:
+        summary.paired[tech]["parameters"] = same
+    drawing = verdicts_svg(summary)
+    assert drawing is not None and "identical in every run" in drawing
+    assert "e-16" not in drawing and "e\u221216" not in drawing and "1e-" not in drawing
+
+
+def test_per_class_f1_legend_covers_no_bar() -> None:
+    from tricklab.lab.plots import per_class_f1_figure
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    fig = per_class_f1_figure(make_summary())
+    assert fig is not None
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()  # lays out the constrained layout
+    renderer = canvas.get_renderer()
+    (ax,) = fig.axes
+    legend = fig.legends[0].get_window_extent(renderer)
+    for bar in ax.patches:
+        assert not legend.overlaps(bar.get_window_extent(renderer))
+    assert not legend.overlaps(ax.get_window_extent(renderer))  # outside the axes altogether
+
+
+def test_verdict_table_fits_1400_pixels_without_scrolling(tmp_path: Path, browser) -> None:
+    summary = make_summary()
+    path = write_report(tmp_path, summary, make_curves(summary.variants), SETTING)
+    result = browser.run(path, "--dump-dom", "--window-size=1400,900")
+    assert result.returncode == 0, result.stderr[-2000:]
+    body = re.search(r"<body([^>]*)>", result.stdout).group(1)
+    width = int(re.search(r'data-verdicts-width="(\d+)"', body).group(1))
+    room = int(re.search(r'data-verdicts-room="(\d+)"', body).group(1))
+    assert 0 < width <= room, (width, room)

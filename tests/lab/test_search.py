@@ -17,6 +17,7 @@ from tricklab.lab.ablate import load_base  # noqa: E402
 from tricklab.lab.backends import RunJob, RunOutcome, execute_run  # noqa: E402
 from tricklab.lab.build import validate  # noqa: E402
 from tricklab.lab.metrics import METRICS  # noqa: E402
+from tricklab.lab.noise import CONTROL  # noqa: E402
 from tricklab.lab.recipe import TechniqueSpec, recipe_from_dict  # noqa: E402
 from tricklab.lab.search import run_search, search_space  # noqa: E402
 from tricklab.lab.space import parse_space  # noqa: E402
@@ -114,6 +115,9 @@ def test_the_winner_is_confirmed_in_an_ablation_over_fresh_seeds(tmp_path: Path)
     assert (result.confirm_dir / "report.html").is_file() and list((result.confirm_dir / "cards").glob("*.md"))
     with Store(result.confirm_dir / "store.sqlite") as store:
         rows = store.runs(status="done")
+        # 2 variants x 2 seeds, and the baseline's control run per seed (the ablation's noise floor)
+        assert sorted(r.variant for r in rows).count(CONTROL) == 2
+        rows = [r for r in rows if r.variant != CONTROL]
         # the recipe as given (no validation split carved), the search's budget, the fresh seeds
         assert len(rows) == 4 and all(r.recipe["data"]["val_fraction"] == 0.0 for r in rows)
         assert all(r.recipe["budget"]["steps"] == 30 for r in rows) and {r.seed for r in rows} == {0, 1}

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 from scipy import stats as ss
 
-from tricklab.lab.stats import Description, describe, paired, t_cdf, t_ppf
+from tricklab.lab.stats import Description, describe, holm, paired, t_cdf, t_ppf
 
 DFS = [*range(1, 51), 0.5, 2.5, 1000]
 XS = [-1e6, -200.0, -40.0, -8.0, -3.0, -1.5, -0.3, 0.0, 0.3, 1.0, 2.2, 5.0, 12.0, 40.0, 200.0, 1e6]
@@ -136,12 +137,47 @@ def test_verdicts_follow_the_metric_direction() -> None:
     noisy = paired([1.1, 0.9, 1.05], base, higher_is_better=True)
     assert noisy.ci_low < 0 < noisy.ci_high and noisy.verdict == "no clear effect"
 
+    # every difference exactly 0: identical, not "no clear effect (+0 [0, 0]) p=1": nothing was tested
     same = paired([5210, 5210, 5210], [5210, 5210, 5210], higher_is_better=False)
-    assert (same.std_diff, same.ci_low, same.ci_high, same.p_value, same.verdict) == (
-        0.0, 0.0, 0.0, 1.0, "no clear effect")
+    assert (same.std_diff, same.ci_low, same.ci_high, same.t, same.p_value, same.verdict) == (
+        0.0, 0.0, 0.0, None, None, "identical")
+    assert same.identical and not same.constant
     bigger = paired([21432, 21432], [21000, 21000], higher_is_better=False)  # deterministic metric
     assert (bigger.mean_diff, bigger.ci_low, bigger.ci_high, bigger.t, bigger.p_value) == (
         432.0, 432.0, 432.0, math.inf, 0.0)
-    assert bigger.verdict == "hurts"
+    assert bigger.verdict == "hurts" and bigger.constant and not bigger.identical
     smaller = paired([100.0, 100.0], [120.0, 120.0], higher_is_better=False)
     assert smaller.t == -math.inf and smaller.verdict == "helps"
+
+
+def _holm_step_down(ps: list[float], alpha: float) -> set[int]:
+    """Holm's (1979) procedure as he states it: order the p-values, reject H_(1) if p_(1) <= alpha / m, then
+    H_(2) if p_(2) <= alpha / (m - 1), ..., and stop at the first that is not rejected."""
+    order = sorted(range(len(ps)), key=lambda i: ps[i])
+    rejected: set[int] = set()
+    for rank, i in enumerate(order):
+        if ps[i] > alpha / (len(ps) - rank):
+            break
+        rejected.add(i)
+    return rejected
+
+
+def test_holm_adjusted_p_values_by_hand() -> None:
+    # sorted: 0.005 * 4 = 0.02, 0.01 * 3 = 0.03, 0.03 * 2 = 0.06, 0.04 * 1 = 0.04 -> running max 0.06
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02], abs=1e-15)
+    assert holm([0.5, 0.9]) == [1.0, 1.0]  # capped at 1
+    assert holm([]) == [] and holm([0.2]) == [0.2]
+    with pytest.raises(ValueError):
+        holm([1.5])
+
+
+def test_holm_matches_the_step_down_procedure() -> None:
+    # reference: Holm's sequential rejection at every alpha; an adjusted p-value is the smallest alpha at which
+    # its hypothesis is rejected, so H_i is rejected at alpha exactly when adj_i <= alpha
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        m = int(rng.integers(1, 12))
+        ps = [float(x) for x in rng.uniform(0, 0.2, m) ** 2]
+        adj = holm(ps)
+        for alpha in (0.001, 0.005, 0.01, 0.02, 0.05, 0.1):
+            assert {i for i in range(m) if adj[i] <= alpha} == _holm_step_down(ps, alpha), (ps, alpha)

@@ -86,4 +86,5 @@ def test_metric_info_refuses_an_unknown_source_or_kind() -> None:
 def test_setting_reads_a_model_spec_and_says_where() -> None:
     s = AblationSetting.from_dict({"task": "mnist1d", "model": {"name": "cnn"}})
     assert s.where() == "mnist1d/cnn" and AblationSetting().where() == "this setting"
-    assert list(s.card_dict()) == ["task", "model", "budget", "seeds", "machine", "recipe_hash"]
+    assert list(s.card_dict()) == ["task", "model", "budget", "seeds", "machine", "recipe_hash", "eval_every",
+                                   "contention"]

@@ -14,6 +14,14 @@ committed one:
   accuracies at T depend on how fast each run was), the machine description and the verdict sentence (which
   quotes the timing numbers).
 
+A committed card of an older format (format 1: no ``"format"`` key) is compared with a regenerated card of
+format 2 on what both formats mean the same way: the means, half-widths, paired differences, intervals, t and
+p of every metric but steps to target (now interpolated between evaluations) and the averaged-vs-final
+numbers. Left out there, because format 2 changed them on purpose: the verdicts (Holm-adjusted, "identical"),
+the t and p of differences that are 0 in every run (format 1 wrote t = 0, p = 1; format 2 writes none), the
+recipe hash (technique defaults are now part of the recipe) and the keys format 2 added. The verdicts that
+changed are printed for reading, not counted as differences.
+
 It prints the accuracy, NLL and ECE rows of each card (mean difference and 95% interval, committed and
 regenerated), then every other difference, and exits 1 when any number differs (2 when a folder has no
 runnable command). Run from the repository root, e.g.::
@@ -99,12 +107,41 @@ def leaves(obj: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ..
         yield path, obj
 
 
-def comparable(card: dict[str, Any]) -> dict[tuple[str, ...], Any]:
-    """The clock-free part of a card JSON, flattened: effects are keyed by metric name, not list position."""
+#: what format 2 of the card changed on purpose (see the module docstring)
+FORMAT2_KEYS = frozenset({"format", "changes", "techniques", "noise", "family_size", "confidence"})
+FORMAT2_SETTING_KEYS = frozenset({"recipe_hash", "eval_every", "contention"})
+FORMAT2_PAIRED_KEYS = frozenset({"verdict", "p_holm", "note"})
+FORMAT2_METRICS = frozenset({"steps_to_target"})
+
+
+def _across_formats(d: dict[str, Any]) -> dict[str, Any]:
+    """A paired-difference dict without what format 2 changed: verdicts, and t/p of all-zero differences."""
+    out = {k: v for k, v in d.items() if k not in FORMAT2_PAIRED_KEYS}
+    if d.get("mean_diff") == 0 and d.get("std_diff") == 0:
+        out.pop("t", None)
+        out.pop("p_value", None)
+    return out
+
+
+def comparable(card: dict[str, Any], across_formats: bool = False) -> dict[tuple[str, ...], Any]:
+    """The clock-free part of a card JSON, flattened: effects are keyed by metric name, not list position.
+    ``across_formats``: only what a format-1 and a format-2 card mean the same way."""
     body = {k: v for k, v in card.items() if k not in SKIPPED_KEYS and k != "effects"}
     body["setting"] = {k: v for k, v in (card.get("setting") or {}).items() if k not in SKIPPED_SETTING_KEYS}
     body["effects"] = {e["metric"]: e for e in card.get("effects", []) if e["metric"] not in TIMING_METRICS}
+    if across_formats:
+        body = {k: v for k, v in body.items() if k not in FORMAT2_KEYS}
+        body["setting"] = {k: v for k, v in body["setting"].items() if k not in FORMAT2_SETTING_KEYS}
+        body["effects"] = {m: _across_formats(e) for m, e in body["effects"].items() if m not in FORMAT2_METRICS}
+        body["averaging"] = {k: _across_formats(d) for k, d in (body.get("averaging") or {}).items()} or None
     return dict(leaves(body))
+
+
+def verdict_changes(card: str, old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """The verdicts that differ between the committed and the regenerated card, for reading."""
+    by_metric = {e["metric"]: e for e in new.get("effects", [])}
+    return [f"{card}: {e['metric']}: {e['verdict']} -> {by_metric.get(e['metric'], {}).get('verdict')}"
+            for e in old.get("effects", []) if e["verdict"] != by_metric.get(e["metric"], {}).get("verdict")]
 
 
 def same(a: Any, b: Any, rtol: float) -> bool:
@@ -117,7 +154,8 @@ def same(a: Any, b: Any, rtol: float) -> bool:
 
 def compare(old: dict[str, Any], new: dict[str, Any], rtol: float) -> tuple[int, list[tuple[str, Any, Any]]]:
     """(number of values compared, [(path, committed, regenerated)] that differ)."""
-    a, b = comparable(old), comparable(new)
+    across = old.get("format", 1) != new.get("format", 1)
+    a, b = comparable(old, across), comparable(new, across)
     diffs = [(".".join(p), a.get(p, "<absent>"), b.get(p, "<absent>"))
              for p in sorted(set(a) | set(b)) if not same(a.get(p, "<absent>"), b.get(p, "<absent>"), rtol)]
     return len(set(a) | set(b)), diffs
@@ -136,7 +174,9 @@ def key_rows(card: str, old: dict[str, Any], new: dict[str, Any]) -> list[str]:
         n = by_metric.get(e["metric"], {})
         committed = f"{fmt(e['mean_diff'])} [{fmt(e['ci_low'])}, {fmt(e['ci_high'])}]"
         regenerated = f"{fmt(n.get('mean_diff'))} [{fmt(n.get('ci_low'))}, {fmt(n.get('ci_high'))}]"
-        mark = "same" if committed == regenerated and e["verdict"] == n.get("verdict") else "DIFFERS"
+        # across card formats the verdict rules differ (Holm): only the numbers must be the same
+        same_verdict = e["verdict"] == n.get("verdict") or old.get("format", 1) != new.get("format", 1)
+        mark = "same" if committed == regenerated and same_verdict else "DIFFERS"
         rows.append(f"{card:<28} {e['metric']:<9} {committed:<38} {regenerated:<38} {mark}")
     return rows
 
@@ -164,6 +204,7 @@ def check_folder(folder: str, cell: str, work: Path, jobs: int, threads: int, rt
     header = f"{'card':<28} {'metric':<9} {'committed: diff [95% CI]':<38} {'regenerated: diff [95% CI]':<38}"
     print(header + "\n" + "-" * len(header))
     others: list[str] = []
+    changed_verdicts: list[str] = []
     total = 0
     for path in committed:
         card = f"{folder}/{path.stem}"
@@ -179,12 +220,18 @@ def check_folder(folder: str, cell: str, work: Path, jobs: int, threads: int, rt
         total += n
         differing += len(diffs)
         others += [f"{card}: {p}: committed {a!r}, regenerated {b!r}" for p, a, b in diffs]
+        if old.get("format", 1) != new.get("format", 1):
+            changed_verdicts += verdict_changes(card, old, new)
     for name in sorted(regenerated - {p.name for p in committed}):
         others.append(f"{folder}/{name}: regenerated but not committed")
         differing += 1
     print(f"{folder}: {total} clock-free values compared in {len(committed)} cards, {differing} differ")
     for line in others:
         print("  " + line)
+    if changed_verdicts:
+        print(f"{folder}: verdicts changed by the format-2 rules (Holm, identical, noise floor; not counted):")
+        for line in changed_verdicts:
+            print("  " + line)
     return differing
 
 

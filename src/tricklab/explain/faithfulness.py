@@ -22,7 +22,6 @@ upsampled to the input first (:func:`~tricklab.explain.gradcam.upsample_to_input
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -40,21 +39,12 @@ from tricklab.explain._common import (
     resolve_target,
 )
 from tricklab.explain.shapley import feature_groups
+from tricklab.evaluate.declared import MetricSpec
 
 __all__ = ["deletion_curve", "insertion_curve", "curve_area", "faithfulness_scores", "MetricSpec",
            "FAITHFULNESS_METRICS", "feature_ranking"]
 
 
-@dataclass(frozen=True)
-class MetricSpec:
-    """A declared metric (PARADIGMS.md; the lab's own class will replace this one)."""
-
-    key: str
-    label: str
-    higher_is_better: bool
-    unit: str = ""
-    verdict: bool = True
-    fmt: str = ".4f"
 
 
 FAITHFULNESS_METRICS: tuple[MetricSpec, ...] = (

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tricklab.lab.metrics import EXTRA_TEST_METRICS, METRICS, MetricInfo, extra_test_metric
+from tricklab.lab.noise import CONTROL, LATENCY_PASS, NoiseFloor, latency_floor, training_time_floor, with_pass_latency
 from tricklab.lab.stats import Description, PairedDifference, describe, paired
 from tricklab.lab.store import Store
 from tricklab.lab.summary import (
@@ -26,6 +27,7 @@ from tricklab.lab.summary import (
     SeededDiagnostics,
     SeededSample,
 )
+from tricklab.lab.verdicts import adjust_family, apply_verdicts
 
 __all__ = ["StoredRun", "ablation_summary", "read_runs", "summarize", "value_at_time"]
 
@@ -43,47 +45,90 @@ class StoredRun:
     summary: RunSummary
     history: list[dict[str, Any]]
     env: dict[str, Any] | None = None
+    recipe: dict[str, Any] | None = None
 
 
 def read_runs(store: Store) -> list[StoredRun]:
     """Every 'done' run of ``store`` with its history, ordered by id (oldest first)."""
-    return [StoredRun(r.id, r.variant, r.seed, RunSummary.from_dict(r.summary or {}), store.steps(r.id), r.env)
-            for r in store.runs(status="done")]
+    return [StoredRun(r.id, r.variant, r.seed, RunSummary.from_dict(r.summary or {}), store.steps(r.id), r.env,
+                      r.recipe) for r in store.runs(status="done")]
 
 
 def ablation_summary(store: Store, baseline: str = "baseline", confidence: float = 0.95) -> AblationSummary:
     """Everything a report needs, read from the 'done' runs of ``store`` (see :func:`summarize`)."""
-    return summarize(read_runs(store), store.get_meta("variants") or [], baseline, confidence)
+    return summarize(read_runs(store), store.get_meta("variants") or [], baseline, confidence,
+                     store.get_meta(LATENCY_PASS))
 
 
 def summarize(runs: Sequence[StoredRun], listed: Sequence[str] = (), baseline: str = "baseline",
-              confidence: float = 0.95) -> AblationSummary:
+              confidence: float = 0.95, latency: Mapping[str, Any] | None = None) -> AblationSummary:
     """The ablation summary of ``runs`` (baseline first, then the ``listed`` variants, then any other in the
     order first seen).
 
     Runs are matched by seed; when a (variant, seed) has several runs the newest (highest id) is used.
     Missing values (a metric absent from a summary or NaN, the target never reached) are left out: ``n``
-    counts the seeds that have the value and ``missing`` the seeds that do not.
+    counts the seeds that have the value and ``missing`` the seeds that do not. The control runs
+    (:data:`~tricklab.lab.noise.CONTROL`) are not a variant: they give the training-time noise floor.
+    ``latency`` (the store's latency pass) replaces every run's own latency measurement. Verdicts are
+    Holm-adjusted and timing verdicts need a difference beyond the noise floor (:mod:`tricklab.lab.verdicts`).
     """
-    by_variant = latest_by_seed(runs)
+    runs = [dataclasses.replace(r, summary=with_pass_latency(r.summary, r.variant, r.seed, latency)) for r in runs]
+    control = latest_by_seed(r for r in runs if r.variant == CONTROL).get(CONTROL, {})
+    by_variant = latest_by_seed(r for r in runs if r.variant != CONTROL)
     variants = variant_order(baseline, listed, list(by_variant))
     groups = {v: by_variant.get(v, {}) for v in variants}
     metrics = metrics_for([r.summary for rs in groups.values() for r in rs.values()])
     base = groups[baseline]
     others = variants[1:]
+    alpha = 1.0 - confidence
+    floors = noise_floors(control, base, latency)
+    raw = {v: {m.key: paired_metric(groups[v], base, m, confidence) for m in metrics} for v in others}
+    verdicts, family_size = apply_verdicts(raw, metrics, {k: f.floor for k, f in floors.items()}, alpha)
     return AblationSummary(
         variants=variants,
         metrics=metrics,
         seeds={v: sorted(groups[v]) for v in variants},
         per_variant={v: {m.key: describe_metric(groups[v], m, confidence) for m in metrics} for v in variants},
-        paired={v: {m.key: paired_metric(groups[v], base, m, confidence) for m in metrics} for v in others},
-        equal_time={v: equal_time(groups[v], base, confidence) for v in others},
+        paired=verdicts,
+        equal_time=_holm_equal_time({v: equal_time(groups[v], base, confidence) for v in others}, alpha),
         per_class_f1={v: mean_per_class_f1(v, groups[v]) for v in variants},
         reliability={v: first_reliability(groups[v]) for v in variants},
-        averaging={v: a for v in variants if (a := averaged_vs_final(groups[v], metrics, confidence)) is not None},
+        averaging=_holm_averaging({v: a for v in variants
+                                   if (a := averaged_vs_final(groups[v], metrics, confidence)) is not None},
+                                  metrics, alpha),
         samples={v: s for v in variants if (s := first_sample(groups[v])) is not None},
         diagnostics={v: d for v in variants if (d := first_diagnostics(groups[v])) is not None},
+        noise=floors,
+        control={m.key: paired_metric(control, base, m, confidence) for m in metrics} if control else {},
+        family_size=family_size,
+        confidence=confidence,
+        recipes={v: first.recipe for v in variants if (first := _first(groups[v])) is not None and first.recipe},
     )
+
+
+# ---------------------------------------------------------------------------------- noise and families
+def noise_floors(control: Runs, base: Runs, latency: Mapping[str, Any] | None) -> dict[str, NoiseFloor]:
+    """The noise floor of each timing metric that has one: training time from the control runs, latency
+    from the latency pass (:mod:`tricklab.lab.noise`)."""
+    found = {"train_seconds": training_time_floor({s: r.summary for s, r in control.items()},
+                                                  {s: r.summary for s, r in base.items()}),
+             "latency_ms": latency_floor(latency)}
+    return {k: f for k, f in found.items() if f is not None}
+
+
+def _holm_equal_time(eq: dict[str, EqualTime], alpha: float) -> dict[str, EqualTime]:
+    # a secondary analysis: one comparison per technique, adjusted within its own family
+    adjusted = adjust_family({(v, "eq"): e.difference for v, e in eq.items()}, {(v, "eq"): True for v in eq}, alpha)
+    return {v: dataclasses.replace(e, difference=adjusted[(v, "eq")]) for v, e in eq.items()}
+
+
+def _holm_averaging(avg: dict[str, dict[str, PairedDifference]], metrics: Sequence[MetricInfo], alpha: float
+                    ) -> dict[str, dict[str, PairedDifference]]:
+    better = {m.key: m.higher_is_better for m in metrics}
+    judged_keys = {m.key for m in metrics if m.judged}
+    diffs = {(v, k): d for v, row in avg.items() for k, d in row.items() if k in judged_keys}
+    adjusted = adjust_family(diffs, {k: better[k[1]] for k in diffs}, alpha)
+    return {v: {k: adjusted.get((v, k), d) for k, d in row.items()} for v, row in avg.items()}
 
 
 # ------------------------------------------------------------------------------------ which runs, which metrics

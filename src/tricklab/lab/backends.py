@@ -7,6 +7,11 @@ The store stays the single record: a worker writes its run into the store itself
 counts outcomes. :class:`LocalPool` runs jobs in worker processes on this machine; :class:`RayBackend` runs
 them as Ray tasks on a cluster (extra ``ray``), whose workers must see the output folder (one machine, or a
 shared file system): they write the store and the run folders exactly where a local run would.
+
+Stopping: workers ignore SIGINT (Ctrl-C reaches the whole process group); the driver decides. Leaving a
+``LocalPool`` on an exception (Ctrl-C in the driver) terminates the workers at once instead of waiting for
+the runs in flight: a run stopped half-way is still 'running' in the store and is redone by the next
+invocation, while every finished run is already committed.
 """
 
 from __future__ import annotations
@@ -27,8 +32,9 @@ from typing import Any, Protocol
 import torch
 
 from tricklab.errors import UserError
+from tricklab.io import PipeSafeStream
 from tricklab.lab.recipe import recipe_from_dict
-from tricklab.lab.runner import run
+from tricklab.lab.runner import CONCURRENT_RUNS_ENV, run
 from tricklab.lab.store import Store
 
 __all__ = ["BACKENDS", "Backend", "LocalPool", "RayBackend", "RunJob", "RunOutcome", "execute_run", "make_backend"]
@@ -94,14 +100,22 @@ class Backend(Protocol):
     def __exit__(self, *exc: object) -> None: ...
 
 
-def _worker_init(threads: int) -> None:
+def _worker_init(threads: int, jobs: int = 1) -> None:
     # die with the driver: an orphan finishing a run while a re-run redoes it would write it twice
     if sys.platform.startswith("linux"):
         try:
             ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
         except OSError:
             pass
+    # Ctrl-C reaches every process of the terminal's group: the driver stops the workers itself (terminate),
+    # so a worker does not die half-way through its own cleanup with a traceback of its own
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # the workers share the driver's stdout and stderr: a closed pipe (`tricklab ablate | head`) must not fail
+    # a run that prints a warning
+    sys.stdout = PipeSafeStream(sys.stdout)  # type: ignore[assignment]
+    sys.stderr = PipeSafeStream(sys.stderr)  # type: ignore[assignment]
     os.environ["OMP_NUM_THREADS"] = str(threads)
+    os.environ[CONCURRENT_RUNS_ENV] = str(jobs)
     torch.set_num_threads(threads)
 
 
@@ -112,7 +126,7 @@ class LocalPool:
 
     def __init__(self, jobs: int, threads: int) -> None:
         self._pool = ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"),
-                                         initializer=_worker_init, initargs=(threads,))
+                                         initializer=_worker_init, initargs=(threads, jobs))
         self._pending: dict[Future[RunOutcome], RunJob] = {}
 
     def submit(self, job: RunJob) -> None:
@@ -135,7 +149,24 @@ class LocalPool:
     def __enter__(self) -> LocalPool:
         return self
 
+    def terminate(self) -> None:
+        """Stop every worker now (SIGTERM, then SIGKILL after a second) and drop every job: runs in flight
+        stay 'running' in the store and are redone by the next invocation."""
+        processes = list((getattr(self._pool, "_processes", None) or {}).values())
+        for p in processes:
+            p.terminate()
+        for p in processes:
+            p.join(timeout=1.0)
+            if p.is_alive():
+                p.kill()
+                p.join(timeout=1.0)
+        self._pending.clear()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
     def __exit__(self, *exc: object) -> None:
+        if exc and exc[0] is not None:  # Ctrl-C or an error in the driver: do not wait for runs in flight
+            self.terminate()
+            return
         self.cancel()
         self._pool.shutdown(wait=True, cancel_futures=True)
 
@@ -149,9 +180,10 @@ def _ray() -> Any:
     return ray
 
 
-def _ray_execute(job: RunJob, threads: int) -> RunOutcome:
+def _ray_execute(job: RunJob, threads: int, jobs: int) -> RunOutcome:
     """A Ray task: one torch-thread budget per run, as in the local pool, then the same :func:`execute_run`."""
     os.environ["OMP_NUM_THREADS"] = str(threads)
+    os.environ[CONCURRENT_RUNS_ENV] = str(jobs)  # recorded in env.json: the runs submitted at once
     torch.set_num_threads(threads)
     return execute_run(job)
 
@@ -167,9 +199,9 @@ class RayBackend:
     opened it.
     """
 
-    def __init__(self, threads: int = 1, address: str | None = None) -> None:
+    def __init__(self, threads: int = 1, address: str | None = None, jobs: int = 1) -> None:
         ray = _ray()
-        self._ray, self._threads = ray, max(1, int(threads))
+        self._ray, self._threads, self._jobs = ray, max(1, int(threads)), max(1, int(jobs))
         self._owner = not ray.is_initialized()
         if self._owner:
             try:
@@ -181,7 +213,7 @@ class RayBackend:
         self._pending: dict[Any, RunJob] = {}
 
     def submit(self, job: RunJob) -> None:
-        self._pending[self._task.remote(job, self._threads)] = job
+        self._pending[self._task.remote(job, self._threads, self._jobs)] = job
 
     def completed(self) -> Iterator[RunOutcome]:
         """Outcomes in completion order until every submitted job has one."""
@@ -215,5 +247,5 @@ def make_backend(name: str, jobs: int, threads: int, address: str | None = None)
             raise UserError("--address names a Ray cluster; use it with --backend ray")
         return LocalPool(jobs, threads)
     if name == "ray":
-        return RayBackend(threads, address)
+        return RayBackend(threads, address, jobs)
     raise UserError(f"--backend {name!r}: choose one of {list(BACKENDS)}")

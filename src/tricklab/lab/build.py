@@ -8,6 +8,7 @@ planning an ablation needs before any run starts.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import typing
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ from tricklab.train import distributed
 from tricklab.train.technique import Technique, plan
 
 __all__ = ["PreparedData", "build_technique", "build_techniques", "check_recipe", "prepare_data",
-           "technique_arguments", "validate"]
+           "resolve_techniques", "technique_arguments", "technique_defaults", "validate"]
 
 # techniques the runner adds from dedicated recipe keys, so they are not listed under ``techniques``
 _RUNNER_OWNED = {"checkpointing", "metrics_log", "progress", "lr_schedule"}
@@ -63,6 +64,48 @@ def technique_arguments(name: str, args: dict[str, Any] | None, where: str,
                                  if p.kind is not inspect.Parameter.VAR_KEYWORD)
             raise ConfigError(f"{where}: technique {name!r} has no argument {key!r}; it accepts: {accepted}")
     return cls, checked
+
+
+def _recordable(value: Any) -> bool:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(_recordable(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _recordable(v) for k, v in value.items())
+    return False
+
+
+def _plain(value: Any) -> Any:
+    # YAML's safe dumper writes no tuples; a tuple default is recorded as the list it is read back as
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def technique_defaults(cls: type[Technique]) -> dict[str, Any]:
+    """The constructor defaults of a technique that a recipe can record: plain values only, and not
+    ``num_classes`` (it comes from the data set when the recipe leaves it out)."""
+    out: dict[str, Any] = {}
+    for k, p in inspect.signature(cls.__init__).parameters.items():
+        if k in ("self", "num_classes") or p.kind in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL):
+            continue
+        if p.default is not inspect.Parameter.empty and _recordable(p.default):
+            out[k] = _plain(p.default)
+    return out
+
+
+def resolve_techniques(recipe: Recipe) -> Recipe:
+    """``recipe`` with every technique's arguments completed with its defaults (checked and coerced), so the
+    resolved recipe, its hash, the report and the cards say which epsilon or decay was measured, and a
+    changed default changes the hash. Resolving a resolved recipe changes nothing."""
+    specs = []
+    for i, spec in enumerate(recipe.techniques):
+        cls, checked = technique_arguments(spec.name, spec.args, _where(i, spec))
+        specs.append(TechniqueSpec(spec.name, {**technique_defaults(cls), **_plain(checked)}))
+    return dataclasses.replace(recipe, techniques=specs)
 
 
 def build_technique(name: str, args: dict[str, Any] | None, where: str, num_classes: int | None = None) -> Technique:

@@ -6,7 +6,7 @@ import math
 import re
 from typing import Any
 
-__all__ = ["format_effect", "format_p", "format_value", "safe_name"]
+__all__ = ["format_difference", "format_effect", "format_p", "format_value", "safe_name"]
 
 
 def format_value(value: Any, fmt: str | None = None, signed: bool = False) -> str:
@@ -54,6 +54,18 @@ def format_effect(diff: float | None, low: float | None, high: float | None, fmt
     if low is None or high is None:
         return f"{head} (interval cannot be computed)"
     return f"{head} [{format_value(low, fmt)}, {format_value(high, fmt)}]"
+
+
+def format_difference(d: Any, fmt: str | None) -> str:
+    """A paired difference as text: ``"identical in every run"`` when every difference is 0, ``"+500 in
+    every run"`` when every difference is the same number (no interval to show), else :func:`format_effect`."""
+    if d is None:
+        return "n/a"
+    if getattr(d, "identical", False):
+        return "identical in every run"
+    if getattr(d, "constant", False):
+        return f"{format_value(d.mean_diff, fmt, signed=True)} in every run"
+    return format_effect(d.mean_diff, d.ci_low, d.ci_high, fmt)
 
 
 def safe_name(name: str) -> str:

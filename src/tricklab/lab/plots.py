@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # matplotlib is an optional extra; only the type checker impo
 
 __all__ = [
     "PALETTE", "colour", "curve_svg", "finite", "matplotlib_or_hint", "mpl_text", "new_figure", "pareto_front",
-    "pareto_svg", "per_class_f1_svg", "reliability_svg", "svg", "verdicts_svg",
+    "pareto_svg", "per_class_f1_figure", "per_class_f1_svg", "reliability_svg", "svg", "verdicts_svg",
 ]
 
 # stronger versions of the verdict hues for markers in the plots, where pale fills would be invisible
@@ -106,6 +106,7 @@ def verdicts_svg(summary: AblationSummary) -> str | None:
     axes = fig.subplots(nrows, ncols, squeeze=False)
     for idx, metric in enumerate(metrics):
         ax = axes[idx // ncols][idx % ncols]
+        values: list[float] = []
         for row, tech in enumerate(techniques):
             d = summary.difference(tech, metric.key)
             if d is None or not finite(d.mean_diff):
@@ -114,7 +115,10 @@ def verdicts_svg(summary: AblationSummary) -> str | None:
             y = len(techniques) - 1 - row
             if finite(d.ci_low) and finite(d.ci_high):
                 ax.plot([d.ci_low, d.ci_high], [y, y], color=c, linewidth=2)
+                values += [d.ci_low, d.ci_high]
             ax.plot([d.mean_diff], [y], "o", color=c)
+            values.append(d.mean_diff)
+        _constant_axis(ax, values)
         ax.axvline(0.0, color="black", linewidth=0.8)
         ax.set_yticks(range(len(techniques)))
         ax.set_yticklabels([mpl_text(t) for t in reversed(techniques)] if idx % ncols == 0 else [])
@@ -128,6 +132,21 @@ def verdicts_svg(summary: AblationSummary) -> str | None:
     fig.suptitle("technique − baseline (paired by seed), 95% CI; green helps, red hurts, grey unclear",
                  fontsize=10)
     return svg(fig)
+
+
+def _constant_axis(ax: Any, values: Sequence[float]) -> None:
+    """A panel whose values are all the same (every difference 0: a parameter count no technique changes)
+    would be auto-scaled to a range of 1e-16 around it; give it a readable range and say so instead."""
+    ax.ticklabel_format(axis="x", useOffset=False, style="plain")
+    if not values:
+        return
+    lo, hi = min(values), max(values)
+    if hi - lo <= 1e-12 * max(1.0, abs(lo), abs(hi)):
+        centre = (lo + hi) / 2
+        span = max(1.0, abs(centre) * 0.1)
+        ax.set_xlim(centre - span, centre + span)
+        label = "identical in every run" if centre == 0 else "the same in every run"
+        ax.text(0.5, 0.02, label, transform=ax.transAxes, ha="center", va="bottom", fontsize=7, color="#555555")
 
 
 # ------------------------------------------------------------------------------------------- curves
@@ -290,6 +309,12 @@ def pareto_svg(summary: AblationSummary) -> str | None:
 # ------------------------------------------------------------------------------------------- per class
 def per_class_f1_svg(summary: AblationSummary) -> str | None:
     """Grouped bars: F1 per class, mean over seeds, one bar per variant."""
+    fig = per_class_f1_figure(summary)
+    return None if fig is None else svg(fig)
+
+
+def per_class_f1_figure(summary: AblationSummary) -> Figure | None:
+    """The figure of :func:`per_class_f1_svg`, legend above the axes."""
     f1 = {v: summary.per_class_f1.get(v) for v in summary.variants}
     variants = [v for v in summary.variants if f1[v]]
     if not variants:
@@ -309,5 +334,7 @@ def per_class_f1_svg(summary: AblationSummary) -> str | None:
     ax.set_ylim(0, 1.05)
     ax.set_title("per-class F1", fontsize=10)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8, ncols=min(4, len(variants)))
-    return svg(fig)
+    # above the axes, not inside them: a legend inside would cover the bars of the first classes
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside upper center", fontsize=8, ncols=min(4, len(variants)),
+               frameon=False)
+    return fig

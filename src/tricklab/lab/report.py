@@ -27,7 +27,8 @@ from markupsafe import Markup
 
 from tricklab.io import atomic_write_text
 from tricklab.lab.diagnostics_plots import diagnostic_figures
-from tricklab.lab.format import format_effect, format_p, format_value
+from tricklab.lab.differences import recipe_changes, show
+from tricklab.lab.format import format_difference, format_p, format_value
 from tricklab.lab.plots import (
     curve_svg,
     matplotlib_or_hint,
@@ -48,6 +49,9 @@ VERDICT_COLOURS: dict[str, str] = {
     "hurts": "#ffc7ce",
     "no clear effect": "#e4e4e4",
     "cannot tell (1 seed)": "#e4e4e4",
+    "identical": "#f4f4f4",
+    "within noise": "#e4e4e4",
+    "not judged": "#e4e4e4",
 }
 _UNKNOWN_COLOUR = "#e4e4e4"
 
@@ -61,18 +65,41 @@ PLOT_NAMES: tuple[str, ...] = (
 # only things it runs
 _CSP = "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:"
 
-_SETTING_KEYS = ("task", "model", "budget", "seeds", "machine", "recipe_hash")
+_SETTING_KEYS = ("task", "model", "budget", "seeds", "machine", "recipe_hash", "eval_every")
 
 
 def _effect(d: PairedDifference, fmt: str | None) -> str:
-    return format_effect(d.mean_diff, d.ci_low, d.ci_high, fmt)
+    return format_difference(d, fmt)
+
+
+def _effect_lines(d: PairedDifference, fmt: str | None) -> Markup:
+    """A verdict cell: the mean difference, and its interval on a line of its own (a narrow column)."""
+    text = format_difference(d, fmt)
+    if text.endswith(" in every run"):
+        return Markup('{} <span class="ci">in every run</span>').format(text[: -len(" in every run")])
+    head, sep, interval = text.partition(" [")
+    if not sep:
+        return Markup("{}").format(text)
+    return Markup('{} <span class="ci">[{}</span>').format(head, interval)
+
+
+def _breakable(name: str) -> Markup:
+    """A variant name that may wrap after ``_``, ``+``, ``(`` or ``,`` (a narrow first column)."""
+    return Markup("").join(Markup("{}<wbr>").format(part) if part in "_+(," else Markup("{}").format(part)
+                           for part in name)
+
+
+def _tip(d: PairedDifference) -> str:
+    tip = f"{d.verdict}; n = {d.n}, p = {format_p(d.p_value)}, Holm p = {format_p(d.p_holm)}"
+    return tip + (f"; {d.note}" if d.note else "")
 
 
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.PackageLoader("tricklab.lab", "templates"), autoescape=True,
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     env.filters.update({
-        "value": format_value, "effect": _effect, "p": format_p, "repr": repr,
+        "value": format_value, "effect": _effect, "effect_lines": _effect_lines, "tip": _tip,
+        "breakable": _breakable, "p": format_p, "repr": repr,
         "colour": lambda verdict: VERDICT_COLOURS.get(str(verdict), _UNKNOWN_COLOUR),
         "tojson_sorted": lambda obj: json.dumps(obj, indent=2, sort_keys=True, default=str),
     })
@@ -127,6 +154,27 @@ def _seed_note_for(summary: AblationSummary) -> str:
     return "every variant" if len(few) == len(summary.variants) else ", ".join(few)
 
 
+def _changes(summary: AblationSummary) -> list[tuple[str, list[tuple[str, str, str]]]]:
+    base = summary.recipes.get(summary.baseline)
+    out = []
+    for v in summary.techniques:
+        mine = summary.recipes.get(v)
+        if base and mine:
+            out.append((v, [(k, show(a), show(b)) for k, a, b in recipe_changes(base, mine)]))
+    return out
+
+
+def _steps_note(summary: AblationSummary, setting: AblationSetting) -> str | None:
+    if summary.metric("steps_to_target") is None or not setting.eval_every:
+        return None
+    every = setting.eval_every
+    return (f"Steps to target: the runs were evaluated every {every} steps. Each run's step is interpolated "
+            f"linearly between the last evaluation below the target and the first at or above it, an estimate "
+            f"inside that {every}-step interval (exact only if accuracy rises linearly there); without the "
+            f"interpolation every run would count a multiple of {every} and small differences would show as "
+            f"0 or {every} with no spread.")
+
+
 def render_report(summary: AblationSummary, curves: dict[str, Any] | None, setting: AblationSetting) -> str:
     """The whole report as one HTML string (see the module docstring for the inputs)."""
     matplotlib_or_hint()  # fail with the install hint before any work
@@ -141,7 +189,8 @@ def render_report(summary: AblationSummary, curves: dict[str, Any] | None, setti
         title=title, summary=summary, setting=setting, setting_items=_setting_items(setting),
         plots=_plots(summary, curves or {}), seed_note_for=_seed_note_for(summary),
         diagnostics=_diagnostics(summary), csp=_CSP, accuracy_fmt=accuracy.fmt if accuracy else ".4f",
-        averaging_metrics=averaging_metrics,
+        averaging_metrics=averaging_metrics, changes=_changes(summary), timing_notes=setting.timing_note(),
+        steps_note=_steps_note(summary, setting),
     )
 
 

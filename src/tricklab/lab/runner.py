@@ -8,31 +8,49 @@ plus ``model.eval.safetensors`` when a weight averager supplies the evaluation w
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
+import math
+import os
+import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
 import torch
 from safetensors.torch import save as st_save
 
-from tricklab.errors import ConfigError, UserError
-from tricklab.evaluate import convergence_speed, count_parameters, inference_latency, model_size_bytes
-from tricklab.io import atomic_write_bytes, atomic_write_text
-from tricklab.lab.build import PreparedData, build_techniques, check_recipe, prepare_data
-from tricklab.lab.recipe import Recipe, parse_yaml, recipe_from_dict
+from tricklab.errors import CheckpointError, ConfigError, UserError
+from tricklab.evaluate import count_parameters, inference_latency, model_size_bytes
+from tricklab.io import atomic_write_bytes, atomic_write_text, write_safely
+from tricklab.lab.build import PreparedData, build_techniques, prepare_data, resolve_techniques, validate
+from tricklab.lab.differences import describe_changes, recipe_changes
+from tricklab.lab.lock import folder_lock
+from tricklab.lab.recipe import Recipe, apply_override, load_recipe, parse_yaml, recipe_from_dict
 from tricklab.lab.summary import Convergence, Cost, Evaluation, Latency, RunSummary, TextSample
 from tricklab.lab.tasks import Task
 from tricklab.models import build_model
 from tricklab.models.generate import decode, encode, generate
 from tricklab.optim import create_optimizer
 from tricklab.train import Trainer, distributed
-from tricklab.train.checkpoint import list_checkpoints
+from tricklab.train.checkpoint import list_checkpoints, load_checkpoint
 from tricklab.train.reproducibility import environment_info, seed_everything
 from tricklab.train.state import TrainState
 from tricklab.train.technique import Technique
 
-__all__ = ["RunResult", "RunSetup", "fit", "run", "set_up", "summarize"]
+__all__ = ["CONCURRENT_RUNS_ENV", "RunResult", "RunSetup", "fit", "resume_recipe", "run", "saved_recipe", "set_up",
+           "steps_to_target", "summarize", "verified_checkpoint"]
+
+#: Set by the ablation's worker pool: how many runs share the machine, recorded in each run's env.json.
+CONCURRENT_RUNS_ENV = "TRICKLAB_CONCURRENT_RUNS"
+
+
+def say(message: str) -> None:
+    """A line on stderr that a closed pipe cannot turn into an error."""
+    write_safely(sys.stderr, message + "\n")
 
 
 @dataclass
@@ -60,22 +78,34 @@ class RunSetup:
 
 def run(recipe: Recipe, out: str | Path | None = None, resume: bool = False) -> RunResult:
     """Train ``recipe`` into ``out`` (created) and return the final summary; ``resume`` continues the run
-    already in ``out`` from its newest valid checkpoint."""
-    task = check_recipe(recipe)
+    already in ``out`` from its newest valid checkpoint.
+
+    Everything that can be refused is refused before any data is loaded or any file is touched: names,
+    arguments and whether the techniques compose; a folder another process is writing (the folder lock); an
+    unwritable folder; on resume, a recipe that differs from the run's and a folder without a checkpoint that
+    verifies."""
+    task = validate(recipe)
+    recipe = resolve_techniques(recipe)
     run_dir = Path(out) if out is not None else _default_run_dir(recipe)
-    _check_run_folder(recipe, run_dir, resume)
-    info = distributed.init(recipe.device)
-    try:
-        setup = set_up(recipe, task, run_dir, info)
-        state, wall = fit(setup, resume)
-        summary = summarize(setup, state, wall)
-        if info.is_main:
-            _save_weights(setup)
-            atomic_write_text(run_dir / "summary.json", json.dumps(summary.to_dict(), indent=2))
-        distributed.barrier(info)
-        return RunResult(run_dir=run_dir, summary=summary, trainer=setup.trainer)
-    finally:
-        distributed.shutdown(info)
+    if resume:
+        _check_resumable(recipe, run_dir)
+    with folder_lock(run_dir, "run folder", enabled=distributed.env_info().is_main):
+        checkpoint = verified_checkpoint(run_dir) if resume else None
+        if not resume:
+            _check_fresh(run_dir)
+        info = distributed.init(recipe.device)
+        try:
+            setup = set_up(recipe, task, run_dir, info)
+            state, wall = fit(setup, checkpoint)
+            summary = summarize(setup, state, wall)
+            if info.is_main:
+                _save_weights(setup)
+                atomic_write_text(run_dir / "summary.json", json.dumps(summary.to_dict(), indent=2))
+                _record_load(run_dir, "load_average_end")
+            distributed.barrier(info)
+            return RunResult(run_dir=run_dir, summary=summary, trainer=setup.trainer)
+        finally:
+            distributed.shutdown(info)
 
 
 # ------------------------------------------------------------------------------------------------ setup
@@ -83,23 +113,64 @@ def _default_run_dir(recipe: Recipe) -> Path:
     return Path("runs") / f"{recipe.task}-{recipe.model.name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def _check_run_folder(recipe: Recipe, run_dir: Path, resume: bool) -> None:
-    """A new run needs a folder without a run; ``--resume`` needs the same recipe and a checkpoint."""
-    if not resume:
-        if list_checkpoints(run_dir / "checkpoints") or (run_dir / "summary.json").exists():
-            raise UserError(f"{run_dir} already holds a run; pass --resume to continue it, or choose another --out")
-        return
-    if not (run_dir / "recipe.yaml").is_file():
+def _check_fresh(run_dir: Path) -> None:
+    if list_checkpoints(run_dir / "checkpoints") or (run_dir / "summary.json").exists():
+        raise UserError(f"{run_dir} already holds a run; pass --resume to continue it, or choose another --out")
+
+
+def saved_recipe(run_dir: Path) -> dict[str, Any]:
+    """The recipe a run folder was started with (``recipe.yaml``), as a dict."""
+    path = run_dir / "recipe.yaml"
+    if not path.is_file():
         raise UserError(f"--resume: {run_dir} holds no run (no recipe.yaml); start it without --resume")
-    saved = (run_dir / "recipe.yaml").read_text(encoding="utf-8")
-    before = recipe_from_dict(parse_yaml(saved, str(run_dir / "recipe.yaml")))
+    data = parse_yaml(path.read_text(encoding="utf-8"), str(path))
+    if not isinstance(data, dict):
+        raise UserError(f"--resume: {path} is not a recipe (a YAML mapping)")
+    return data
+
+
+def resume_recipe(run_dir: Path, recipe_path: str | None, overrides: Sequence[str]) -> Recipe:
+    """The recipe to resume the run in ``run_dir`` with: the one saved in the folder, with ``overrides``
+    applied to it (or a recipe file with its overrides, when one is named). :func:`run` refuses it when it
+    changes what the run computes or its seed; the progress display and the thread count may change."""
+    if recipe_path is not None:
+        return load_recipe(recipe_path, list(overrides))
+    data = copy.deepcopy(saved_recipe(run_dir))
+    for o in overrides:
+        apply_override(data, o)
+    return recipe_from_dict(data)
+
+
+def _check_resumable(recipe: Recipe, run_dir: Path) -> None:
+    """``--resume`` needs the recipe the run was started with (its hash and seed) and a checkpoint."""
+    before = resolve_techniques(recipe_from_dict(saved_recipe(run_dir)))
     if (before.hash(), before.seed) != (recipe.hash(), recipe.seed):
+        found = recipe_changes(before.to_dict(), recipe.to_dict())
+        if before.seed != recipe.seed:
+            found.insert(0, ("seed", before.seed, recipe.seed))
         raise UserError(
-            f"--resume: the recipe differs from the one the run in {run_dir} was started with; "
-            f"resume with the same recipe and overrides (see {run_dir / 'recipe.yaml'})"
+            f"--resume: the recipe differs from the one the run in {run_dir} was started with "
+            f"({describe_changes(found, 'in the run', 'given')}); resume without overrides to continue it as "
+            f"it was (see {run_dir / 'recipe.yaml'}), or start a new run into another --out"
         )
     if not list_checkpoints(run_dir / "checkpoints"):
         raise UserError(f"--resume: {run_dir / 'checkpoints'} holds no checkpoint to resume from")
+
+
+def verified_checkpoint(run_dir: Path) -> Path:
+    """The newest checkpoint of ``run_dir`` that loads and verifies, checked before anything is written
+    (corrupt newer ones are reported and skipped); none is a :class:`UserError` naming every file tried."""
+    folder = run_dir / "checkpoints"
+    problems = []
+    for path in reversed(list_checkpoints(folder)):
+        try:
+            load_checkpoint(path)
+            return path
+        except CheckpointError as e:
+            problems.append(str(e))
+            say(f"warning: {e}; falling back to the previous checkpoint")
+    raise UserError(f"--resume: no valid checkpoint in {folder}: " + "; ".join(problems)
+                    + f". Nothing in {run_dir} was changed; start the run again into another --out")
 
 
 def _device(recipe: Recipe, info: distributed.DistInfo) -> torch.device:
@@ -142,17 +213,38 @@ def _write_run_files(setup: RunSetup) -> None:
     env = environment_info(setup.data.fingerprint)
     env.update({"world_size": setup.info.world_size, "recipe_hash": recipe.hash(), "seed": recipe.seed,
                 "device": str(setup.device)})
+    env.update({"concurrent_runs": int(os.environ.get(CONCURRENT_RUNS_ENV, "1")), "load_average_start": _load()})
     atomic_write_text(run_dir / "env.json", json.dumps(env, indent=2))
 
 
-def fit(setup: RunSetup, resume: bool = False) -> tuple[TrainState, float]:
-    """Write the resolved recipe and environment, train (from the newest checkpoint with ``resume``);
-    returns the final train state and this process's wall-clock seconds in ``fit``."""
+def _load() -> list[float] | None:
+    # the 1-, 5- and 15-minute load averages: whether other work shared the cores while this run was timed
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def _record_load(run_dir: Path, key: str) -> None:
+    path = run_dir / "env.json"
+    try:
+        env = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    env[key] = _load()
+    atomic_write_text(path, json.dumps(env, indent=2))
+
+
+def fit(setup: RunSetup, resume: bool | Path = False) -> tuple[TrainState, float]:
+    """Write the resolved recipe and environment, train (from ``resume``, a checkpoint file, or with
+    ``resume=True`` the newest valid one); returns the final train state and this process's wall-clock
+    seconds in ``fit``."""
     if setup.info.is_main:
         _write_run_files(setup)
     distributed.barrier(setup.info)
     wall0 = time.perf_counter()
-    state = setup.trainer.fit(resume_from=setup.run_dir / "checkpoints" if resume else None)
+    start = setup.run_dir / "checkpoints" if resume is True else resume or None
+    state = setup.trainer.fit(resume_from=start)
     return state, time.perf_counter() - wall0
 
 
@@ -185,16 +277,46 @@ def _main_process_measurements(setup: RunSetup, state: TrainState, summary: RunS
     example = data.latency_example(recipe.eval_batch_size, setup.device)
     cost = Cost(count_parameters(model), model_size_bytes(model),
                 Latency.from_dict(inference_latency(model, example, repeats=20, warmup=3)))
-    evaluated = [r for r in state.history if "eval_accuracy" in r]
-    reached = convergence_speed(evaluated, "eval_accuracy", recipe.target_accuracy) if evaluated else None
+    reached = steps_to_target(state.history, recipe.target_accuracy, recipe.eval_every)
     # per-layer statistics over training, plotted in the report
     diagnostics = next((t.records for t in setup.techniques if t.name == "diagnostics"), None)
     sample = None
     if setup.task.sample_prompt and data.vocab:
         sample = _sample_text(model, setup.task.sample_prompt, data.vocab, data.input_shape[0], recipe.seed,
                               setup.device)
-    return dataclasses.replace(summary, cost=cost, convergence=None if reached is None else Convergence.from_dict(
-        reached), target_accuracy=recipe.target_accuracy, diagnostics=diagnostics, sample=sample)
+    return dataclasses.replace(summary, cost=cost, convergence=reached, target_accuracy=recipe.target_accuracy,
+                               diagnostics=diagnostics, sample=sample)
+
+
+def steps_to_target(history: Sequence[dict[str, Any]], target: float, eval_every: int | None,
+                    key: str = "eval_accuracy") -> Convergence | None:
+    """When the evaluated ``key`` first reached ``target``, interpolated linearly between the evaluation
+    before (below the target) and the first one at or above it:
+
+        step = s0 + (target - a0) / (a1 - a0) * (s1 - s0)      (seconds likewise)
+
+    Evaluations are ``eval_every`` steps apart, so the first evaluation at the target only says the crossing
+    happened in (s0, s1]; reporting s1 would give every run a multiple of ``eval_every`` and two runs that
+    cross anywhere in the same interval a difference of exactly 0 (or 500, with no spread). The interpolated
+    step is an estimate inside that interval (exact when accuracy rises linearly between the two
+    evaluations); ``step_evaluated`` keeps s1 and ``resolution`` the spacing. A target reached at the first
+    evaluation has nothing below it to interpolate from: its step is s1, marked not interpolated."""
+    prev: dict[str, Any] | None = None
+    for row in history:
+        a1 = row.get(key)
+        if not isinstance(a1, (int, float)) or isinstance(a1, bool) or math.isnan(a1):
+            continue
+        if a1 >= target:
+            s1, t1 = row["step"], row.get("seconds")
+            if prev is None:
+                return Convergence(s1, t1, a1, step_evaluated=s1, interpolated=False, resolution=eval_every)
+            f = (target - float(prev[key])) / (a1 - float(prev[key]))
+            t0 = prev.get("seconds")
+            seconds = None if t0 is None or t1 is None else t0 + f * (t1 - t0)
+            return Convergence(prev["step"] + f * (s1 - prev["step"]), seconds, a1, step_evaluated=s1,
+                               interpolated=True, resolution=eval_every)
+        prev = row
+    return None
 
 
 def _sample_text(model: torch.nn.Module, prompt: str, vocab: list[str], block_size: int, seed: int,

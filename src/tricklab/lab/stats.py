@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Description", "PairedDifference", "describe", "paired", "t_cdf", "t_ppf"]
+__all__ = ["Description", "PairedDifference", "describe", "holm", "paired", "t_cdf", "t_ppf"]
 
 # ---------------------------------------------------------------------------------------------------------
 # Student t distribution
@@ -230,10 +230,24 @@ class PairedDifference:
     t: float | None
     p_value: float | None
     verdict: str
+    #: the p-value adjusted for the family of comparisons it was judged in (Holm), when it was
+    p_holm: float | None = None
+    #: why the verdict is what it is when the interval alone does not say (a noise floor, no test)
+    note: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """``{"n", "mean_diff", "std_diff", "ci_low", "ci_high", "t", "p_value", "verdict"}``."""
+        """``{"n", "mean_diff", "std_diff", "ci_low", "ci_high", "t", "p_value", "verdict", "p_holm", "note"}``."""
         return dataclasses.asdict(self)
+
+    @property
+    def identical(self) -> bool:
+        """Every paired difference was exactly 0 (a deterministic metric the variant does not change)."""
+        return self.verdict == IDENTICAL
+
+    @property
+    def constant(self) -> bool:
+        """Every paired difference was the same non-zero number: no spread, so no test is needed or possible."""
+        return self.n >= 2 and self.std_diff == 0.0 and not self.identical
 
     @property
     def half_width(self) -> float | None:
@@ -262,6 +276,10 @@ def describe(values: Sequence[float], confidence: float = 0.95) -> Description:
     return Description(n, mean, std, mean - half, mean + half, half)
 
 
+#: The verdict of a comparison in which every paired difference is exactly 0.
+IDENTICAL = "identical"
+
+
 def _verdict(ci_low: float, ci_high: float, higher_is_better: bool) -> str:
     # the interval of the difference treatment - baseline excludes 0: on the side where the metric improves
     # it helps, on the other side it hurts; an interval touching or containing 0 shows no clear effect
@@ -284,9 +302,9 @@ def paired(treatment: Sequence[float], baseline: Sequence[float], higher_is_bett
 
     Degenerate cases: with n < 2 the spread is unknown, so std/interval/t/p are None and the verdict is
     'cannot tell (1 seed)' (or '(0 seeds)'). When every difference is identical (s_d = 0): if they are all
-    0, the interval is [0, 0], t = 0, p = 1.0, 'no clear effect'; otherwise the interval collapses to the
-    mean, t = +-inf, p = 0.0 and the verdict follows the sign of the mean (the seeds agree exactly; whether
-    that is meaningful is for the reader: it usually means a deterministic metric such as the parameter
+    0, the verdict is 'identical' (interval [0, 0], no t and no p-value: nothing was tested, the values are
+    the same in every run); otherwise the interval collapses to the mean, t = +-inf, p = 0.0 and the verdict
+    follows the sign of the mean (the seeds agree exactly: a deterministic metric such as the parameter
     count)."""
     confidence = _check_confidence(confidence)
     tr, ba = _floats(treatment, "treatment"), _floats(baseline, "baseline")
@@ -302,7 +320,7 @@ def paired(treatment: Sequence[float], baseline: Sequence[float], higher_is_bett
     assert std is not None
     if std == 0.0:
         if mean == 0.0:
-            return PairedDifference(n, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0, "no clear effect")
+            return PairedDifference(n, 0.0, 0.0, 0.0, 0.0, None, None, IDENTICAL)
         return PairedDifference(n, mean, 0.0, mean, mean, math.copysign(math.inf, mean), 0.0,
                                 _verdict(mean, mean, higher_is_better))
     se = std / math.sqrt(n)
@@ -311,3 +329,25 @@ def paired(treatment: Sequence[float], baseline: Sequence[float], higher_is_bett
     p = _t_tail2(t, float(n - 1))
     lo, hi = mean - half, mean + half
     return PairedDifference(n, mean, std, lo, hi, t, p, _verdict(lo, hi, higher_is_better))
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (Holm 1979, "A simple sequentially rejective multiple test
+    procedure"), in the order given: with p_(1) <= ... <= p_(m) the sorted p-values,
+
+        adj_(i) = max_{j <= i} min(1, (m - j + 1) * p_(j)).
+
+    Rejecting every hypothesis with adj < alpha controls the family-wise error rate at alpha (the chance of
+    one or more false "helps"/"hurts" among the m comparisons), under any dependence between them. Ties keep
+    their input order."""
+    ps = _floats(p_values, "p_values")
+    if any(not 0.0 <= p <= 1.0 for p in ps):
+        raise ValueError(f"p-values must be in [0, 1], got {ps}")
+    m = len(ps)
+    order = sorted(range(m), key=lambda i: ps[i])
+    out = [0.0] * m
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * ps[i]))
+        out[i] = running
+    return out

@@ -29,7 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-__all__ = ["RunRow", "Store", "STATUSES"]
+from tricklab.errors import UserError
+
+__all__ = ["RunRow", "Store", "StoreDamaged", "STATUSES"]
 
 STATUSES = ("running", "done", "failed")
 
@@ -120,6 +122,23 @@ def _row(r: tuple) -> RunRow:
                   error=r[11])
 
 
+class StoreDamaged(UserError):
+    """The store file is not a readable SQLite database (truncated, overwritten, corrupt pages). The command
+    line turns it into exit status 2 with the runs still readable and how to rebuild
+    (:func:`tricklab.lab.salvage.damage_message`)."""
+
+    def __init__(self, path: Path, detail: str) -> None:
+        self.path = Path(path)
+        self.detail = detail
+        super().__init__(f"the ablation store {self.path} is damaged ({detail})")
+
+
+def _damage(e: sqlite3.DatabaseError) -> bool:
+    # "file is not a database", "database disk image is malformed": the plain DatabaseError class; its
+    # subclasses are a busy database, a constraint, an interface misuse, which are not damage
+    return type(e) is sqlite3.DatabaseError
+
+
 def _is_busy(e: sqlite3.OperationalError) -> bool:
     msg = str(e).lower()
     return "locked" in msg or "busy" in msg
@@ -169,7 +188,11 @@ class Store:
         for attempt in range(_RETRIES):
             try:
                 return fn()
-            except sqlite3.OperationalError as e:
+            except sqlite3.DatabaseError as e:
+                if _damage(e):
+                    raise StoreDamaged(self.path, str(e)) from e
+                if not isinstance(e, sqlite3.OperationalError):
+                    raise
                 if not _is_busy(e) or attempt == _RETRIES - 1:
                     raise
                 time.sleep(delay)

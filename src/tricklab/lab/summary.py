@@ -20,7 +20,7 @@ from tricklab.lab.stats import Description, PairedDifference
 
 __all__ = [
     "AblationSetting", "AblationSummary", "Convergence", "Cost", "EqualTime", "Evaluation", "Latency",
-    "Reliability", "RunSummary", "SeededDiagnostics", "SeededSample", "TextSample",
+    "NoiseFloor", "Reliability", "RunSummary", "SeededDiagnostics", "SeededSample", "TextSample",
 ]
 
 
@@ -118,18 +118,27 @@ class Cost:
 
 @dataclass(frozen=True)
 class Convergence:
-    """The first evaluation at which the run reached its target accuracy."""
+    """When the run reached its target accuracy: ``step`` (and ``seconds``) interpolated between the two
+    evaluations around the crossing when ``interpolated`` (see :func:`tricklab.lab.runner.steps_to_target`);
+    ``step_evaluated`` is the first evaluation at the target and ``resolution`` the steps between
+    evaluations. Summaries written before interpolation have only ``step`` (an evaluation step)."""
 
     step: int | float
     seconds: float | None = None
     value: float | None = None
+    step_evaluated: int | None = None
+    interpolated: bool | None = None
+    resolution: int | None = None
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Convergence:
-        return cls(data["step"], data.get("seconds"), data.get("value"))
+        return cls(data["step"], data.get("seconds"), data.get("value"), data.get("step_evaluated"),
+                   data.get("interpolated"), data.get("resolution"))
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        out = dataclasses.asdict(self)
+        # a summary written without interpolation keeps its three keys
+        return {k: v for k, v in out.items() if v is not None or k in ("step", "seconds", "value")}
 
 
 @dataclass(frozen=True)
@@ -299,7 +308,30 @@ class EqualTime:
 def paired_from_dict(data: Mapping[str, Any]) -> PairedDifference:
     """A :class:`PairedDifference` from its JSON form (a card's effect, averaging or equal-time entry)."""
     return PairedDifference(data.get("n", 0), data.get("mean_diff"), data.get("std_diff"), data.get("ci_low"),
-                            data.get("ci_high"), data.get("t"), data.get("p_value"), data.get("verdict") or "n/a")
+                            data.get("ci_high"), data.get("t"), data.get("p_value"), data.get("verdict") or "n/a",
+                            data.get("p_holm"), data.get("note"))
+
+
+@dataclass(frozen=True)
+class NoiseFloor:
+    """The noise floor of one timing metric (:mod:`tricklab.lab.noise`): per seed, an identical contender
+    minus the baseline (``differences``), its largest absolute value (``floor``), the floor relative to the
+    baseline's mean, and how it was measured (``method``)."""
+
+    key: str
+    differences: list[float]
+    seeds: list[int]
+    floor: float
+    relative: float | None
+    method: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> NoiseFloor:
+        return cls(data["key"], list(data.get("differences") or []), list(data.get("seeds") or []),
+                   data["floor"], data.get("relative"), data.get("method", ""))
 
 
 @dataclass(frozen=True)
@@ -340,6 +372,16 @@ class AblationSummary:
     averaging: dict[str, dict[str, PairedDifference]] = field(default_factory=dict)
     samples: dict[str, SeededSample] = field(default_factory=dict)
     diagnostics: dict[str, SeededDiagnostics] = field(default_factory=dict)
+    #: timing metric key -> its noise floor between identical contenders
+    noise: dict[str, NoiseFloor] = field(default_factory=dict)
+    #: the control run (the baseline again, same seeds) minus the baseline, per metric: what an identical
+    #: comparison gives
+    control: dict[str, PairedDifference] = field(default_factory=dict)
+    #: how many comparisons the verdicts were Holm-adjusted over, at 1 - ``confidence``
+    family_size: int = 0
+    confidence: float = 0.95
+    #: each variant's resolved recipe (from its first seed's run)
+    recipes: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def baseline(self) -> str:
@@ -363,13 +405,14 @@ class AblationSummary:
         return self.paired.get(variant, {}).get(key)
 
 
-_SETTING_KEYS = ("task", "model", "budget", "seeds", "machine", "recipe_hash")
+_SETTING_KEYS = ("task", "model", "budget", "seeds", "machine", "recipe_hash", "eval_every", "contention")
 
 
 @dataclass(frozen=True)
 class AblationSetting:
     """Where an ablation was measured: task, model, budget, seeds, machine, the baseline recipe and its hash,
-    and how many of its runs are done."""
+    how many of its runs are done, the steps between evaluations (the resolution of step counts) and how the
+    runs shared the machine (``contention``, see :func:`tricklab.lab.ablate.contention`)."""
 
     task: str | None = None
     model: str | None = None
@@ -380,6 +423,8 @@ class AblationSetting:
     baseline_recipe: dict[str, Any] | None = None
     runs_done: int = 0
     runs_total: int = 0
+    contention: dict[str, Any] | None = None
+    eval_every: int | None = None
 
     def where(self) -> str:
         """``task/model`` for sentences and titles."""
@@ -398,4 +443,25 @@ class AblationSetting:
             model = model.get("name")
         return cls(data.get("task"), model, data.get("budget"), list(data.get("seeds") or []),
                    dict(data.get("machine") or {}), data.get("recipe_hash"), data.get("baseline_recipe"),
-                   data.get("runs_done", 0), data.get("runs_total", 0))
+                   data.get("runs_done", 0), data.get("runs_total", 0), data.get("contention"),
+                   data.get("eval_every"))
+
+    def timing_note(self) -> str | None:
+        """A sentence on how the runs shared the machine while they were timed; None when not recorded."""
+        c = self.contention or {}
+        if c.get("shared") is None:
+            return None
+        runs, threads, cpus = c.get("concurrent_runs") or 1, c.get("threads_per_run") or 1, c.get("cpu_count")
+        lo, hi = c.get("load_average_min"), c.get("load_average_max")
+        load = "" if hi is None else f"; the 1-minute load average during the runs was {lo:g} to {hi:g}"
+        text = (f"Runs were timed {runs} at a time with {threads} thread{'s' if threads > 1 else ''} each on "
+                f"{cpus} CPUs{load}: ")
+        text += ("they shared the machine, so training times include that contention." if c["shared"]
+                 else "each run had its cores to itself.")
+        lp = c.get("latency_pass")
+        if lp:
+            lp_load = lp.get("load_average")
+            text += (f" Inference latency was measured after training in one process, the models interleaved, "
+                     f"on {lp.get('threads')} thread" + ("" if lp_load is None else
+                                                         f" (load average {lp_load[0]:g} at the time)") + ".")
+        return text

@@ -1,7 +1,8 @@
 """JSONL metric log: one JSON object per metrics row, appended and flushed as training goes.
 
 On resume the file is rewritten (atomically) from the checkpoint's history, so rows logged after the
-checkpoint by the killed run do not appear twice.
+checkpoint by the killed run do not appear twice. The file is opened at the first row or the checkpoint
+load, not at ``fit_start``: a resume that fails before its checkpoint is loaded leaves the file as it was.
 """
 
 from __future__ import annotations
@@ -36,9 +37,8 @@ class MetricsLog(Technique):
         return state.run_dir / "metrics.jsonl"
 
     def on_fit_start(self, state: TrainState) -> None:
-        path = self._path(state)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(path, "w", encoding="utf-8")  # noqa: SIM115 - kept open for the whole run
+        self._path(state)  # a missing path is refused before the first step; nothing is opened yet
+        self._close()
 
     def on_checkpoint_load(self, state: TrainState) -> None:
         path = self._path(state)
@@ -48,11 +48,20 @@ class MetricsLog(Technique):
         self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115
 
     def on_log(self, state: TrainState) -> None:
-        if self._file is not None:
-            self._file.write(json.dumps(state.history[-1]) + "\n")
-            self._file.flush()
+        if self._file is None:
+            # the first row of a fresh run: a new file, rewritten from the rows so far (there is one)
+            path = self._path(state)
+            atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in state.history[:-1]))
+            self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - kept open for the whole run
+        self._file.write(json.dumps(state.history[-1]) + "\n")
+        self._file.flush()
 
     def on_fit_end(self, state: TrainState) -> None:
+        if self._file is None and state.resumed_from is None:
+            atomic_write_text(self._path(state), "".join(json.dumps(r) + "\n" for r in state.history))
+        self._close()
+
+    def _close(self) -> None:
         if self._file is not None:
             self._file.close()
             self._file = None

@@ -1,4 +1,7 @@
-"""Progress display: a rich progress bar on a terminal, plain periodic lines otherwise (logs, CI)."""
+"""Progress display: a rich progress bar on a terminal, plain periodic lines otherwise (logs, CI).
+
+Output to a pipe whose reader has gone (``tricklab run 2>&1 | head``) is dropped, never raised: progress
+must not stop the training it reports on (:mod:`tricklab.io`)."""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ import sys
 import time
 from typing import Any, ClassVar, TextIO
 
+from tricklab.io import PipeSafeStream, write_safely
 from tricklab.techniques.registry import register_technique
 from tricklab.train.state import TrainState
 from tricklab.train.technique import Technique
@@ -50,7 +54,8 @@ class Progress(Technique):
             from rich.progress import Progress as Bar
 
             self._bar = Bar(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                            TextColumn("{task.fields[info]}"), console=Console(file=self._out()), transient=False)
+                            TextColumn("{task.fields[info]}"), console=Console(file=PipeSafeStream(self._out())),
+                            transient=False)
             self._bar.start()
             self._task = self._bar.add_task("train", total=self._total, info="")
         self._last_print = time.monotonic()
@@ -70,7 +75,7 @@ class Progress(Technique):
             return
         now = time.monotonic()
         if now - self._last_print >= self.every_seconds or any(k.startswith("eval_") for k in row):
-            print(f"[train] {_fmt(row, self._total)}", file=self._out(), flush=True)
+            write_safely(self._out(), f"[train] {_fmt(row, self._total)}\n")
             self._last_print = now
 
     def on_fit_end(self, state: TrainState) -> None:
@@ -79,7 +84,7 @@ class Progress(Technique):
             self._bar.stop()
             self._bar = None
         if state.stop_reason:
-            print(state.stop_reason, file=self._out())
+            write_safely(self._out(), f"{state.stop_reason}\n")
 
     def state_dict(self) -> dict[str, Any]:
         return {}

@@ -19,6 +19,7 @@ from torch import nn
 
 from tricklab.data.loader import epoch_permutation
 from tricklab.errors import CheckpointError, ConfigError
+from tricklab.io import write_safely
 from tricklab.train import distributed
 from tricklab.train.checkpoint import load_checkpoint, load_latest
 from tricklab.train.reproducibility import get_rng_state, set_rng_state
@@ -373,7 +374,7 @@ class Trainer:
         self._say(f"warning: {message}")
 
     def _say(self, message: str) -> None:
-        print(message, file=sys.stderr, flush=True)
+        write_safely(sys.stderr, message + "\n")  # a closed pipe must not stop training
 
 
 def _check_budget(loader: Any, max_steps: int | None, max_epochs: int | None, max_seconds: float | None,
