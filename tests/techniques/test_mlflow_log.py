@@ -48,3 +48,22 @@ def test_mlflow_holds_the_recipe_the_metrics_per_step_and_the_model(tmp_path: Pa
     assert saved.keys() == trained.keys() and all(torch.equal(saved[k], trained[k]) for k in saved)
     # the run's own model file is the same weights
     assert all(torch.equal(v, load_file(tmp_path / "run" / "model.safetensors")[k]) for k, v in saved.items())
+
+
+def test_a_database_keeps_its_artifacts_beside_it_not_in_the_working_folder(tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    # MLflow's default artifact root for a database store is ./mlruns of the process's working folder
+    pytest.importorskip("mlflow")
+    from tricklab.techniques.mlflow_log import mlflow_client
+
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    db = tmp_path / "track" / "mlflow.db"
+    db.parent.mkdir()
+    _run(tmp_path, f"{{name: mlflow_log, args: {{tracking_uri: 'sqlite:///{db}', experiment: e}}}}")
+    client = mlflow_client(f"sqlite:///{db}")
+    (mlrun,) = client.search_runs([client.get_experiment_by_name("e").experiment_id])
+    assert {f.path for f in client.list_artifacts(mlrun.info.run_id)} == {"model", "recipe.yaml"}
+    assert list(work.iterdir()) == []  # nothing written into the working folder
+    assert list((tmp_path / "track" / "mlartifacts").rglob("model.safetensors"))

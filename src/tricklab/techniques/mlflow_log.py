@@ -4,7 +4,10 @@ trained model file (safetensors) and the recipe as artifacts.
 ``tracking_uri`` is any MLflow tracking URI: a database (``sqlite:///mlflow.db``), a tracking server
 (``http://host:5000``), or a local folder (a path or ``file:`` URI: MLflow's file store, which MLflow 3 keeps
 in maintenance mode behind ``MLFLOW_ALLOW_FILE_STORE``; naming a folder here is that opt-in, for this client
-only). The default is the folder ``mlruns`` inside the run folder. The MLflow run is created at the first
+only). The default is the folder ``mlruns`` inside the run folder. With a SQLite database, the artifacts of an
+experiment this technique creates go to the folder ``mlartifacts`` beside the database file (``artifact_location``
+to choose another): MLflow's own default there is ``./mlruns`` of whatever folder the process started in.
+The MLflow run is created at the first
 logged row, and its id is part of this technique's state, so a resumed run goes on logging into the same
 MLflow run (rows of the steps after the checkpoint are logged again, with the same values: resume is exact).
 Uses the client API (``MlflowClient``), so no global "active run" is touched.
@@ -50,6 +53,16 @@ def _is_folder(uri: str) -> bool:
     return uri.startswith("file:") or "://" not in uri and not uri.startswith(("databricks", "uc"))
 
 
+def _artifact_location(tracking_uri: str, given: str | None) -> str | None:
+    """Where a new experiment keeps its artifacts: ``given``; for a SQLite database, ``mlartifacts`` beside the
+    file; else None (the store's own default: inside a file store, the server's choice for a server)."""
+    if given is not None:
+        return Path(given).resolve().as_uri() if "://" not in given else given
+    if tracking_uri.startswith("sqlite:///"):
+        return (Path(tracking_uri[len("sqlite:///"):]).resolve().parent / "mlartifacts").as_uri()
+    return None
+
+
 def mlflow_client(tracking_uri: str) -> Any:
     """An ``MlflowClient`` for ``tracking_uri`` (a folder is opened as MLflow's file store)."""
     try:
@@ -74,8 +87,10 @@ class MlflowLog(Technique):
     main_process_only: ClassVar[bool] = True
 
     def __init__(self, tracking_uri: str | None = None, experiment: str = "tricklab", run_name: str | None = None,
-                 params: dict[str, Any] | None = None, log_model: bool = True) -> None:
+                 params: dict[str, Any] | None = None, log_model: bool = True,
+                 artifact_location: str | None = None) -> None:
         self.tracking_uri, self.experiment, self.run_name = tracking_uri, experiment, run_name
+        self.artifact_location = artifact_location
         self.params, self.log_model = dict(params or {}), bool(log_model)
         self.run_id: str | None = None
         self._client: Any = None
@@ -92,7 +107,8 @@ class MlflowLog(Technique):
         if self.run_id is not None:  # resumed: go on logging into the same MLflow run
             return
         exp = self._client.get_experiment_by_name(self.experiment)
-        exp_id = exp.experiment_id if exp is not None else self._client.create_experiment(self.experiment)
+        exp_id = exp.experiment_id if exp is not None else self._client.create_experiment(
+            self.experiment, artifact_location=_artifact_location(self._uri(state), self.artifact_location))
         # a run name of our own: MLflow's generated names draw from Python's global RNG
         name = self.run_name or (Path(state.run_dir).name if state.run_dir is not None else "tricklab-run")
         self.run_id = self._client.create_run(exp_id, run_name=name).info.run_id
