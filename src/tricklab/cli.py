@@ -39,6 +39,7 @@ from tricklab.lab.ablate import (
     technique_label,
     write_outputs,
 )
+from tricklab.lab.backends import BACKENDS, Backend, make_backend
 from tricklab.lab.format import format_value
 from tricklab.lab.kinds import KIND_OF_TARGET, KINDS
 from tricklab.lab.lr_find import SUGGESTIONS, lr_find
@@ -52,12 +53,17 @@ from tricklab.lab.recipe import (
     load_recipe,
     parse_yaml,
     recipe_arguments,
+    recipe_from_dict,
 )
 from tricklab.lab.runner import resume_recipe, run
 from tricklab.lab.salvage import damage_message, salvage
+from tricklab.lab.search import run_search, search_space
+from tricklab.lab.space import load_space, overrides_of, parse_space
 from tricklab.lab.store import Store, StoreDamaged
 from tricklab.lab.summary import AblationSummary, RunSummary
 from tricklab.lab.tasks import TASKS, LoopTask
+from tricklab.lab.tune import TuneConfig, optimize, resolve_objective, write_best
+from tricklab.lab.tune_report import write_study_page
 from tricklab.layers.registry import LAYERS
 from tricklab.losses import LOSSES
 from tricklab.models import MODELS
@@ -326,7 +332,8 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     console.print(f"baseline: {escape(baseline)}" + (f", with {escape(' '.join(overrides))}" if overrides else ""))
     if plan.control:
         console.print("control: the baseline runs a second time per seed, for the training-time noise floor")
-    summary = run_ablation(plan, out, jobs=args.jobs, say=lambda m: print(m, flush=True))
+    summary = run_ablation(plan, out, jobs=args.jobs, say=lambda m: print(m, flush=True),
+                           backend=_backend(args, args.jobs))
     report, cards = write_outputs(out, out / "cards")
     console.print(verdict_table(summary))
     if len(seeds) < 2:
@@ -404,6 +411,91 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
         print(f"  {label:>16}: {'n/a' if lr is None else f'{lr:.3g}'}")
     print(_lr_advice(result["suggestions"]))
     print(f"plot: {args.out / 'lr_find.png'}  data: {args.out / 'lr_find.json'}")
+    return 0
+
+
+def _backend(args: argparse.Namespace, jobs: int) -> Backend | None:
+    """The backend of ``--backend`` (None: the default local pool); one torch thread share per job."""
+    if args.backend == "local" and args.address is None:
+        return None
+    return make_backend(args.backend, jobs, max(1, (os.cpu_count() or 1) // max(jobs, 1)), args.address)
+
+
+def _tuning_inputs(args: argparse.Namespace) -> tuple[Recipe, Recipe, TuneConfig]:
+    """(the recipe as given, the recipe the trials run: with the budget and the validation split, the
+    tuner's configuration) of a tune or search command line."""
+    base = load_base(*recipe_arguments(args.recipe, args.overrides, args.data_dir))
+    budget = getattr(args, "budget", None)
+    if budget is not None:
+        base = recipe_from_dict({**base.to_dict(), "budget": parse_budget(budget)})
+    trial_base = base
+    if args.val_fraction is not None:
+        if not 0.0 < args.val_fraction < 1.0:
+            raise UserError(f"--val-fraction must be in (0, 1), got {args.val_fraction}")
+        trial_base = recipe_from_dict({**base.to_dict(), "data": {**base.to_dict()["data"],
+                                                                  "val_fraction": args.val_fraction}})
+    cfg = TuneConfig(trials=args.trials, sampler=args.sampler, pruner=args.pruner, storage=args.storage,
+                     study_name=args.study_name, jobs=args.jobs, seed=args.seed)
+    cfg.check()
+    return base, trial_base, cfg
+
+
+def _confirm_command(args: argparse.Namespace, overrides: list[str]) -> str:
+    parts = ["tricklab ablate"] + ([args.recipe] if args.recipe else []) + list(args.overrides)
+    variant = "tuned:" + ";".join(overrides)
+    return " ".join(parts + ['--techniques ""', f"--variant '{variant}'", "--seeds 5",
+                             f"--out {args.out / 'confirm'}"])
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    base, trial_base, cfg = _tuning_inputs(args)
+    space = load_space(args.space, trial_base)
+    say = lambda m: print(m, flush=True)  # noqa: E731
+    objective = resolve_objective(trial_base, args.metric, say)
+    say(f"tuning {len(space.params)} keys ({'; '.join(p.describe() for p in space.params)}) for "
+        f"{objective.describe()} ({objective.direction}): {cfg.trials} trials, {cfg.sampler} sampler, "
+        f"{cfg.pruner} pruner, {cfg.jobs} worker(s), into {args.out}")
+    result = optimize(trial_base, space, objective, cfg, args.out, say, _backend(args, cfg.jobs))
+    sections = []
+    if result.best_values is not None:
+        best = write_best(args.out / "best.yaml", base, space, result.best_values)
+        command = _confirm_command(args, overrides_of(base.to_dict(), result.best_values, space))
+        say(f"best: trial {result.best_trial}, {objective.describe()} {result.best_value:.4f}, "
+            f"{result.best_values}\nbest recipe: {best}\nconfirm over fresh seeds: {command}")
+        sections = [("Best recipe", best.read_text(encoding="utf-8")), ("Confirm over fresh seeds", command)]
+    else:
+        say("no trial completed: no best recipe")
+    page = write_study_page(args.out / "report.html", result.study, f"tricklab tune: {base.task}/{base.model.name}",
+                            objective.describe(), objective.metric.higher_is_better, space.keys(), sections)
+    say(f"report: {page}")
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    base, trial_base, cfg = _tuning_inputs(args)
+    specs = [parse_technique(t) for t in args.techniques.split(",") if t.strip()]
+    if args.space and not Path(args.space).is_file():
+        raise UserError(f"--space {args.space!r} does not exist")
+    extra = parse_space(parse_yaml(Path(args.space).read_text(encoding="utf-8"), args.space), args.space) \
+        if args.space else []
+    space = search_space(trial_base, specs, extra)
+    if args.seeds_confirm < 0:
+        raise UserError(f"--seeds-confirm must be 0 or more, got {args.seeds_confirm}")
+    say = lambda m: print(m, flush=True)  # noqa: E731
+    objective = resolve_objective(trial_base, args.metric, say)
+    say(f"searching {len(specs)} techniques ({', '.join(s.name for s in specs)}) at budget {base.budget}, for "
+        f"{objective.describe()}: {cfg.trials} trials, {cfg.sampler} sampler, {cfg.pruner} pruner, into {args.out}")
+    result = run_search(base, trial_base, space, objective, cfg, args.out, list(range(args.seeds_confirm)), say,
+                        lambda: _backend(args, cfg.jobs))
+    label = "+".join(technique_label(s) for s in result.winner) or "the baseline"
+    sections = [("Winner", label)]
+    page = write_study_page(args.out / "report.html", result.study.study, f"tricklab search: {base.task}/"
+                            f"{base.model.name}", objective.describe(), objective.metric.higher_is_better,
+                            space.keys(), sections)
+    say(f"winner: {label} ({objective.describe()} {result.study.best_value})\nsearch page: {page}")
+    if result.confirmation is not None:
+        Console(width=None if sys.stdout.isatty() else 150).print(verdict_table(result.confirmation))
+        say(f"confirmation report: {result.confirm_dir / 'report.html'}; cards: {result.confirm_dir / 'cards'}")
     return 0
 
 
@@ -533,7 +625,58 @@ def _add_ablate(sub: Sub) -> None:
     p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="worker processes (default 2)")
     p.add_argument("--out", type=Path, default=Path("runs/ablation"), help="output folder (default runs/ablation)")
     p.add_argument("--data-dir", default=None, help="folder holding the data set's files")
+    _backend_arguments(p)
     p.set_defaults(func=cmd_ablate)
+
+
+def _backend_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", choices=list(BACKENDS), default="local",
+                   help="where the runs train: local worker processes (default) or a Ray cluster")
+    p.add_argument("--address", default=None,
+                   help="with --backend ray: the cluster address (default: start a local Ray instance; "
+                        "'auto': a running local cluster)")
+
+
+def _tuning_arguments(p: argparse.ArgumentParser, trials: int) -> None:
+    _recipe_arguments(p, "recipe YAML (omit for MNIST-1D, the paper's CNN and setting)",
+                      "key=value overrides of the recipe")
+    p.add_argument("--trials", type=int, default=trials, help=f"trials in the study (default {trials})")
+    p.add_argument("--sampler", choices=["tpe", "gp", "random", "grid"], default="tpe",
+                   help="TPE (default), a Gaussian process, random or grid search")
+    p.add_argument("--pruner", choices=["hyperband", "median", "none"], default="hyperband",
+                   help="stop trials early from their evaluations during training (default hyperband)")
+    p.add_argument("--metric", default="accuracy", help="the objective: a metric of the lab (default accuracy)")
+    p.add_argument("--val-fraction", type=float, default=None,
+                   help="carve this fraction of the training set as the validation split the objective reads")
+    p.add_argument("--storage", default=None, help="Optuna storage URL (default sqlite:///OUT/study.sqlite)")
+    p.add_argument("--study-name", default=None, help="the study's name in the storage (default: derived)")
+    p.add_argument("--seed", type=int, default=1000,
+                   help="the trials' seed (default 1000: ablations with seeds 0..N-1 then confirm on fresh seeds)")
+    p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="trials at once (default 2)")
+    p.add_argument("--data-dir", default=None, help="folder holding the data set's files")
+    _backend_arguments(p)
+
+
+def _add_tune(sub: Sub) -> None:
+    p = sub.add_parser("tune", help="tune recipe keys with Optuna (TPE, GP, random, grid; Hyperband pruning)")
+    _tuning_arguments(p, trials=20)
+    p.add_argument("--space", required=True, help="YAML file: recipe keys -> ranges (see docs/lab-tuning.md)")
+    p.add_argument("--out", type=Path, default=Path("runs/tune"), help="output folder (default runs/tune)")
+    p.set_defaults(func=cmd_tune)
+
+
+def _add_search(sub: Sub) -> None:
+    p = sub.add_parser("search", help="the best set of compatible techniques at a fixed budget, confirmed over "
+                                      "fresh seeds")
+    _tuning_arguments(p, trials=24)
+    p.add_argument("--techniques", required=True, help="comma-separated techniques to switch on or off")
+    p.add_argument("--budget", required=True, help="the budget of every run: 2000 (steps), 10epochs or 90s")
+    p.add_argument("--space", default=None, help="YAML: ranges of the techniques' arguments "
+                                                 "(techniques.<name>.<arg>)")
+    p.add_argument("--seeds-confirm", type=int, default=5,
+                   help="fresh seeds (0..K-1) of the confirmation ablation (default 5; 0: none)")
+    p.add_argument("--out", type=Path, default=Path("runs/search"), help="output folder (default runs/search)")
+    p.set_defaults(func=cmd_search)
 
 
 def _add_store_commands(sub: Sub) -> None:
@@ -594,8 +737,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tricklab", description="Deep-learning techniques, composed and measured.")
     parser.add_argument("--version", action="version", version=f"tricklab {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    adders: tuple[Callable[[Sub], None], ...] = (_add_run, _add_ablate, _add_store_commands, _add_lr_find,
-                                                 _add_explain, _add_list)
+    adders: tuple[Callable[[Sub], None], ...] = (_add_run, _add_ablate, _add_tune, _add_search, _add_store_commands,
+                                                 _add_lr_find, _add_explain, _add_list)
     for add in adders:
         add(sub)
     return parser

@@ -80,6 +80,17 @@ class Case:
     tags: tuple[str, ...] = field(default_factory=tuple)
 
 
+def _optuna_trial(tmp: Path) -> dict[str, Any]:
+    """A study in ``tmp`` with one trial to report to (created once: the resumed run reports to it too)."""
+    import optuna
+
+    tmp.mkdir(parents=True, exist_ok=True)
+    url = f"sqlite:///{tmp / 'study.sqlite'}"
+    study = optuna.create_study(storage=url, study_name="contract", load_if_exists=True, direction="maximize")
+    number = study.trials[0].number if study.trials else study.ask().number
+    return {"storage": url, "study_name": "contract", "trial_number": number}
+
+
 # small arguments that make each technique act within six steps (others: the defaults)
 _CASES = [
     Case("checkpointing", lambda tmp: {"every_steps": 2, "folder": str(tmp / "own")}),
@@ -105,6 +116,9 @@ _CASES = [
     Case("sam", lambda tmp: {"rho": 0.1}, accumulates=False),
     Case("sam", sam_optimizer=True, accumulates=False, tags=("sam_optimizer",)),
     Case("fairness_penalty", lambda tmp: {"weight": 1.0}, tabular=True),
+    Case("mlflow_log", lambda tmp: {"tracking_uri": str(tmp / "mlruns")}),
+    Case("tensorboard_log", lambda tmp: {"log_dir": str(tmp / "tensorboard")}),
+    Case("optuna_pruning", lambda tmp: _optuna_trial(tmp)),
     Case("co_teaching", lambda tmp: {"forget_rate": 0.25, "num_gradual": 1}, accumulates=False),
 ]
 CASES = _CASES + [Case(n) for n in NAMES if n not in {c.name for c in _CASES}]

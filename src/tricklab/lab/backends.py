@@ -4,7 +4,9 @@
 Every backend follows the same small interface (:class:`Backend`): ``submit`` a job, iterate
 ``completed()`` outcomes in completion order, ``cancel()`` what has not started, and close it (``with``).
 The store stays the single record: a worker writes its run into the store itself, so the driver only
-counts outcomes. :class:`LocalPool` runs jobs in worker processes on this machine.
+counts outcomes. :class:`LocalPool` runs jobs in worker processes on this machine; :class:`RayBackend` runs
+them as Ray tasks on a cluster (extra ``ray``), whose workers must see the output folder (one machine, or a
+shared file system): they write the store and the run folders exactly where a local run would.
 
 Stopping: workers ignore SIGINT (Ctrl-C reaches the whole process group); the driver decides. Leaving a
 ``LocalPool`` on an exception (Ctrl-C in the driver) terminates the workers at once instead of waiting for
@@ -29,6 +31,7 @@ from typing import Any, Protocol
 
 import torch
 
+from tricklab.errors import UserError
 from tricklab.io import PipeSafeStream
 from tricklab.lab.metrics import METRICS, primary_metric
 from tricklab.lab.recipe import recipe_from_dict
@@ -36,7 +39,9 @@ from tricklab.lab.runner import CONCURRENT_RUNS_ENV, run
 from tricklab.lab.store import Store
 from tricklab.lab.summary import RunSummary
 
-__all__ = ["Backend", "LocalPool", "RunJob", "RunOutcome", "execute_run"]
+__all__ = ["BACKENDS", "Backend", "LocalPool", "RayBackend", "RunJob", "RunOutcome", "execute_run", "make_backend"]
+
+BACKENDS = ("local", "ray")
 
 
 @dataclass(frozen=True)
@@ -174,3 +179,83 @@ class LocalPool:
             return
         self.cancel()
         self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+# ------------------------------------------------------------------------------------------------------ Ray
+def _ray() -> Any:
+    try:
+        import ray
+    except ImportError as e:
+        raise UserError("--backend ray needs Ray: pip install 'tricklab[ray]'") from e
+    return ray
+
+
+def _ray_execute(job: RunJob, threads: int, jobs: int) -> RunOutcome:
+    """A Ray task: one torch-thread budget per run, as in the local pool, then the same :func:`execute_run`."""
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    os.environ[CONCURRENT_RUNS_ENV] = str(jobs)  # recorded in env.json: the runs submitted at once
+    torch.set_num_threads(threads)
+    return execute_run(job)
+
+
+class RayBackend:
+    """Each job a Ray task asking for ``threads`` CPUs, on the cluster at ``address`` (``None``: the one this
+    process is already connected to, else a new local instance; ``"auto"``: a running local cluster).
+
+    The store stays the single record: a task writes its run into the store like a local worker, so the
+    workers must reach the output folder. Ray schedules the tasks by their CPU requests; ``cancel`` drops
+    the tasks not finished (Ray interrupts running ones, whose store rows stay 'running' and are redone by
+    the next invocation, as after a kill). The Ray connection is closed on exit only if this backend
+    opened it.
+    """
+
+    def __init__(self, threads: int = 1, address: str | None = None, jobs: int = 1) -> None:
+        ray = _ray()
+        self._ray, self._threads, self._jobs = ray, max(1, int(threads)), max(1, int(jobs))
+        self._owner = not ray.is_initialized()
+        if self._owner:
+            try:
+                ray.init(address=address, include_dashboard=False, log_to_driver=False,
+                         runtime_env={"env_vars": {"OMP_NUM_THREADS": str(self._threads)}})
+            except ConnectionError as e:
+                raise UserError(f"--address {address!r}: cannot reach a Ray cluster there ({e})") from None
+        self._task = ray.remote(num_cpus=self._threads, max_retries=0)(_ray_execute)
+        self._pending: dict[Any, RunJob] = {}
+
+    def submit(self, job: RunJob) -> None:
+        self._pending[self._task.remote(job, self._threads, self._jobs)] = job
+
+    def completed(self) -> Iterator[RunOutcome]:
+        """Outcomes in completion order until every submitted job has one."""
+        while self._pending:
+            ready, _ = self._ray.wait(list(self._pending), num_returns=1)
+            for ref in ready:
+                job = self._pending.pop(ref)
+                try:
+                    yield self._ray.get(ref)
+                except self._ray.exceptions.RayError as e:  # the worker died: the run stays unfinished
+                    yield RunOutcome(job.variant, job.seed, "failed", error=f"Ray task failed: {e}")
+
+    def cancel(self) -> None:
+        for ref in list(self._pending):
+            self._ray.cancel(ref)
+            self._pending.pop(ref)
+
+    def __enter__(self) -> RayBackend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cancel()
+        if self._owner:
+            self._ray.shutdown()
+
+
+def make_backend(name: str, jobs: int, threads: int, address: str | None = None) -> Backend:
+    """The backend a command line names: ``local`` (a pool of ``jobs`` processes) or ``ray``."""
+    if name == "local":
+        if address is not None:
+            raise UserError("--address names a Ray cluster; use it with --backend ray")
+        return LocalPool(jobs, threads)
+    if name == "ray":
+        return RayBackend(threads, address, jobs)
+    raise UserError(f"--backend {name!r}: choose one of {list(BACKENDS)}")
