@@ -265,7 +265,7 @@ def _summary_rows(s: RunSummary) -> list[tuple[str, str]]:
     ]
     if s.stop_reason:
         rows.append(("stopped", s.stop_reason))
-    rows += [(m.label, format_value(s.value(m), m.fmt)) for m in (s.metrics or ()) if m.source == "robust"]
+    rows += [(m.label, format_value(s.value(m), m.fmt)) for m in (s.metrics or ()) if m.source in ("robust", "explain")]
     return rows
 
 

@@ -25,7 +25,7 @@ from tricklab.data.graph import batch_graphs
 from tricklab.data.graph_loaders import FullBatchGraphLoader, GraphBatchLoader, NeighborLoader
 from tricklab.errors import ConfigError
 from tricklab.lab.kinds import KINDS, ResolvedTask, TargetInfo, check_options, kind_for, resolve, token_cross_entropy
-from tricklab.lab.metrics import robust_metric
+from tricklab.lab.metrics import explain_metric, robust_metric
 from tricklab.lab.recipe import Recipe, TechniqueSpec, coerce
 from tricklab.lab.tasks import TASKS, LoopTask, Task
 from tricklab.models import MODELS
@@ -154,9 +154,10 @@ def _check_loop_task(recipe: Recipe, task: LoopTask) -> None:
         raise ConfigError(f"task {task.name!r} runs its own loop: techniques do not apply to it; remove them "
                           f"(techniques=[]), and in an ablation compare settings with --techniques \"\" and "
                           f"--variant \"NAME:task_args.KEY=VALUE\"")
-    if recipe.robustness is not None:
-        raise ConfigError(f"robustness: task {task.name!r} runs its own loop; the robustness evaluation applies "
-                          f"to classifiers trained by the lab")
+    for section in ("robustness", "faithfulness"):
+        if getattr(recipe, section) is not None:
+            raise ConfigError(f"{section}: task {task.name!r} runs its own loop; the {section} evaluation applies "
+                              f"to classifiers trained by the lab")
 
 
 def _check_task_args(recipe: Recipe, task: Task) -> None:
@@ -172,9 +173,10 @@ def _check_task_args(recipe: Recipe, task: Task) -> None:
     kind = stated or (None if task.kind == "auto" else task.kind)
     if kind is not None:
         check_options(kind, args)
-    if recipe.robustness is not None and kind in ("token", "multilabel", "regression"):
-        raise ConfigError(f"robustness: the attacks and noise evaluation measure classifiers; task {task.name!r} "
-                          f"is a {kind} task")
+    for section in ("robustness", "faithfulness"):
+        if getattr(recipe, section) is not None and kind in ("token", "multilabel", "regression"):
+            raise ConfigError(f"{section}: the {section} evaluation measures classifiers; task {task.name!r} "
+                              f"is a {kind} task")
 
 
 def _has_files(recipe: Recipe) -> bool:
@@ -337,4 +339,10 @@ def resolve_task(task: Task, recipe: Recipe, data: PreparedData) -> ResolvedTask
                               f"task {task.name!r} is a {kind} task"
                               + (" on a graph" if data.predict_fn is not None else ""))
         metrics = (*metrics, *(robust_metric(name, label) for name, label in recipe.robustness.metrics()))
+    if recipe.faithfulness is not None:
+        if kind not in ("classification", "binary") or data.predict_fn is not None:
+            graph = " on a graph" if data.predict_fn is not None else ""
+            raise ConfigError(f"faithfulness: attributions are measured on classifiers of array inputs; task "
+                              f"{task.name!r} is a {kind} task{graph}")
+        metrics = (*metrics, *(explain_metric(*m) for m in recipe.faithfulness.metrics()))
     return dataclasses.replace(resolved, metrics=metrics)

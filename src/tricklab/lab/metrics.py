@@ -15,13 +15,13 @@ from typing import Any
 
 __all__ = ["BINARY_METRICS", "EXTRA_TEST_METRICS", "KINDS", "METRICS", "MULTILABEL_METRICS", "REGRESSION_METRICS",
            "RUN_METRICS", "SOURCES", "MetricInfo", "as_metric_info", "extra_test_metric", "metrics_from_dicts",
-           "primary_metric", "robust_metric"]
+           "explain_metric", "primary_metric", "robust_metric"]
 
 #: Where a metric's value is read from in a run summary: an evaluation of the test split, of the validation
 #: split, of the final trained weights (beside averaged ones), the run as a whole (time, size, steps), the
-#: robustness evaluation of the test split (attacks, noise), or a further test set the data set defines
-#: (``"extra:<name>"``).
-SOURCES: tuple[str, ...] = ("test", "val", "trained_weights", "run", "robust")
+#: robustness evaluation of the test split (attacks, noise), the faithfulness of attributions (``explain``),
+#: or a further test set the data set defines (``"extra:<name>"``).
+SOURCES: tuple[str, ...] = ("test", "val", "trained_weights", "run", "robust", "explain")
 
 #: What a metric measures. ``timing`` metrics depend on the machine's load (they may earn a verdict only when
 #: the difference exceeds the noise between identical runs); ``size`` and ``steps`` are deterministic counts.
@@ -147,6 +147,11 @@ REGRESSION_METRICS: tuple[MetricInfo, ...] = (
     MetricInfo("r2", "Test R²", True),
     *RUN_METRICS,
 )
+
+
+def explain_metric(name: str, label: str, higher_is_better: bool) -> MetricInfo:
+    """A faithfulness area of an attribution method (``integrated_gradients_deletion_auc``)."""
+    return MetricInfo(f"explain:{name}", label, higher_is_better, source="explain", name=name)
 
 
 def robust_metric(name: str, label: str) -> MetricInfo:

@@ -21,6 +21,7 @@ from typing import Any, Union
 import yaml
 
 from tricklab.errors import ConfigError
+from tricklab.explain.lab_faithfulness import FaithfulnessConfig
 from tricklab.robust import RobustnessConfig
 
 
@@ -74,7 +75,7 @@ class CheckpointSpec:
 
 
 # keys the hash leaves out while they are unset (empty / None)
-_UNSET_KEYS = ("task_args", "robustness")
+_UNSET_KEYS = ("task_args", "robustness", "faithfulness")
 
 
 @dataclass
@@ -102,6 +103,8 @@ class Recipe:
     target_accuracy: float = 0.9
     #: evaluate the trained classifier under attacks and noise (docs/robust.md); None: not measured
     robustness: RobustnessConfig | None = None
+    #: faithfulness of attributions of the trained classifier (docs/explain/); None: not measured
+    faithfulness: FaithfulnessConfig | None = None
     progress: bool = True
     data: DataSpec = field(default_factory=DataSpec)
     checkpoint: CheckpointSpec = field(default_factory=CheckpointSpec)
@@ -115,8 +118,8 @@ class Recipe:
     def hash(self) -> str:
         """SHA-256 (first 16 hex digits) of the canonical recipe without its seeds, progress display and thread
         count: runs of one recipe with different seeds share the hash. Keys added after the first stores were
-        written (``task_args``, ``robustness``) enter it only when set, so the hash of every older recipe, and
-        the stores keyed by it, stay as they were."""
+        written (``task_args``, ``robustness``, ``faithfulness``) enter it only when set, so the hash of every
+        older recipe, and the stores keyed by it, stay as they were."""
         d = self.to_dict()
         d.pop("seed"), d.pop("seeds"), d.pop("progress"), d.pop("threads")
         for key in _UNSET_KEYS:

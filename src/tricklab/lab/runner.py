@@ -312,6 +312,7 @@ def _main_process_measurements(setup: RunSetup, state: TrainState, summary: RunS
                               setup.device)
     return dataclasses.replace(summary, cost=cost, convergence=reached, target_accuracy=recipe.target_accuracy,
                                diagnostics=diagnostics, sample=sample, robustness=_robustness(setup),
+                               faithfulness=_faithfulness(setup),
                                energy=None if setup.energy is None else setup.energy.to_dict())
 
 
@@ -354,6 +355,15 @@ def _evaluation_model(setup: RunSetup) -> torch.nn.Module:
             model.load_state_dict(t.averaged_state_dict(setup.model))
             return model
     return setup.model
+
+
+def _faithfulness(setup: RunSetup) -> Evaluation | None:
+    """Deletion / insertion areas of the recipe's attribution methods on test examples, evaluation weights."""
+    config = setup.recipe.faithfulness
+    if config is None:
+        return None
+    x, y = setup.data.test_data
+    return Evaluation(dict(config.evaluate(_evaluation_model(setup), x.to(setup.device), y.to(setup.device))))
 
 
 def _robustness(setup: RunSetup) -> Evaluation | None:

@@ -162,7 +162,7 @@ class TextSample:
 _RUN_KEYS = ("task", "model", "seed", "recipe_hash", "steps", "epochs_completed", "stop_reason", "train_seconds",
              "wall_seconds_this_process", "nonfinite_steps", "test", "val", "extra_tests", "test_trained_weights",
              "parameters", "model_size_bytes", "inference_latency", "convergence", "target_accuracy",
-             "diagnostics", "sample", "task_kind", "metrics", "robustness", "extras", "energy")
+             "diagnostics", "sample", "task_kind", "metrics", "robustness", "extras", "energy", "faithfulness")
 
 
 @dataclass(frozen=True)
@@ -201,6 +201,7 @@ class RunSummary:
     task_kind: str | None = None
     metrics: tuple[MetricInfo, ...] | None = None
     robustness: Evaluation | None = None
+    faithfulness: Evaluation | None = None  # deletion / insertion areas of attributions (source ``explain``)
     extras: dict[str, Any] | None = None
     #: the training's energy and carbon estimate (tricklab.evaluate.energy.EnergyEstimate.to_dict(): the
     #: method, its stated figures and low/high bounds); None in summaries written before it was measured
@@ -219,6 +220,8 @@ class RunSummary:
             return self.test_trained_weights
         if source == "robust":
             return self.robustness
+        if source == "explain":
+            return self.faithfulness
         if source.startswith("extra:"):
             return self.extra_tests.get(source[len("extra:"):])
         return None
@@ -272,7 +275,7 @@ class RunSummary:
             task_kind=data.get("task_kind"),
             metrics=None if data.get("metrics") is None else metrics_from_dicts(data["metrics"]),
             robustness=_opt(Evaluation, data.get("robustness")), extras=data.get("extras"),
-            energy=data.get("energy"),
+            energy=data.get("energy"), faithfulness=_opt(Evaluation, data.get("faithfulness")),
             other={k: v for k, v in data.items() if k not in _RUN_KEYS},
         )
 
@@ -308,6 +311,8 @@ class RunSummary:
             out["metrics"] = [m.to_dict() for m in self.metrics]
         if self.robustness is not None:
             out["robustness"] = self.robustness.to_dict()
+        if self.faithfulness is not None:
+            out["faithfulness"] = self.faithfulness.to_dict()
         if self.extras:
             out["extras"] = self.extras
         if self.energy is not None:
