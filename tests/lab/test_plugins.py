@@ -31,6 +31,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from tricklab.train.technique import Technique
+
 
 def make_net(input_shape, num_classes, width=16):
     """A user's MLP factory, called like the registered ones."""
@@ -77,6 +79,35 @@ def make_datasets():
 
 def not_a_model(input_shape, num_classes):
     return "a string"
+
+
+class Ragged(torch.utils.data.Dataset):
+    """Item 3's input has another shape."""
+
+    def __len__(self):
+        return 5
+
+    def __getitem__(self, i):
+        return torch.zeros(4 if i == 3 else 3), 0
+
+
+def singles():
+    return [1, 2, 3]
+
+
+class Halve(Technique):
+    """Halve the loss (a technique class of the user's code)."""
+
+    name = "halve"
+    writes = frozenset({"loss"})
+
+    def on_loss(self, state):
+        state.loss = state.loss * 0.5
+
+
+class BadSlots(Halve):
+    name = "bad_slots"
+    writes = frozenset({"no_such_slot"})
 
 
 CONSTANT = 3
@@ -254,6 +285,31 @@ def test_a_factory_that_returns_no_module_is_a_config_error(user_code: Path, tmp
                                "budget": 1, "threads": 1, "progress": False})
     with pytest.raises(ConfigError, match="returned a str, not a torch.nn.Module"):
         run(recipe, out=tmp_path / "run")
+
+
+def test_bad_data_from_code_names_the_item(user_code: Path) -> None:
+    from tricklab.errors import DataError
+
+    with pytest.raises(DataError, match="item 3 has input shape \\(4,\\), item 0 \\(3,\\)"):
+        load_dataset("files", code="usernets:Ragged")
+    with pytest.raises(DataError, match="returned a list; data from code must be"):
+        load_dataset("files", code="usernets:singles")
+    with pytest.raises(ConfigError, match="not a function: code_args"):
+        load_dataset("files", code="usernets:CONSTANT", code_args={"n": 1})
+
+
+def test_a_technique_class_of_the_users_code(user_code: Path) -> None:
+    from tricklab.lab.grammar import parse_technique
+
+    spec = parse_technique("usernets:Halve")
+    assert (spec.name, spec.args) == ("usernets:Halve", {})
+    spec = parse_technique("ema:decay=0.9")
+    assert (spec.name, spec.args) == ("ema", {"decay": 0.9})
+    assert TECHNIQUES.get("usernets:Halve").name == "halve"
+    with pytest.raises(ConfigError, match="unknown writes slot"):
+        TECHNIQUES.get("usernets:BadSlots")
+    with pytest.raises(ConfigError, match="not a Technique subclass"):
+        TECHNIQUES.get("usernets:make_net")
 
 
 # ---------------------------------------------------------------------------------------- entry points

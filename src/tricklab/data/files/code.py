@@ -99,7 +99,7 @@ def check_code_spec(spec: Mapping[str, Any]) -> Any:
 def _is_dataset(obj: Any) -> bool:
     """A map-style data set: ``len()`` and integer indexing (a torch Dataset, or any such sequence of pairs)."""
     return hasattr(obj, "__getitem__") and hasattr(obj, "__len__") and not isinstance(
-        obj, (np.ndarray, Mapping, list, tuple, str, bytes)) and not _is_tensor(obj)
+        obj, (type, np.ndarray, Mapping, list, tuple, str, bytes)) and not _is_tensor(obj)
 
 
 def _is_tensor(obj: Any) -> bool:
