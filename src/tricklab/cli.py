@@ -33,6 +33,7 @@ from tricklab.lab.ablate import (
     DEFAULT_TECHNIQUES,
     load_base,
     run_ablation,
+    technique_label,  # noqa: F401  (the search command of the tune branch uses it)
     write_outputs,
 )
 from tricklab.lab.format import format_value
@@ -43,8 +44,10 @@ from tricklab.lab.metrics import METRICS, MetricInfo, primary_metric
 from tricklab.lab.recipe import (
     DEFAULT_NAME,
     EMBEDDED,
+    Recipe,  # noqa: F401  (the tune branch's commands use it)
     describe_embedded,
     load_recipe,
+    parse_yaml,  # noqa: F401  (the tune branch's commands use it)
     recipe_arguments,
 )
 from tricklab.lab.runner import resume_recipe, run
