@@ -54,6 +54,7 @@ def _same(a: float | None, b: float | None) -> bool:
     return a == b or (math.isnan(a) and math.isnan(b))
 
 
+@pytest.mark.slow  # an ablation in worker processes (about a minute on 2 shared cores)
 def test_the_api_gives_the_cli_verdict_numbers(tmp_path: Path) -> None:
     recipe = _recipe(tmp_path)
     code, _, err = cli("ablate", str(recipe), "--techniques", "label_smoothing:eps=0.2", "--seeds", "2", "--jobs",

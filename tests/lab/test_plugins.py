@@ -238,6 +238,7 @@ def test_data_from_code_equals_what_the_function_returns(user_code: Path) -> Non
     assert other.fingerprint() != ds.fingerprint()
 
 
+@pytest.mark.slow  # an ablation in worker processes (about a minute on 2 shared cores)
 def test_a_module_attribute_model_and_data_run_through_ablate(user_code: Path, tmp_path: Path) -> None:
     recipe = _recipe(tmp_path, """\
         data: {code: "usernets:make_data", code_args: {n: 200}}
@@ -323,6 +324,7 @@ def test_plugins_are_listed_and_resolved(plugin: Path) -> None:
         MODELS.get("plugnett")
 
 
+@pytest.mark.slow  # an ablation in worker processes (about a minute on 2 shared cores)
 def test_an_entry_point_plugin_runs_through_ablate(plugin: Path, tmp_path: Path) -> None:
     recipe = _recipe(tmp_path, """\
         task: plugdata
