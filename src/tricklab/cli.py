@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 import tempfile
 import traceback
@@ -27,31 +26,29 @@ from rich.table import Table
 
 from tricklab import __version__
 from tricklab.data import DATASETS
-from tricklab.errors import ConfigError, TrainingError, UserError
+from tricklab.errors import TrainingError, UserError
 from tricklab.io import PipeSafeStream
 from tricklab.lab.ablate import (
     BASELINE_NAME,
     DEFAULT_TECHNIQUES,
-    AblationPlan,
     load_base,
-    make_plan,
     run_ablation,
-    technique_label,
+    technique_label,  # noqa: F401  (the search command of the tune branch uses it)
     write_outputs,
 )
 from tricklab.lab.backends import BACKENDS, Backend, make_backend
 from tricklab.lab.format import format_value
+from tricklab.lab.grammar import parse_budget, parse_combo, parse_technique, parse_variant, plan_ablation
 from tricklab.lab.kinds import KIND_OF_TARGET, KINDS
 from tricklab.lab.lr_find import SUGGESTIONS, lr_find
 from tricklab.lab.metrics import METRICS, MetricInfo, primary_metric
 from tricklab.lab.recipe import (
     DEFAULT_NAME,
     EMBEDDED,
-    Recipe,
-    TechniqueSpec,
+    Recipe,  # noqa: F401  (the tune branch's commands use it)
     describe_embedded,
     load_recipe,
-    parse_yaml,
+    parse_yaml,  # noqa: F401  (the tune branch's commands use it)
     recipe_arguments,
     recipe_from_dict,
 )
@@ -73,77 +70,6 @@ from tricklab.techniques import TECHNIQUES
 
 __all__ = ["build_parser", "main", "parse_budget", "parse_combo", "parse_technique", "parse_variant",
            "plan_ablation", "table_keys", "task_rows", "verdict_table"]
-
-
-# ------------------------------------------------------------------------------------------------ grammar
-def parse_technique(text: str) -> TechniqueSpec:
-    """``name`` or ``name:key=value:key=value`` (values parsed as YAML)."""
-    parts = [p.strip() for p in text.split(":")]
-    if not parts[0]:
-        raise ConfigError(f"--techniques: empty technique name in {text!r}")
-    args: dict[str, Any] = {}
-    for p in parts[1:]:
-        if "=" not in p:
-            raise ConfigError(f"--techniques: {text!r}: arguments look like name:key=value, got {p!r}")
-        k, v = p.split("=", 1)
-        args[k.strip()] = parse_yaml(v, f"--techniques {text!r}")
-    return TechniqueSpec(parts[0], args)
-
-
-def parse_combo(text: str, listed: Sequence[TechniqueSpec]) -> list[TechniqueSpec]:
-    """``a+b[+c...]``: each member is a listed technique (by name or label, e.g. ``ema(decay=0.99)``) or a
-    technique of its own (``name:key=value``)."""
-    members = [c.strip() for c in text.split("+") if c.strip()]
-    if len(members) < 2:
-        raise ConfigError(f"--combo {text!r}: a combination joins two or more techniques with '+'")
-    group = []
-    for m in members:
-        found = [s for s in listed if s.name == m or technique_label(s) == m]
-        group.append(found[0] if found else parse_technique(m))
-    return group
-
-
-_BUDGET = re.compile(r"^\s*(\d+(?:\.\d+)?(?:e\d+)?)\s*(steps?|epochs?|s|sec|seconds?|)\s*$")
-
-
-def parse_budget(text: str) -> dict[str, Any]:
-    """``6000`` / ``6000steps`` -> steps; ``10epochs`` -> epochs; ``90s`` -> wall-clock seconds."""
-    m = _BUDGET.match(str(text).lower())
-    if not m:
-        raise ConfigError(f"--budget {text!r}: write a positive number of steps (6000 or 6000steps), "
-                          f"epochs (10epochs) or seconds (90s)")
-    value, unit = float(m.group(1)), m.group(2)
-    if value <= 0:
-        raise ConfigError(f"--budget {text!r}: the budget must be positive")
-    if unit.startswith("epoch"):
-        if not value.is_integer():
-            raise ConfigError(f"--budget {text!r}: epochs must be a whole number")
-        return {"epochs": int(value)}
-    if unit in ("s", "sec", "second", "seconds"):
-        return {"seconds": value}
-    if not value.is_integer():
-        raise ConfigError(f"--budget {text!r}: steps must be a whole number")
-    return {"steps": int(value)}
-
-
-def parse_variant(text: str) -> tuple[str, list[str]]:
-    """``NAME:key=value;key=value`` -> (NAME, overrides): a variant that changes recipe keys (a schedule, an
-    optimizer, a batch size) instead of adding a technique."""
-    name, sep, rest = text.partition(":")
-    overrides = [o.strip() for o in rest.split(";") if o.strip()]
-    if not name.strip() or not sep or not overrides:
-        raise ConfigError(f"--variant {text!r}: write NAME:key=value[;key=value...], "
-                          f"e.g. one_cycle:schedule.name=one_cycle")
-    return name.strip(), overrides
-
-
-def plan_ablation(base: Recipe, techniques: Sequence[str], combos: Sequence[str], seeds: list[int],
-                  budget: str | None = None, variants: Sequence[str] = ()) -> AblationPlan:
-    """The ablation plan of command-line strings: ``--techniques`` items, ``--combo``, ``--budget``,
-    ``--variant`` (see :func:`tricklab.lab.ablate.make_plan`)."""
-    specs = [parse_technique(t) for t in techniques]
-    return make_plan(base, specs, [parse_combo(c, specs) for c in combos], seeds,
-                     None if budget is None else parse_budget(budget), [parse_variant(v) for v in variants])
 
 
 # ------------------------------------------------------------------------------------------------ tables

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from tricklab.data import InMemoryLoader, load_dataset
 from tricklab.data.files import parse_spec
+from tricklab.data.files.code import check_code_spec, code_version, is_code_spec
 from tricklab.data.files.common import Digest
 from tricklab.data.graph import batch_graphs
 from tricklab.data.graph_loaders import FullBatchGraphLoader, GraphBatchLoader, NeighborLoader
@@ -28,7 +29,7 @@ from tricklab.lab.kinds import KINDS, ResolvedTask, TargetInfo, check_options, k
 from tricklab.lab.metrics import explain_metric, robust_metric
 from tricklab.lab.recipe import Recipe, TechniqueSpec, coerce
 from tricklab.lab.tasks import TASKS, LoopTask, Task
-from tricklab.models import MODELS
+from tricklab.models import check_model_arguments
 from tricklab.optim import OPTIMIZERS
 from tricklab.schedules import SCHEDULES
 from tricklab.techniques import TECHNIQUES, Checkpointing, LRSchedule, MetricsLog, Progress
@@ -166,6 +167,8 @@ def _check_task_args(recipe: Recipe, task: Task) -> None:
     if _has_files(recipe) and task.dataset != "files":
         raise ConfigError(f"data: a file spec (format/path/train) reads your own data, but task {task.name!r} "
                           f"loads its own data set {task.dataset!r}; use task: files (or leave task out)")
+    if is_code_spec(recipe.data.args):
+        check_code_spec(recipe.data.args)  # the module imports, the attribute exists, code_args bind
     args = dict(recipe.task_args)
     stated = args.pop("kind", None)
     if stated is not None and stated not in KINDS:
@@ -180,7 +183,8 @@ def _check_task_args(recipe: Recipe, task: Task) -> None:
 
 
 def _has_files(recipe: Recipe) -> bool:
-    return any(k in recipe.data.args for k in ("format", "path", "train"))
+    """Whether the recipe reads the user's data: files (format/path/train) or code (code: module:attribute)."""
+    return any(k in recipe.data.args for k in ("format", "path", "train", "code"))
 
 
 def check_recipe(recipe: Recipe) -> Task | LoopTask:
@@ -190,7 +194,7 @@ def check_recipe(recipe: Recipe) -> Task | LoopTask:
         _check_loop_task(recipe, task)
         return task
     _check_task_args(recipe, task)
-    MODELS.get(recipe.model.name)
+    check_model_arguments(recipe.model.name, recipe.model.args)
     OPTIMIZERS.get(recipe.optimizer.name)
     for i, spec in enumerate(recipe.techniques):
         technique_arguments(spec.name, spec.args, _where(i, spec))
@@ -216,6 +220,8 @@ def data_version(recipe: Recipe) -> str | None:
     """
     if not _has_files(recipe):
         return None
+    if is_code_spec(recipe.data.args):  # the spec and the module's source file
+        return code_version(recipe.data.args)
     fs = parse_spec(recipe.data.args, recipe.data.data_dir)
     digest = Digest(fs.canonical())
     for role, locations in sorted(fs.sources.items()):

@@ -308,7 +308,7 @@ def _normalise_techniques(value: Any) -> Any:
     return value
 
 
-_FILE_KEYS = ("format", "path", "train")
+_FILE_KEYS = ("format", "path", "train", "code")  # code: data from the user's code (module:attribute)
 _DATA_SPEC_KEYS = ("data_dir", "val_fraction", "args", "fanouts")
 
 

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tricklab.data import DATASETS
 from tricklab.errors import ConfigError, TrainingError
 from tricklab.lab.bandit import BANDIT_METRICS, BanditConfig, run_bandit
 from tricklab.lab.kinds import (
@@ -192,7 +193,23 @@ class LoopTask:
         return result
 
 
-TASKS: Registry[Task | LoopTask] = Registry("task")
+def _check_task(name: str, obj: Any) -> Task | LoopTask:
+    """A task from a plugin (entry point group ``tricklab.tasks``) or a ``module:attribute`` reference."""
+    if not isinstance(obj, (Task, LoopTask)):
+        raise ConfigError(f"task {name!r} is a {type(obj).__name__}; a task is a tricklab.lab.tasks.Task or "
+                          f"LoopTask instance (docs/plugins.md)")
+    return obj
+
+
+def _dataset_task(name: str) -> Task | None:
+    """A data set with no task of its own (one an installed package registers in ``tricklab.datasets``) is a
+    task of the same name: an MLP by default, the kind its targets call for (``auto``)."""
+    if name not in DATASETS:
+        return None
+    return Task(name, name, "mlp", DATASETS.summary(name), kind="auto")
+
+
+TASKS: Registry[Task | LoopTask] = Registry("task", check=_check_task, fallback=_dataset_task)
 for _t in (
     Task("mnist1d", "mnist1d", "cnn", "MNIST-1D (Greydanus 2020), 4000/1000, 10 classes, length 40"),
     Task("mnist1d-shuffled", "mnist1d-shuffled", "mlp", "MNIST-1D with the spatial order permuted"),

@@ -33,7 +33,18 @@ from torch import nn
 from tricklab.errors import ConfigError
 from tricklab.registry import Registry
 
-MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
+
+
+def _check_factory(name: str, obj: Any) -> Any:
+    """A model from outside tricklab (a ``module:attribute`` reference or a plugin) must be callable."""
+    if not callable(obj):
+        raise ConfigError(f"model {name!r} is a {type(obj).__name__}, not a factory: name a function or an "
+                          f"nn.Module class, called as factory(input_shape, num_classes, **model.args) or "
+                          f"factory(**model.args)")
+    return obj
+
+
+MODELS: Registry[Callable[..., nn.Module]] = Registry("model", check=_check_factory)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -86,10 +97,44 @@ def count_parameters(model: nn.Module, *, trainable_only: bool = True) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
-def _describe_signature(name: str, factory: Callable[..., Any]) -> str:
+_GIVEN = ("input_shape", "num_classes")
+
+
+def _call_style(factory: Callable[..., Any]) -> str:
+    """How a factory gets the data's shape and output count: ``"keywords"`` when it names parameters
+    ``input_shape`` / ``num_classes`` (every registered factory does), ``"positional"`` when it takes two or
+    more required positional parameters (``(input_shape, num_classes)``), else ``"none"`` (it is called with
+    ``model.args`` only, e.g. an nn.Module class whose constructor takes its sizes as keywords)."""
+    params = inspect.signature(factory).parameters.values()
+    if any(p.name in _GIVEN and p.kind is not p.POSITIONAL_ONLY for p in params):
+        return "keywords"
+    required = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty]
+    return "positional" if len(required) >= 2 else "none"
+
+
+def _given(factory: Callable[..., Any], input_shape: Any, num_classes: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """The (args, kwargs) that carry the shape and output count to ``factory`` (see :func:`_call_style`)."""
+    style = _call_style(factory)
+    if style == "positional":
+        return (input_shape, num_classes), {}
+    if style == "keywords":
+        names = inspect.signature(factory).parameters
+        return (), {k: v for k, v in zip(_GIVEN, (input_shape, num_classes)) if k in names}
+    return (), {}
+
+
+def _user_parameters(factory: Callable[..., Any]) -> list[inspect.Parameter]:
+    """The parameters ``model.args`` may set: all but the shape and the output count."""
     params = list(inspect.signature(factory).parameters.values())
+    style = _call_style(factory)
+    if style == "positional":
+        return params[2:]
+    return [p for p in params if p.name not in _GIVEN] if style == "keywords" else params
+
+
+def _describe_signature(name: str, factory: Callable[..., Any]) -> str:
     parts = []
-    for p in params[2:]:  # skip input_shape, num_classes
+    for p in _user_parameters(factory):
         if p.kind is p.VAR_KEYWORD:
             parts.append(f"**{p.name}")
         elif p.kind is p.VAR_POSITIONAL:
@@ -104,26 +149,47 @@ def _describe_signature(name: str, factory: Callable[..., Any]) -> str:
 def accepted_arguments(name: str) -> dict[str, Any]:
     """The keyword arguments that model ``name`` accepts, mapped to their defaults (``inspect._empty`` if none)."""
     factory = MODELS.get(name)
-    params = list(inspect.signature(factory).parameters.values())[2:]
-    return {p.name: p.default for p in params if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+    return {p.name: p.default for p in _user_parameters(factory) if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+
+
+def check_model_arguments(name: str, kwargs: dict[str, Any]) -> Callable[..., nn.Module]:
+    """The factory of model ``name`` (registered, a plugin or ``module:attribute``), with ``kwargs`` checked
+    against its signature before anything is built; a mismatch is a ConfigError listing what it accepts."""
+    factory = MODELS.get(name)
+    try:
+        sig = inspect.signature(factory)
+    except (TypeError, ValueError):
+        return factory  # a builtin or C callable without a signature: checked when called
+    try:
+        # Bind first, so that only signature mismatches (not TypeErrors raised inside the factory) are caught.
+        args, given = _given(factory, (1,), 1)
+        sig.bind(*args, **given, **kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"model {name!r}: {exc}; {_describe_signature(name, factory)}") from None
+    return factory
 
 
 def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, **kwargs: Any) -> nn.Module:
-    """Build registered model ``name`` for examples of shape ``input_shape`` and ``num_classes`` outputs.
+    """Build model ``name`` for examples of shape ``input_shape`` and ``num_classes`` outputs.
+
+    ``name`` is a registered name, an installed plugin's name or a ``module:attribute`` reference to a
+    factory of the user's (see :mod:`tricklab.plugins`), called as ``factory(input_shape=...,
+    num_classes=..., **kwargs)`` with those of the two it names, else ``factory(input_shape, num_classes,
+    **kwargs)`` when it takes two required positional parameters, else ``factory(**kwargs)``.
 
     Raises :class:`~tricklab.errors.UnknownNameError` (with a suggestion) for an unknown name and
     :class:`~tricklab.errors.ConfigError` (listing the accepted arguments) for unexpected or missing keyword
-    arguments or invalid values.
+    arguments, invalid values, or a factory that returns something other than an ``nn.Module``.
     """
-    factory = MODELS.get(name)
-    try:
-        # Bind first, so that only signature mismatches (not TypeErrors raised inside the factory) are caught.
-        inspect.signature(factory).bind(input_shape, num_classes, **kwargs)
-    except TypeError as exc:
-        raise ConfigError(f"model {name!r}: {exc}; {_describe_signature(name, factory)}") from None
+    factory = check_model_arguments(name, kwargs)
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ConfigError(f"model {name!r}: num_classes must be a positive int, got {num_classes!r}")
-    return factory(input_shape, num_classes, **kwargs)
+    args, given = _given(factory, input_shape, num_classes)
+    model = factory(*args, **given, **kwargs)
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"model {name!r} returned a {type(model).__name__}, not a torch.nn.Module; a model "
+                          f"factory must return the network to train")
+    return model
 
 
 def describe_models() -> dict[str, str]:
@@ -142,6 +208,7 @@ __all__ = [
     "accepted_arguments",
     "bert",
     "build_model",
+    "check_model_arguments",
     "cnn1d",
     "cnn2d",
     "count_parameters",

@@ -16,19 +16,37 @@ from tricklab.registry import Registry
 from tricklab.train.events import EVENTS, SLOTS
 from tricklab.train.technique import Technique
 
-__all__ = ["TECHNIQUES", "register_technique"]
-
-TECHNIQUES: Registry[type[Technique]] = Registry("technique")
+__all__ = ["TECHNIQUES", "check_technique", "register_technique"]
 
 T = TypeVar("T", bound=type[Technique])
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
+def _check_outside(name: str, obj: object) -> type[Technique]:
+    """A technique from a plugin or a ``module:attribute`` reference: the same checks as a built-in one."""
+    if not (isinstance(obj, type) and issubclass(obj, Technique)):
+        raise ConfigError(f"technique {name!r} is {obj!r}, not a Technique subclass (tricklab.train.technique."
+                          f"Technique); see docs/plugins.md")
+    check_technique(obj)
+    return obj
+
+
+TECHNIQUES: Registry[type[Technique]] = Registry("technique", check=_check_outside)
+
+
 def register_technique(cls: T) -> T:
     """Class decorator: register ``cls`` in :data:`TECHNIQUES` under ``cls.name``."""
     if not (isinstance(cls, type) and issubclass(cls, Technique)):
         raise TypeError(f"register_technique expects a Technique subclass, got {cls!r}")
+    check_technique(cls)
+    TECHNIQUES.register(cls.name, cls)
+    return cls
+
+
+def check_technique(cls: type[Technique]) -> None:
+    """What can be checked on a Technique class before it runs: a lowercase name, known slots, handlers that
+    are real events; a ConfigError says which."""
     name = cls.name
     if not isinstance(name, str) or not _NAME.match(name) or name == Technique.name:
         raise ConfigError(f"technique class {cls.__name__} needs a name: a lowercase identifier such as "
@@ -41,5 +59,3 @@ def register_technique(cls: T) -> T:
     if handlers - set(EVENTS):
         raise ConfigError(f"technique {name!r} defines handler(s) for unknown event(s) "
                           f"{sorted(handlers - set(EVENTS))}; events: {list(EVENTS)}")
-    TECHNIQUES.register(name, cls)
-    return cls

@@ -8,9 +8,13 @@ function, so registering every data set costs nothing and a missing extra is rep
 
 from __future__ import annotations
 
+import functools
+import inspect
 from typing import Any
 
 from tricklab.data.base import DATASETS, ArrayDataset
+from tricklab.data.files.code import dataset_from
+from tricklab.errors import ConfigError
 
 from tricklab.data.datasets.fairness import load_breast_cancer_groups, load_fair_synthetic
 from tricklab.data.datasets.fashion_mnist import load_fashion_mnist, read_idx
@@ -49,6 +53,35 @@ __all__ = [
     "load_wine",
     "read_idx",
 ]
+
+
+def _outside_loader(name: str, obj: Any) -> Any:
+    """A data set from a plugin (entry point group ``tricklab.datasets``) or a ``module:attribute`` reference:
+    a function called with the recipe's data arguments (and ``data_dir=`` when it takes it) that returns an
+    ArrayDataset, arrays or a torch Dataset (made into an ArrayDataset as data from code is), or such data
+    itself."""
+    if not callable(obj) or isinstance(obj, ArrayDataset):
+        return lambda data_dir=None, **kwargs: dataset_from(obj, name)
+    try:
+        takes_dir = "data_dir" in inspect.signature(obj).parameters
+    except (TypeError, ValueError):
+        takes_dir = False
+
+    @functools.wraps(obj)
+    def load(data_dir: str | None = None, **kwargs: Any) -> ArrayDataset:
+        args = {**kwargs, **({"data_dir": data_dir} if takes_dir else {})}
+        try:
+            inspect.signature(obj).bind(**args)
+        except TypeError as e:  # only a mismatch of the arguments, not a TypeError inside the function
+            raise ConfigError(f"data set {name!r}: {e}; data.args are passed to it as keyword arguments") from e
+        except ValueError:
+            pass  # no signature to check
+        return dataset_from(obj(**args), name)
+
+    return load
+
+
+DATASETS.check = _outside_loader
 
 
 def load_dataset(name: str, data_dir: str | None = None, **kwargs: Any) -> ArrayDataset:

@@ -11,12 +11,17 @@ from typing import Any
 
 from tricklab.data.base import DATASETS, ArrayDataset
 from tricklab.data.files import load_files
+from tricklab.data.files.code import is_code_spec, load_code
 
 __all__ = ["load_files_dataset"]
 
 
 @DATASETS.register("files", summary="your own data from files: npz/npy/hdf5 arrays, csv/parquet tables, image "
-                                   "folders, text, (text, label) tables, Hugging Face datasets saved to disk")
+                                   "folders, text, (text, label) tables, Hugging Face datasets saved to disk; or "
+                                   "from your code (code: module:attribute)")
 def load_files_dataset(data_dir: str | None = None, **spec: Any) -> ArrayDataset:
-    """Load the data the file spec ``spec`` (format=, path= or train=/val=/test=, options) describes."""
+    """Load the data the file spec ``spec`` (format=, path= or train=/val=/test=, options) describes, or the
+    data the user's code returns (code=module:attribute, code_args=, options; see data/files/code.py)."""
+    if is_code_spec(spec):
+        return load_code(spec, data_dir=data_dir)
     return load_files(spec, data_dir=data_dir)

@@ -27,7 +27,7 @@ from tricklab.data.files.tables import read_tables
 from tricklab.data.files.targets import encode_targets, resolve_kind
 from tricklab.data.files.text import IGNORE_INDEX, UNK, lm_windows, read_lm, read_text_table
 
-__all__ = ["load_files"]
+__all__ = ["assemble", "load_files"]
 
 _READERS: dict[str, Callable[[FileSpec, Digest], Sources]] = {
     "npz": read_arrays, "npy": read_arrays, "hdf5": read_arrays,
@@ -57,7 +57,12 @@ def load_files(spec: Mapping[str, Any] | None = None, data_dir: str | os.PathLik
     digest = Digest(fs.canonical())
     if fs.format == "text":
         return _load_lm(fs, digest)
-    src = _READERS[fs.format](fs, digest)
+    return assemble(fs, digest, _READERS[fs.format](fs, digest))
+
+
+def assemble(fs: FileSpec, digest: Digest, src: Sources) -> ArrayDataset:
+    """What a reader read, made into the data set: the target kind, the splits, the targets and features
+    encoded with what the training split fits, the tensors; ``digest`` must already hold every byte read."""
     pool = src.parts["all"] if "all" in src.parts else src.parts["train"]
     kind, inferred = resolve_kind(fs["target_kind"], pool.y)
     stratify_by = _class_codes if kind in ("multiclass", "binary") else None
