@@ -135,7 +135,8 @@ def test_episode_sampler_uses_only_its_classes_and_relabels_consistently() -> No
 
 
 @pytest.mark.parametrize("kw,field", [({"method": "matching"}, "method"), ({"ways": 6}, "ways"),
-                                      ({"shots": 0}, "shots"), ({"inner_lr": -1.0}, "inner_lr")])
+                                      ({"shots": 0}, "shots"), ({"inner_lr": -1.0}, "inner_lr"),
+                                      ({"dataset": "omniglot"}, "dataset")])
 def test_meta_config_rejects_bad_fields(kw: dict, field: str) -> None:
     with pytest.raises(ConfigError, match=field):
         MetaConfig(**kw)
@@ -155,3 +156,10 @@ def test_run_meta_is_deterministic_and_reports_declared_metrics(method: str, tmp
     assert [r["step"] for r in a.history] == [3, 6] and rows == a.history
     assert len(a.extras["episode_accuracies"]) == 8 and (tmp_path / "result.json").is_file()
     assert asdict(cfg)["method"] == method
+
+
+def test_run_meta_on_the_8x8_digits_uses_64_features() -> None:
+    cfg = MetaConfig(method="protonets", dataset="digits", meta_steps=2, eval_every=2, eval_episodes=2,
+                     test_episodes=3, train_eval_episodes=2, hidden=8, embed_dim=4)
+    r = run_meta(cfg, seed=0)
+    assert r.extras["test_classes"] == [5, 6, 7, 8, 9] and 0.0 <= r.metrics["accuracy"] <= 1.0

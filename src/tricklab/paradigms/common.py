@@ -17,7 +17,8 @@ from torch import Tensor, nn
 from tricklab.data import load_dataset
 from tricklab.errors import ConfigError
 
-__all__ = ["ParadigmResult", "Progress", "check", "pos_int", "mnist1d_arrays", "mlp", "write_json", "accuracy"]
+__all__ = ["ParadigmResult", "Progress", "check", "pos_int", "mnist1d_arrays", "flat_arrays", "mlp", "write_json",
+           "accuracy"]
 
 Progress = Callable[[dict[str, Any]], None]
 
@@ -54,6 +55,17 @@ def mnist1d_arrays(pool: bool = False) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         x, y = torch.cat([ds.x_train, ds.x_test]), torch.cat([ds.y_train, ds.y_test])
         return x, y, x[:0], y[:0]
     return ds.x_train, ds.y_train, ds.x_test, ds.y_test
+
+
+def flat_arrays(name: str, pool: bool = False) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Like :func:`mnist1d_arrays` for any registered classification set, inputs flattened to (N, D) (e.g. the 8x8
+    ``digits`` to 64 features, ``fashion-mnist`` to 784)."""
+    ds = load_dataset(name)
+    xtr, xte = ds.x_train.flatten(1).float(), ds.x_test.flatten(1).float()
+    if pool:
+        x, y = torch.cat([xtr, xte]), torch.cat([ds.y_train, ds.y_test])
+        return x, y, x[:0], y[:0]
+    return xtr, ds.y_train, xte, ds.y_test
 
 
 def mlp(sizes: list[int]) -> nn.Sequential:

@@ -2,7 +2,8 @@
 task kinds (PARADIGMS.md).
 
 MNIST-1D's train and test splits are pooled (5000 signals) and split by class: classes 0..9-test_classes train the
-meta-learner, the last ``test_classes`` are only seen at meta-test time. The learners:
+meta-learner, the last ``test_classes`` are only seen at meta-test time (``dataset`` may instead name the 8x8
+``digits`` or ``fashion-mnist``, flattened, with the same class split). The learners:
 
 * ``maml`` / ``fomaml``: an MLP 40-hidden-hidden-ways; ``inner_steps`` SGD steps of ``inner_lr`` on the support
   set, Adam on the meta-gradient of the query loss (second order / first order); at meta-test ``test_inner_steps``
@@ -28,16 +29,17 @@ import torch
 import torch.nn.functional as F
 
 from tricklab.evaluate.declared import MetricSpec
-from tricklab.paradigms.common import ParadigmResult, Progress, accuracy, check, mlp, mnist1d_arrays, pos_int, \
-    pos_num, write_json
+from tricklab.paradigms.common import ParadigmResult, Progress, accuracy, check, flat_arrays, mlp, pos_int, pos_num, \
+    write_json
 from tricklab.paradigms.meta.episodes import Episode, EpisodeSampler, split_classes
 from tricklab.paradigms.meta.maml import Params, adapt, init_params, maml_query_loss
 from tricklab.paradigms.meta.protonets import ProtoNet
 from tricklab.paradigms.meta.reptile import reptile_step
 
-__all__ = ["META_METHODS", "META_METRICS", "MetaConfig", "run_meta"]
+__all__ = ["META_DATASETS", "META_METHODS", "META_METRICS", "MetaConfig", "run_meta"]
 
 META_METHODS: tuple[str, ...] = ("maml", "fomaml", "reptile", "protonets")
+META_DATASETS: tuple[str, ...] = ("mnist1d", "digits", "fashion-mnist")
 
 META_METRICS: list[MetricSpec] = [
     MetricSpec("accuracy", "meta-test accuracy (held-out classes)", True, fmt=".4f"),
@@ -52,6 +54,7 @@ class MetaConfig:
     """One meta-learner on MNIST-1D episodes; defaults: 5-way 1-shot, 15 queries per class."""
 
     method: str = "maml"
+    dataset: str = "mnist1d"
     ways: int = 5
     shots: int = 1
     queries: int = 15
@@ -73,6 +76,7 @@ class MetaConfig:
 
     def __post_init__(self) -> None:
         check(self.method in META_METHODS, "method", f"one of {META_METHODS}", self.method)
+        check(self.dataset in META_DATASETS, "dataset", f"one of {META_DATASETS}", self.dataset)
         for name in ("ways", "shots", "queries", "test_classes", "meta_steps", "meta_batch", "inner_steps",
                      "test_inner_steps", "hidden", "embed_dim", "test_episodes", "eval_every", "eval_episodes",
                      "train_eval_episodes", "threads"):
@@ -149,7 +153,8 @@ def run_meta(config: MetaConfig, *, seed: int, run_dir: Path | None = None,
     """Meta-train ``config.method`` on the meta-train classes (seed ``seed``), then report the mean query accuracy
     over ``test_episodes`` episodes of the held-out classes."""
     torch.set_num_threads(config.threads)
-    x, y, _, _ = mnist1d_arrays(pool=True)
+    x, y, _, _ = flat_arrays(config.dataset, pool=True)
+    d = x.shape[1]
     train_cls, test_cls = split_classes(10, config.test_classes)
     train_s = EpisodeSampler(x, y, train_cls, config.ways, config.shots, config.queries, seed=seed)
     curve_s = EpisodeSampler(x, y, test_cls, config.ways, config.shots, config.queries, seed=10_000 + seed)
@@ -157,10 +162,10 @@ def run_meta(config: MetaConfig, *, seed: int, run_dir: Path | None = None,
     params: Params | None = None
     opt: torch.optim.Optimizer | None = None
     if config.method == "protonets":
-        model: torch.nn.Module = ProtoNet(mlp([40, config.hidden, config.hidden, config.embed_dim]))
+        model: torch.nn.Module = ProtoNet(mlp([d, config.hidden, config.hidden, config.embed_dim]))
         opt = torch.optim.Adam(model.parameters(), lr=config.outer_lr)
     else:
-        model = mlp([40, config.hidden, config.hidden, config.ways])
+        model = mlp([d, config.hidden, config.hidden, config.ways])
         params = init_params(model)
         if config.method != "reptile":
             opt = torch.optim.Adam(params.values(), lr=config.outer_lr)
