@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, grad
@@ -31,10 +32,19 @@ def adapt(model: nn.Module, params: Params, x: Tensor, y: Tensor, inner_lr: floa
     """``steps`` gradient steps of size ``inner_lr`` on (x, y) from ``params``. With ``first_order`` the inner
     gradients are cut from the graph (FOMAML); otherwise the result stays differentiable in ``params`` to second
     order."""
+    if first_order:
+        # The inner gradients are constants here, so plain autograd on detached copies does (about 2x faster than
+        # torch.func.grad on a small MLP); theta' = theta - lr * g keeps the identity path to theta for FOMAML.
+        for _ in range(steps):
+            leaves = {k: v.detach().requires_grad_(True) for k, v in params.items()}
+            with torch.enable_grad():
+                g = torch.autograd.grad(task_loss(model, leaves, x, y), list(leaves.values()))
+            params = {k: v - inner_lr * gi for (k, v), gi in zip(params.items(), g)}
+        return params
     g_fn = grad(lambda p: task_loss(model, p, x, y))
     for _ in range(steps):
         g = g_fn(params)
-        params = {k: v - inner_lr * (g[k].detach() if first_order else g[k]) for k, v in params.items()}
+        params = {k: v - inner_lr * g[k] for k, v in params.items()}
     return params
 
 
