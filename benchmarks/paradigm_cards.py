@@ -33,6 +33,7 @@ KINDS: dict[str, tuple[str, str, str, str]] = {
     "continual": ("tricklab.paradigms.continual.run", "ContinualConfig", "run_continual", "CONTINUAL_METRICS"),
     "federated": ("tricklab.paradigms.federated.run", "FederatedConfig", "run_federated", "FEDERATED_METRICS"),
     "nas": ("tricklab.paradigms.nas.run", "NasConfig", "run_nas", "NAS_METRICS"),
+    "ofa": ("tricklab.paradigms.nas.ofa_run", "OfaConfig", "run_ofa", "OFA_METRICS"),
 }
 
 _META = {"meta_steps": 1000, "eval_every": 500, "eval_episodes": 50, "train_eval_episodes": 100,
@@ -84,6 +85,11 @@ STUDIES: dict[str, dict[str, Any]] = {
         "area": "nas", "kind": "nas", "baseline": "darts",
         "title": "DARTS (first order) cell vs a random cell of equal cost on MNIST-1D (paired inside each run)",
         "variants": [("darts", {"method": "darts"})],
+    },
+    "ofa": {
+        "area": "nas", "kind": "ofa", "baseline": "ofa",
+        "title": "once-for-all supernet on MNIST-1D: sub-networks without retraining, latency budget 0.5",
+        "variants": [("ofa", {"steps_per_phase": 250})],
     },
 }
 

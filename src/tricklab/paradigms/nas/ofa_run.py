@@ -4,7 +4,8 @@ selection under a latency budget measured on this CPU, without retraining (shape
 Phases of ``steps_per_phase`` Adam steps each: full network; elastic kernel; + elastic depth; + elastic width
 (channels sorted by importance first); the last three distil from the full network after phase one. Then
 ``candidates`` random sub-networks (plus the full and the smallest) are measured: accuracy on a held-out 10% of
-the training set, and latency as the median of ``latency_repeats`` forward passes of a batch of 64 on one thread.
+the training set, and latency as the median of ``latency_repeats`` forward passes of a batch of 64 on one thread
+(all candidates interleaved round-robin in every repeat).
 The selected sub-network is the most accurate on the held-out part among those within ``latency_budget`` x the
 full network's latency; its test accuracy is reported. Latencies are measured on a shared machine, so they carry
 no verdict.
@@ -70,14 +71,18 @@ class OfaConfig:
 
 
 @torch.no_grad()
-def _latency(net: OFANet, s: SubnetConfig, x: torch.Tensor, repeats: int) -> float:
-    net(x, s)  # warm-up
-    times = []
+def _latencies(net: OFANet, subnets: list[SubnetConfig], x: torch.Tensor, repeats: int) -> list[float]:
+    """Median forward time of each sub-network; the candidates are interleaved round-robin in every repeat so
+    that load from other processes spreads over all of them instead of biasing one."""
+    for s in subnets:
+        net(x, s)  # warm-up
+    times: list[list[float]] = [[] for _ in subnets]
     for _ in range(repeats):
-        t = time.perf_counter()
-        net(x, s)
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+        for i, s in enumerate(subnets):
+            t = time.perf_counter()
+            net(x, s)
+            times[i].append(time.perf_counter() - t)
+    return [statistics.median(t) for t in times]
 
 
 def run_ofa(config: OfaConfig, *, seed: int, run_dir: Path | None = None,
@@ -127,11 +132,12 @@ def run_ofa(config: OfaConfig, *, seed: int, run_dir: Path | None = None,
     smallest = SubnetConfig(1, (net.kernels[0],) * n, (net.widths[0],) * n)
     cands = [full, smallest] + [sample_subnet(net, gen) for _ in range(config.candidates)]
     xb = xt[:64]
+    lat = _latencies(net, cands, xb, config.latency_repeats)
     front = []
     with torch.no_grad():
-        for s in cands:
-            front.append({"subnet": asdict(s), "latency": _latency(net, s, xb, config.latency_repeats),
-                          "val_accuracy": accuracy(net(x[va], s), y[va]), "test_accuracy": accuracy(net(xt, s), yt)})
+        for s, seconds in zip(cands, lat):
+            front.append({"subnet": asdict(s), "latency": seconds, "val_accuracy": accuracy(net(x[va], s), y[va]),
+                          "test_accuracy": accuracy(net(xt, s), yt)})
     full_lat = front[0]["latency"]
     within = [f for f in front if f["latency"] <= config.latency_budget * full_lat] or [min(front, key=lambda f:
                                                                                                f["latency"])]
