@@ -39,7 +39,7 @@ KINDS: dict[str, tuple[str, str, str, str]] = {
 _META = {"meta_steps": 1000, "eval_every": 500, "eval_episodes": 50, "train_eval_episodes": 100,
          "test_episodes": 600}
 
-_FED = {"rounds": 40, "local_epochs": 2, "lr": 0.1}
+_FED = {"rounds": 30, "local_epochs": 2, "lr": 0.1}
 
 
 def _meta_study(shots: int) -> dict[str, Any]:
@@ -67,7 +67,7 @@ STUDIES: dict[str, dict[str, Any]] = {
     },
     "federated": {
         "area": "federated", "kind": "federated", "baseline": "fedavg-iid",
-        "title": "FedAvg / FedProx on MNIST-1D, 10 clients, 40 rounds of 2 local epochs, IID and Dirichlet(0.1)",
+        "title": "FedAvg / FedProx on MNIST-1D, 10 clients, 30 rounds of 2 local epochs, IID and Dirichlet(0.1)",
         "variants": [(name, dict(_FED, **ov)) for name, ov in (
             ("fedavg-iid", {"algorithm": "fedavg", "split": "iid"}),
             ("fedprox-iid", {"algorithm": "fedprox", "split": "iid"}),
@@ -77,9 +77,10 @@ STUDIES: dict[str, dict[str, Any]] = {
     },
     "federated-dp": {
         "area": "federated", "kind": "federated", "baseline": "fedavg-iid",
-        "title": "FedAvg IID with DP-SGD on the clients at epsilon 1, 3, 8 (delta 1e-5)",
-        "variants": [("fedavg-iid", {"algorithm": "fedavg", "split": "iid"})]
-        + [(f"dp-eps{e}", {"algorithm": "fedavg", "split": "iid", "dp_epsilon": float(e)}) for e in (1, 3, 8)],
+        "title": "FedAvg IID, 20 rounds of 1 local epoch, DP-SGD clients at epsilon 1, 3, 8 (delta 1e-5)",
+        "variants": [("fedavg-iid", {"algorithm": "fedavg", "split": "iid", "rounds": 20})]
+        + [(f"dp-eps{e}", {"algorithm": "fedavg", "split": "iid", "rounds": 20, "dp_epsilon": float(e)})
+           for e in (1, 3, 8)],
     },
     "nas": {
         "area": "nas", "kind": "nas", "baseline": "darts",
