@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from tricklab.errors import ConfigError
-from tricklab.paradigms.nas.ofa import ElasticConv1d, OFANet, SubnetConfig, sample_subnet, sort_channels
+from tricklab.paradigms.nas.ofa import ElasticConv1d, OFANet, SubnetConfig, sample_subnet, sort_channels, subnet_macs
 from tricklab.paradigms.nas.ofa_run import OFA_METRICS, OfaConfig, run_ofa
 
 
@@ -63,11 +63,14 @@ def test_subnet_depth_and_width_equal_a_hand_written_forward() -> None:
     gen = torch.Generator().manual_seed(0)
     subs = [sample_subnet(net, gen) for _ in range(30)]
     assert {s.depth for s in subs} == {1, 2, 3} and all(k in (3, 5, 7) for s in subs for k in s.kernels)
+    # MACs: stem 1*4*3*40 + block 2*4*8*5*40 + head 4*40*10, counted by hand
+    assert subnet_macs(net, s) == 4 * 3 * 40 + 2 * 4 * 8 * 5 * 40 + 4 * 40 * 10
     fixed = sample_subnet(net, gen, kernel=True, depth=False, width=False)
     assert fixed.depth == 3 and fixed.widths == (32, 32, 32)
 
 
-@pytest.mark.parametrize("kw,field", [({"latency_budget": 1.5}, "latency_budget"), ({"max_depth": 0}, "max_depth")])
+@pytest.mark.parametrize("kw,field", [({"latency_budget": 1.5}, "latency_budget"), ({"max_depth": 0}, "max_depth"),
+                                      ({"latency_model": "flops"}, "latency_model")])
 def test_ofa_config_rejects_bad_fields(kw: dict, field: str) -> None:
     with pytest.raises(ConfigError, match=field):
         OfaConfig(**kw)
@@ -82,3 +85,7 @@ def test_run_ofa_reports_declared_metrics_and_a_front() -> None:
         "full", "kernel", "depth", "width"]
     assert len(r.extras["front"]) == 5 and r.metrics["full_accuracy"] == r2.metrics["full_accuracy"]
     assert r.metrics["smallest_accuracy"] == r2.metrics["smallest_accuracy"]
+    macs = OfaConfig(**{**cfg.__dict__, "latency_model": "macs"})
+    a, b = run_ofa(macs, seed=0), run_ofa(macs, seed=0)
+    assert {k: v for k, v in a.metrics.items() if k != "train_seconds"} == {
+        k: v for k, v in b.metrics.items() if k != "train_seconds"}  # a MAC budget makes the choice deterministic

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["SubnetConfig", "ElasticConv1d", "OFANet", "sort_channels", "sample_subnet"]
+__all__ = ["SubnetConfig", "ElasticConv1d", "OFANet", "sort_channels", "sample_subnet", "subnet_macs"]
 
 
 @dataclass(frozen=True)
@@ -128,3 +128,11 @@ def sample_subnet(net: OFANet, gen: torch.Generator, kernel: bool = True, depth:
     d = pick(net.depths, depth)
     return SubnetConfig(d, tuple(pick(net.kernels, kernel) for _ in range(n)),
                         tuple(pick(net.widths, width) for _ in range(n)))
+
+
+def subnet_macs(net: OFANet, s: SubnetConfig, length: int = 40) -> int:
+    """Multiply-accumulates of one example through sub-network ``s`` (convolutions and the head; a deterministic
+    stand-in for latency): stem 1*C*3*L, per block 2*C*e*k*L, head C*L*classes."""
+    c = net.stem.out_channels
+    blocks = sum(2 * c * s.widths[i] * s.kernels[i] * length for i in range(s.depth))
+    return 3 * c * length + blocks + c * length * net.head.out_features

@@ -5,10 +5,11 @@ Phases of ``steps_per_phase`` Adam steps each: full network; elastic kernel; + e
 (channels sorted by importance first); the last three distil from the full network after phase one. Then
 ``candidates`` random sub-networks (plus the full and the smallest) are measured: accuracy on a held-out 10% of
 the training set, and latency as the median of ``latency_repeats`` forward passes of a batch of 64 on one thread
-(all candidates interleaved round-robin in every repeat).
-The selected sub-network is the most accurate on the held-out part among those within ``latency_budget`` x the
-full network's latency; its test accuracy is reported. Latencies are measured on a shared machine, so they carry
-no verdict.
+(all candidates interleaved round-robin in every repeat). The selected sub-network is the most accurate on the
+held-out part among those within ``latency_budget`` x the full network's latency; its test accuracy is reported.
+Latencies are measured on a shared machine, so they carry no verdict, and the choice can change between runs of one
+seed; with ``latency_model="macs"`` the multiply-accumulate count replaces the measured latency and the selection
+is deterministic for a seed.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import torch.nn.functional as F
 from tricklab.evaluate.declared import MetricSpec
 from tricklab.paradigms.common import ParadigmResult, Progress, accuracy, check, mnist1d_arrays, pos_int, pos_num, \
     write_json
-from tricklab.paradigms.nas.ofa import OFANet, SubnetConfig, sample_subnet, sort_channels
+from tricklab.paradigms.nas.ofa import OFANet, SubnetConfig, sample_subnet, sort_channels, subnet_macs
 
 __all__ = ["OFA_METRICS", "OfaConfig", "run_ofa"]
 
@@ -57,6 +58,7 @@ class OfaConfig:
     candidates: int = 30
     latency_budget: float = 0.5
     latency_repeats: int = 15
+    latency_model: str = "measured"
     threads: int = 1
 
     def __post_init__(self) -> None:
@@ -64,6 +66,9 @@ class OfaConfig:
                      "threads"):
             check(pos_int(getattr(self, name)), name, "a positive int", getattr(self, name))
         check(pos_num(self.lr), "lr", "a positive number", self.lr)
+        check(self.latency_model in ("measured", "macs"), "latency_model",
+              "'measured' (this CPU, noisy when shared) or 'macs' (multiply-accumulates, deterministic)",
+              self.latency_model)
         check(isinstance(self.distill_weight, (int, float)) and self.distill_weight >= 0, "distill_weight", ">= 0",
               self.distill_weight)
         check(isinstance(self.latency_budget, (int, float)) and 0 < self.latency_budget <= 1, "latency_budget",
@@ -132,7 +137,10 @@ def run_ofa(config: OfaConfig, *, seed: int, run_dir: Path | None = None,
     smallest = SubnetConfig(1, (net.kernels[0],) * n, (net.widths[0],) * n)
     cands = [full, smallest] + [sample_subnet(net, gen) for _ in range(config.candidates)]
     xb = xt[:64]
-    lat = _latencies(net, cands, xb, config.latency_repeats)
+    if config.latency_model == "measured":
+        lat = _latencies(net, cands, xb, config.latency_repeats)
+    else:
+        lat = [float(subnet_macs(net, s)) for s in cands]
     front = []
     with torch.no_grad():
         for s, seconds in zip(cands, lat):
