@@ -221,6 +221,32 @@ def _plot(study: str, summary: dict[str, Any], results: dict[str, dict[int, Any]
     plt.close(fig)
 
 
+def _details(results: dict[str, dict[int, Any]]) -> list[str]:
+    """Per-variant extras worth reading: the mean accuracy matrix (continual), genotypes (NAS), the chosen
+    sub-networks (once-for-all)."""
+    lines: list[str] = []
+    for name, runs in results.items():
+        ex = [r["extras"] for r in runs.values()]
+        if ex and "accuracy_matrix" in ex[0]:
+            mats = [e["accuracy_matrix"] for e in ex]
+            t = len(mats[0])
+            lines += ["", f"Accuracy matrix of `{name}` (row i: after task i; column j: task j; mean over "
+                      f"{len(mats)} seeds):", "",
+                      "| trained through | " + " | ".join(f"task {j}" for j in range(t)) + " |",
+                      "|" + "---|" * (t + 1)]
+            for i in range(t):
+                cells = [sum(m[i][j] for m in mats) / len(mats) for j in range(t)]
+                lines.append(f"| task {i} | " + " | ".join(f"{c:.3f}" for c in cells) + " |")
+        if ex and "genotype" in ex[0]:
+            lines += ["", f"Cells of `{name}` per seed (searched; random of equal cost):", ""]
+            lines += [f"- seed {s}: {r['extras']['genotype']}; random {r['extras']['random_genotype']}"
+                      for s, r in sorted(runs.items())]
+        if ex and "selected" in ex[0]:
+            lines += ["", f"Sub-networks chosen by `{name}` per seed:", ""]
+            lines += [f"- seed {s}: {r['extras']['selected']}" for s, r in sorted(runs.items())]
+    return lines
+
+
 def write_card(study: str, results: dict[str, dict[int, Any]], command: str) -> Path:
     spec = STUDIES[study]
     _, _, metrics = _load(spec["kind"])
@@ -251,13 +277,15 @@ def write_card(study: str, results: dict[str, dict[int, Any]], command: str) -> 
                 c += f" ± {_fmt(d['half_width'], m.fmt)}"
             p = d.get("paired_vs_baseline")
             if p and p["mean_diff"] is not None:
-                c += f" (Δ {p['mean_diff']:+{m.fmt[1:]}}, {p['verdict']})"
+                ci = (f" [{p['ci_low']:+{m.fmt}}, {p['ci_high']:+{m.fmt}}]" if p["ci_low"] is not None else "")
+                c += f" (Δ {p['mean_diff']:+{m.fmt}}{ci}, {p['verdict']})"
             cells.append(c)
         lines.append(f"| {name} | {len(row['seeds'])} | " + " | ".join(cells) + " |")
     pooled = {n: r["pooled_episodes"] for n, r in summary.items() if "pooled_episodes" in r}
     if pooled:
         lines += ["", "Accuracy pooled over all test episodes of all seeds (95% normal interval over episodes):", ""]
         lines += [f"- {n}: {p['mean']:.4f} ± {p['half_width']:.4f} over {p['n']} episodes" for n, p in pooled.items()]
+    lines += _details(results)
     lines += ["", f"![{study}]({study}.svg)", "", "Configs: see the JSON next to this card.", ""]
     folder.mkdir(parents=True, exist_ok=True)
     from tricklab.paradigms.common import write_json
