@@ -123,7 +123,7 @@ def _run_one(kind: str, overrides: dict[str, Any], seed: int, out: str) -> dict[
     return data
 
 
-def run_study(study: str, seeds: list[int], jobs: int, fresh: bool) -> dict[str, dict[int, Any]]:
+def run_study(study: str, seeds: list[int], jobs: int, fresh: bool, cached: bool = False) -> dict[str, dict[int, Any]]:
     spec = STUDIES[study]
     todo, results = [], {}
     for name, ov in spec["variants"]:
@@ -136,7 +136,8 @@ def run_study(study: str, seeds: list[int], jobs: int, fresh: bool) -> dict[str,
                 if all(cfg.get(k) == v for k, v in ov.items()):
                     results[name][seed] = saved
                     continue
-            todo.append((name, ov, seed, str(path)))
+            if not cached:
+                todo.append((name, ov, seed, str(path)))
     print(f"{study}: {len(todo)} run(s) to do", flush=True)
     if todo:
         import multiprocessing as mp
@@ -302,11 +303,13 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--fresh", action="store_true")
+    ap.add_argument("--cached", action="store_true", help="write the card from the finished runs on disk only")
     args = ap.parse_args()
     command = (f"PYTHONPATH=src python benchmarks/paradigm_cards.py {args.study} --seeds "
                f"{' '.join(map(str, args.seeds))} --jobs {args.jobs}")
     print(command, flush=True)
-    results = run_study(args.study, args.seeds, args.jobs, args.fresh)
+    results = run_study(args.study, args.seeds, args.jobs, args.fresh, args.cached)
+    results = {name: runs for name, runs in results.items() if runs}
     print(f"card: {write_card(args.study, results, command)}", flush=True)
 
 
