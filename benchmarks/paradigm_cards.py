@@ -168,7 +168,7 @@ def _summarise(study: str, results: dict[str, dict[int, Any]]) -> dict[str, Any]
         for m in metrics:
             vals = [runs[s]["metrics"][m.key] for s in seeds if runs[s]["metrics"].get(m.key) is not None]
             d = stats.describe(vals).to_dict()
-            if name != base and m.verdict:
+            if name != base and m.verdict and base in results:
                 common = sorted(set(seeds) & set(results[base]))
                 p = stats.paired([runs[s]["metrics"][m.key] for s in common],
                                  [results[base][s]["metrics"][m.key] for s in common], m.higher_is_better)
