@@ -37,6 +37,11 @@ from tricklab.lab.kinds import (
 from tricklab.lab.metrics import MetricInfo, as_metric_info
 from tricklab.lab.recipe import build_dataclass
 from tricklab.registry import Registry
+from tricklab.paradigms.continual.run import CONTINUAL_METRICS, ContinualConfig, run_continual
+from tricklab.paradigms.federated.run import FEDERATED_METRICS, FederatedConfig, run_federated
+from tricklab.paradigms.meta.run import META_METRICS, MetaConfig, run_meta
+from tricklab.paradigms.nas.ofa_run import OFA_METRICS, OfaConfig, run_ofa
+from tricklab.paradigms.nas.run import NAS_METRICS, NasConfig, run_nas
 from tricklab.uncertainty.metrics import LABEL_NOISE_METRICS, UNCERTAINTY_METRICS
 from tricklab.uncertainty.paradigm import LabelNoiseConfig, UncertaintyConfig, run_label_noise, run_uncertainty
 
@@ -254,5 +259,15 @@ for _t in (
     LoopTask("mnist1d-label-noise", "MNIST-1D with a fraction of the training labels flipped (task_args.noise, "
              "noise_fraction): one technique (task_args.technique: plain, co_teaching, bootstrap, gce); "
              "docs/uncertainty/", run_label_noise, LABEL_NOISE_METRICS, LabelNoiseConfig),
+    LoopTask("mnist1d-meta", "N-way K-shot meta-learning on MNIST-1D, held-out classes (task_args.method: maml, "
+             "fomaml, reptile, protonets); docs/paradigms/", run_meta, META_METRICS, MetaConfig),
+    LoopTask("mnist1d-continual", "continual learning on split / permuted MNIST-1D (fine-tuning, EWC, replay, "
+             "progressive nets); docs/paradigms/", run_continual, CONTINUAL_METRICS, ContinualConfig),
+    LoopTask("mnist1d-federated", "FedAvg / FedProx on MNIST-1D clients (IID or Dirichlet), optional DP-SGD and "
+             "masked aggregation; docs/paradigms/", run_federated, FEDERATED_METRICS, FederatedConfig),
+    LoopTask("mnist1d-darts", "DARTS cell search on MNIST-1D against an equal-cost random cell; docs/paradigms/",
+             run_nas, NAS_METRICS, NasConfig),
+    LoopTask("mnist1d-ofa", "once-for-all supernet on MNIST-1D, a sub-network under a latency budget (use "
+             "task_args.latency_model: macs for repeatable runs); docs/paradigms/", run_ofa, OFA_METRICS, OfaConfig),
 ):
     TASKS.register(_t.name, _t, summary=_t.summary)
