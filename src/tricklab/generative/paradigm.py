@@ -13,10 +13,9 @@ is evaluated on pixels binarized at 0.5 (a different data set, reported under th
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -25,9 +24,9 @@ from torch import Tensor, nn
 
 from tricklab.data import InMemoryLoader, load_dataset
 from tricklab.errors import ConfigError
+from tricklab.generative.result import ParadigmResult, write_result
 from tricklab.generative.realnvp import RealNVP, dequantize, realnvp_image
 from tricklab.generative.vae import DECODERS, VAE, bits_per_dim, gaussian_kl
-from tricklab.io import atomic_write_text
 from tricklab.train import Trainer
 from tricklab.train.state import TrainState
 from tricklab.train.technique import Technique
@@ -35,17 +34,6 @@ from tricklab.train.technique import Technique
 __all__ = ["ParadigmResult", "RealNVPConfig", "VAEConfig", "run_realnvp", "run_vae"]
 
 _LOG256 = math.log(256.0)
-
-
-@dataclass
-class ParadigmResult:
-    """``metrics``: final numbers (keys as declared in :mod:`tricklab.generative.metrics`); ``history``: rows with
-    ``step`` and ``seconds`` (and the training loss); ``extras``: JSON-able things a report may draw (sample
-    grids as nested lists in [0, 1])."""
-
-    metrics: dict[str, float]
-    history: list[dict[str, Any]]
-    extras: dict[str, Any] = field(default_factory=dict)
 
 
 def _check(cond: bool, name: str, valid: str, value: object) -> None:
@@ -160,12 +148,6 @@ def _grid(images: Tensor) -> list[list[list[float]]]:
     return [[[round(float(v), 3) for v in row] for row in img.reshape(28, 28)] for img in images.clamp(0, 1)]
 
 
-def _finish(result: ParadigmResult, run_dir: Path | None) -> ParadigmResult:
-    if run_dir is not None:
-        atomic_write_text(Path(run_dir) / "result.json", json.dumps(asdict(result), indent=1))
-    return result
-
-
 def run_vae(config: VAEConfig, *, seed: int, run_dir: Path | None = None,
             progress: Callable[[dict[str, Any]], None] | None = None) -> ParadigmResult:
     """Train a VAE on Fashion-MNIST and report the test IWAE bound (k = ``iwae_k``) and ELBO in bits/dim."""
@@ -194,7 +176,7 @@ def run_vae(config: VAEConfig, *, seed: int, run_dir: Path | None = None,
                "test_kl": float(torch.cat(kls).mean()), "train_seconds": state.train_seconds}
     extras = {"config": asdict(config), "seed": seed, "data": "binarized" if binarize else "8-bit",
               "samples": _grid(samples), "reconstructions": _grid(recon), "originals": _grid(x_test[:8])}
-    return _finish(ParadigmResult(metrics, list(state.history), extras), run_dir)
+    return write_result(ParadigmResult(metrics, list(state.history), extras), run_dir)
 
 
 def run_realnvp(config: RealNVPConfig, *, seed: int, run_dir: Path | None = None,
@@ -223,4 +205,4 @@ def run_realnvp(config: RealNVPConfig, *, seed: int, run_dir: Path | None = None
     train_bpd = (losses[-1] + _LOG256) / math.log(2.0) if losses else float("nan")
     metrics = {"test_bpd": test_bpd, "train_bpd": float(train_bpd), "train_seconds": state.train_seconds}
     extras = {"config": asdict(config), "seed": seed, "data": "8-bit, dequantized", "samples": _grid(samples)}
-    return _finish(ParadigmResult(metrics, list(state.history), extras), run_dir)
+    return write_result(ParadigmResult(metrics, list(state.history), extras), run_dir)
