@@ -53,3 +53,20 @@ def test_run_realnvp_is_deterministic_and_reports_the_declared_metrics() -> None
 def test_bad_configs_name_the_field(cls: type, field: str, value: object) -> None:
     with pytest.raises(ConfigError, match=field):
         cls(**{field: value})
+
+
+@needs_data
+def test_run_gan_reports_the_declared_metrics_with_ordered_references() -> None:
+    from tricklab.generative.metrics import GAN_METRICS
+    from tricklab.generative.paradigm import GANConfig, run_gan
+
+    cfg = GANConfig(steps=2, batch_size=8, width=4, latent_dim=4, classifier_steps=3, eval_examples=200,
+                    log_every=1)
+    a = run_gan(cfg, seed=0)
+    assert set(a.metrics) == {m.key for m in GAN_METRICS}
+    assert [r["step"] for r in a.history] == [1, 2]
+    # real held-out images sit far closer to the test set than uniform noise in any sensible feature space
+    assert a.metrics["frechet_real_reference"] < a.metrics["frechet_noise_reference"]
+    assert run_gan(cfg, seed=0).metrics["frechet_distance"] == a.metrics["frechet_distance"]
+    with pytest.raises(ConfigError, match="eval_examples"):
+        GANConfig(eval_examples=1)

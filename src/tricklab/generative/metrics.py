@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from tricklab.evaluate.declared import MetricSpec
 
-__all__ = ["REALNVP_METRICS", "VAE_METRICS", "WORD2VEC_METRICS"]
+__all__ = ["GAN_METRICS", "REALNVP_METRICS", "VAE_METRICS", "WORD2VEC_METRICS"]
 
 VAE_METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("test_bpd", "Test bits/dim, IWAE bound (k samples)", False, "bits/dim"),
@@ -29,5 +29,16 @@ WORD2VEC_METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("simlex999_spearman", "SimLex-999 Spearman rho (pairs in vocabulary)", True),
     MetricSpec("analogy_accuracy", "Analogy accuracy, 3CosAdd (questions in vocabulary)", True),
     MetricSpec("words_per_second", "Training words/s, shared machine", True, "words/s", verdict=False, fmt=".0f"),
+    MetricSpec("train_seconds", "Training time (s), shared machine", False, "s", verdict=False, fmt=".1f"),
+)
+
+GAN_METRICS: tuple[MetricSpec, ...] = (
+    MetricSpec("frechet_distance", "Frechet distance (ours: our CNN's features), samples vs test", False, fmt=".3f"),
+    MetricSpec("frechet_real_reference", "Frechet distance (ours), held-out real images vs test", False,
+               verdict=False, fmt=".3f"),
+    MetricSpec("frechet_noise_reference", "Frechet distance (ours), uniform noise vs test", False, verdict=False,
+               fmt=".3f"),
+    MetricSpec("classifier_accuracy", "Feature classifier's accuracy on the evaluation test images", True,
+               verdict=False),
     MetricSpec("train_seconds", "Training time (s), shared machine", False, "s", verdict=False, fmt=".1f"),
 )
