@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from tricklab.evaluate.declared import MetricSpec
 
-__all__ = ["GAN_METRICS", "REALNVP_METRICS", "VAE_METRICS", "WORD2VEC_METRICS"]
+__all__ = ["CLIP_METRICS", "GAN_METRICS", "REALNVP_METRICS", "VAE_METRICS", "WORD2VEC_METRICS"]
 
 VAE_METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("test_bpd", "Test bits/dim, IWAE bound (k samples)", False, "bits/dim"),
@@ -40,5 +40,14 @@ GAN_METRICS: tuple[MetricSpec, ...] = (
                fmt=".3f"),
     MetricSpec("classifier_accuracy", "Feature classifier's accuracy on the evaluation test images", True,
                verdict=False),
+    MetricSpec("train_seconds", "Training time (s), shared machine", False, "s", verdict=False, fmt=".1f"),
+)
+
+CLIP_METRICS: tuple[MetricSpec, ...] = (
+    MetricSpec("zero_shot_accuracy", "Zero-shot accuracy by class prompts", True),
+    MetricSpec("linear_probe_accuracy", "Linear probe accuracy on frozen image embeddings", True),
+    MetricSpec("recall_at_1", "Image -> caption recall@1 (distinct test captions)", True),
+    MetricSpec("recall_at_5", "Image -> caption recall@5 (distinct test captions)", True),
+    MetricSpec("chance_accuracy", "Chance accuracy (10 classes)", True, verdict=False),
     MetricSpec("train_seconds", "Training time (s), shared machine", False, "s", verdict=False, fmt=".1f"),
 )
