@@ -8,13 +8,15 @@ and an SVG):
   CPU budgets (stated on the card): the papers' numbers need days of GPU training.
 * ``clip``: the CLIP-style image-text model on Fashion-MNIST with code-made captions: zero-shot accuracy by class
   prompts against chance (10%) and against a linear probe on the same frozen image embeddings, recall@1/@5.
+* ``gan``: DCGAN-small (non-saturating loss) on Fashion-MNIST, Frechet distance (ours: features of our own small
+  CNN classifier) of 2000 samples to 2000 test images, against held-out real images and uniform noise.
 * ``estimators``: the variance of REINFORCE (no baseline; leave-one-out baseline) and of the pathwise estimator
   of grad_mu E_{z ~ N(mu, sigma^2)} (z - c)^2 against the number of samples n, measured over independent
   repeats (no training; the seeds are the repeat streams), plotted log-log.
 
 Finished runs are kept under benchmarks/results/generative/ and reused unless ``--fresh``.
 
-    PYTHONPATH=src python benchmarks/generative_cards.py {density,clip,estimators} [--seeds 0 1 2]
+    PYTHONPATH=src python benchmarks/generative_cards.py {density,clip,gan,estimators} [--seeds 0 1 2]
         [--vae-steps 3000] [--flow-steps 1000]
 """
 
@@ -37,7 +39,14 @@ from torch.distributions import Independent, Normal  # noqa: E402
 
 from tricklab.generative.clip import CLIPConfig, run_clip  # noqa: E402
 from tricklab.generative.estimators import pathwise_grads, reinforce_grads  # noqa: E402
-from tricklab.generative.paradigm import RealNVPConfig, VAEConfig, run_realnvp, run_vae  # noqa: E402
+from tricklab.generative.paradigm import (  # noqa: E402
+    GANConfig,
+    RealNVPConfig,
+    VAEConfig,
+    run_gan,
+    run_realnvp,
+    run_vae,
+)
 from tricklab.io import atomic_write_text  # noqa: E402
 from tricklab.lab.stats import describe  # noqa: E402
 
@@ -319,9 +328,69 @@ def _clip_card(results: dict[int, Any], cfg: CLIPConfig, command: str) -> None:
     plt.close(fig)
 
 
+def _gan(seeds: list[int], steps: int) -> tuple[dict[int, Any], GANConfig]:
+    cfg = GANConfig(steps=steps, classifier_steps=300)
+    out: dict[int, Any] = {}
+    for seed in seeds:
+        def show(row: dict[str, Any], seed: int = seed) -> None:
+            print(f"  gan seed {seed}: step {row['step']}/{steps} d {row['d_loss']:.3f} g {row['g_loss']:.3f} "
+                  f"({row['seconds']:.0f}s)", flush=True)
+        res = run_gan(cfg, seed=seed, progress=show)
+        out[seed] = asdict(res)
+        print(f"gan seed {seed}: {res.metrics}", flush=True)
+    return out, cfg
+
+
+def _gan_card(results: dict[int, Any], cfg: GANConfig, command: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder = CARDS / "generative-gan"
+    folder.mkdir(parents=True, exist_ok=True)
+    seeds = sorted(results)
+    keys = ["frechet_distance", "frechet_real_reference", "frechet_noise_reference", "classifier_accuracy",
+            "train_seconds"]
+    vals = {k: [results[s]["metrics"][k] for s in seeds] for k in keys}
+    summary = {"command": command, "study": "gan", "seeds": seeds, "config": asdict(cfg), "machine": _machine(),
+               "metrics": {k: describe(v).__dict__ for k, v in vals.items()}, "per_seed": vals}
+    atomic_write_text(folder / "gan.json", json.dumps(summary, indent=1))
+    label = {"frechet_distance": "DCGAN samples vs test", "frechet_real_reference": "held-out real images vs test",
+             "frechet_noise_reference": "uniform noise vs test",
+             "classifier_accuracy": "feature classifier accuracy (test images used)",
+             "train_seconds": "GAN training seconds (shared machine)"}
+    lines = ["# Generative card: DCGAN-small on Fashion-MNIST, Frechet distance (ours)", "", f"Command: `{command}`",
+             "", "## Setting", "",
+             f"- **GAN**: DCGAN-small (G: linear to {2 * cfg.width}x7x7, two transposed convs, batch norm; D: two "
+             f"strided convs, LeakyReLU 0.2, no spectral norm), non-saturating loss, Adam lr {cfg.lr}, beta1 0.5, "
+             f"batch {cfg.batch_size}, {cfg.steps} steps, latent {cfg.latent_dim}",
+             f"- **metric**: Frechet distance between Gaussians fitted to the 64 pooled features of our own CNN "
+             f"classifier (tricklab.models.cnn2d, {cfg.classifier_steps} Adam steps, seed {cfg.classifier_seed}, "
+             f"the same network for every GAN seed) of {cfg.eval_examples} images against the first "
+             f"{cfg.eval_examples} test images. Not FID (not Inception features): compare only within this card",
+             f"- **seeds**: {seeds}; 1 thread; **machine**: {json.dumps(_machine())}", "",
+             "## Results (Frechet distance, ours; lower is closer to the test set; mean [95% t-interval])", "",
+             "| images | value |", "|---|---|"]
+    lines += [f"| {label[k]} | {_ci(vals[k])} |" for k in keys]
+    lines += ["", "![samples](gan.svg)", ""]
+    atomic_write_text(folder / "gan.md", "\n".join(lines))
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.6))
+    for i, k in enumerate(keys[:3]):
+        axes[0].scatter([i] * len(seeds), vals[k], color=f"C{i}")
+    axes[0].set_xticks(range(3), ["DCGAN", "real", "noise"])
+    axes[0].set_ylabel("Frechet distance (ours), per seed")
+    axes[0].set_yscale("log")
+    _grid_svg(axes[1], results[seeds[0]]["extras"]["samples"], "DCGAN samples, seed %d" % seeds[0])
+    fig.tight_layout()
+    fig.savefig(folder / "gan.svg")
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("study", choices=["density", "clip", "estimators"])
+    p.add_argument("study", choices=["density", "clip", "gan", "estimators"])
+    p.add_argument("--gan-steps", type=int, default=1000)
     p.add_argument("--clip-steps", type=int, default=1000)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--vae-steps", type=int, default=3000)
@@ -337,6 +406,9 @@ def main(argv: list[str] | None = None) -> None:
     elif a.study == "clip":
         command += f" --clip-steps {a.clip_steps}"
         _clip_card(*_clip(a.seeds, a.clip_steps), command)
+    elif a.study == "gan":
+        command += f" --gan-steps {a.gan_steps}"
+        _gan_card(*_gan(a.seeds, a.gan_steps), command)
     else:
         _estimators_card(_estimators(a.seeds), command)
     print("wrote docs/cards/generative-" + a.study)
