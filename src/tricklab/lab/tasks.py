@@ -37,6 +37,10 @@ from tricklab.lab.kinds import (
 from tricklab.lab.metrics import MetricInfo, as_metric_info
 from tricklab.lab.recipe import build_dataclass
 from tricklab.registry import Registry
+from tricklab.generative.clip import CLIPConfig, run_clip
+from tricklab.generative.metrics import CLIP_METRICS, GAN_METRICS, REALNVP_METRICS, VAE_METRICS, WORD2VEC_METRICS
+from tricklab.generative.paradigm import GANConfig, RealNVPConfig, VAEConfig, run_gan, run_realnvp, run_vae
+from tricklab.generative.word2vec import Word2VecConfig, run_word2vec
 from tricklab.paradigms.continual.run import CONTINUAL_METRICS, ContinualConfig, run_continual
 from tricklab.paradigms.federated.run import FEDERATED_METRICS, FederatedConfig, run_federated
 from tricklab.paradigms.meta.run import META_METRICS, MetaConfig, run_meta
@@ -259,6 +263,17 @@ for _t in (
     LoopTask("mnist1d-label-noise", "MNIST-1D with a fraction of the training labels flipped (task_args.noise, "
              "noise_fraction): one technique (task_args.technique: plain, co_teaching, bootstrap, gce); "
              "docs/uncertainty/", run_label_noise, LABEL_NOISE_METRICS, LabelNoiseConfig),
+    LoopTask("fashion-mnist-vae", "VAE on 8-bit Fashion-MNIST (task_args.decoder: logistic or bernoulli, beta); "
+             "test bits/dim by the IWAE bound; docs/generative/vae.md", run_vae, VAE_METRICS, VAEConfig),
+    LoopTask("fashion-mnist-realnvp", "RealNVP on dequantized 8-bit Fashion-MNIST, test bits/dim; "
+             "docs/generative/realnvp.md", run_realnvp, REALNVP_METRICS, RealNVPConfig),
+    LoopTask("fashion-mnist-gan", "DCGAN-small, Frechet distance (ours) in our CNN's features with real and noise "
+             "references; docs/generative/gan.md", run_gan, GAN_METRICS, GANConfig),
+    LoopTask("fashion-mnist-clip", "CLIP-style image-text model, captions made by code: zero-shot accuracy, linear "
+             "probe, recall@k; docs/generative/clip.md", run_clip, CLIP_METRICS, CLIPConfig),
+    LoopTask("shakespeare-word2vec", "skip-gram with negative sampling on a text file (default shakespeare.txt): "
+             "WordSim-353, SimLex-999, analogies; docs/generative/word2vec.md", run_word2vec, WORD2VEC_METRICS,
+             Word2VecConfig),
     LoopTask("mnist1d-meta", "N-way K-shot meta-learning on MNIST-1D, held-out classes (task_args.method: maml, "
              "fomaml, reptile, protonets); docs/paradigms/", run_meta, META_METRICS, MetaConfig),
     LoopTask("mnist1d-continual", "continual learning on split / permuted MNIST-1D (fine-tuning, EWC, replay, "
