@@ -106,6 +106,8 @@ _CASES = [
     Case("sam", sam_optimizer=True, accumulates=False, tags=("sam_optimizer",)),
     Case("fairness_penalty", lambda tmp: {"weight": 1.0}, tabular=True),
     Case("co_teaching", lambda tmp: {"forget_rate": 0.25, "num_gradual": 1}, accumulates=False),
+    # prunes at steps 1, 3 and 5 (the resume checkpoint at step 3 holds masks mid-schedule)
+    Case("gradual_pruning", lambda tmp: {"final_sparsity": 0.6, "start_step": 1, "end_step": 5, "every": 2}),
 ]
 CASES = _CASES + [Case(n) for n in NAMES if n not in {c.name for c in _CASES}]
 CASE_IDS = [c.name + "".join(f"[{t}]" for t in c.tags) for c in CASES]
