@@ -68,6 +68,13 @@ class ScalingOnCPU(MixedPrecision):
         state.grad_scale = self.scale
 
 
+class FixedTeacher(nn.Module):
+    """A deterministic teacher for the distillation case: logits = 3 x the first CLASSES input features."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 3.0 * x.flatten(1)[:, :CLASSES]
+
+
 @dataclass(frozen=True)
 class Case:
     name: str  # registry name
@@ -106,6 +113,8 @@ _CASES = [
     Case("sam", sam_optimizer=True, accumulates=False, tags=("sam_optimizer",)),
     Case("fairness_penalty", lambda tmp: {"weight": 1.0}, tabular=True),
     Case("co_teaching", lambda tmp: {"forget_rate": 0.25, "num_gradual": 1}, accumulates=False),
+    # a fixed parameter-free teacher: identical in the resumed process, and fits any input of >= 3 features
+    Case("distillation", lambda tmp: {"teacher": FixedTeacher(), "temperature": 2.0, "alpha": 0.5}),
     # prunes at steps 1, 3 and 5 (the resume checkpoint at step 3 holds masks mid-schedule)
     Case("gradual_pruning", lambda tmp: {"final_sparsity": 0.6, "start_step": 1, "end_step": 5, "every": 2}),
 ]
