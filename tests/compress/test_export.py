@@ -60,3 +60,27 @@ def test_a_failed_export_leaves_no_file_and_says_why(tmp_path) -> None:
     with pytest.raises(UserError, match="ONNX export of Bad failed"):
         export_onnx(Bad(), torch.randn(2, 3), target)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_export_run_writes_a_checked_onnx_file_and_int8_weights(tmp_path) -> None:
+    """Reference: the saved run's model (its outputs for ONNX, its weights' element count for int8)."""
+    import yaml
+    from safetensors.torch import load_file, save_file
+
+    from tricklab.compress.export import export_run
+
+    torch.manual_seed(0)
+    model = build_model("mlp", (1, 8, 8), 10, hidden=16)
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump({"task": "digits", "model": {"name": "mlp",
+                                                                                      "args": {"hidden": 16}}}))
+    save_file(model.state_dict(), str(tmp_path / "model.safetensors"))
+    info = export_run(tmp_path, "onnx")
+    assert info["max_abs_diff"] <= 1e-5 and (tmp_path / "model.onnx").is_file()
+    info = export_run(tmp_path, "torch", quantize="int8")
+    saved = load_file(info["path"])
+    assert saved["net.0.weight_q"].dtype == torch.int8 and saved["net.0.weight_q"].shape == model.net[0].weight.shape
+    assert info["bytes"] < 0.5 * info["fp32_bytes"]
+    with pytest.raises(UserError, match="int8 ONNX export is not supported"):
+        export_run(tmp_path, "onnx", quantize="int8")
+    with pytest.raises(UserError, match="format"):
+        export_run(tmp_path, "tflite")

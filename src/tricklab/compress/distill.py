@@ -32,13 +32,13 @@ from tricklab.data import load_dataset
 from tricklab.errors import UserError
 from tricklab.models import build_model
 
-__all__ = ["load_teacher", "hint_loss", "HintRegressor", "capture"]
+__all__ = ["load_run_model", "load_teacher", "hint_loss", "HintRegressor", "capture"]
 
 
 def _read_recipe(run_dir: Path) -> dict[str, Any]:
     path = run_dir / "recipe.yaml"
     if not path.is_file():
-        raise UserError(f"teacher {run_dir} holds no run: recipe.yaml is missing (train the teacher with "
+        raise UserError(f"{run_dir} holds no run: recipe.yaml is missing (train one with "
                         f"`tricklab run RECIPE --out DIR` and pass DIR)")
     try:
         recipe = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -49,18 +49,18 @@ def _read_recipe(run_dir: Path) -> dict[str, Any]:
     return recipe
 
 
-def load_teacher(run_dir: str | Path, input_shape: tuple[int, ...] | None = None,
-                 num_classes: int | None = None) -> nn.Module:
-    """The trained model of ``run_dir``, frozen (no gradients) and in evaluation mode.
-
-    ``input_shape`` / ``num_classes`` default to those of the run's data set (loaded from its recipe)."""
+def load_run_model(run_dir: str | Path, input_shape: tuple[int, ...] | None = None,
+                   num_classes: int | None = None) -> tuple[nn.Module, Any]:
+    """The trained model of a finished run folder (evaluation mode) and its data set (None when ``input_shape``
+    and ``num_classes`` are given: the data set is then not loaded)."""
     run_dir = Path(run_dir)
     recipe = _read_recipe(run_dir)
     weights = run_dir / "model.eval.safetensors"
     if not weights.is_file():
         weights = run_dir / "model.safetensors"
     if not weights.is_file():
-        raise UserError(f"teacher {run_dir} has no model.safetensors: the run did not finish (resume it)")
+        raise UserError(f"{run_dir} has no model.safetensors: the run did not finish (resume it)")
+    data = None
     if input_shape is None or num_classes is None:
         data_cfg = recipe.get("data") or {}
         data = load_dataset(str(recipe["task"]), data_dir=data_cfg.get("data_dir"), **(data_cfg.get("args") or {}))
@@ -68,13 +68,21 @@ def load_teacher(run_dir: str | Path, input_shape: tuple[int, ...] | None = None
     model = build_model(recipe["model"]["name"], input_shape, num_classes, **(recipe["model"].get("args") or {}))
     state = load_file(str(weights))
     masks = {k[: -len(MASK) - 1]: v for k, v in state.items() if k.endswith("." + MASK)}
-    if masks:  # a pruned teacher: register its mask buffers so the state dict fits
+    if masks:  # a pruned model: register its mask buffers so the state dict fits
         apply_masks_(model, masks)
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
         raise UserError(f"{weights} does not fit the model its recipe builds: {e}") from None
-    model.eval()
+    return model.eval(), data
+
+
+def load_teacher(run_dir: str | Path, input_shape: tuple[int, ...] | None = None,
+                 num_classes: int | None = None) -> nn.Module:
+    """The trained model of ``run_dir``, frozen (no gradients) and in evaluation mode.
+
+    ``input_shape`` / ``num_classes`` default to those of the run's data set (loaded from its recipe)."""
+    model, _ = load_run_model(run_dir, input_shape, num_classes)
     model.requires_grad_(False)
     return model
 

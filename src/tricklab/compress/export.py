@@ -21,10 +21,16 @@ from typing import Any
 import torch
 from torch import nn
 
+from tricklab.compress.distill import load_run_model
 from tricklab.compress.pruning import remove_masks_
+from tricklab.compress.quantize import quantize_static
 from tricklab.errors import UserError
+from tricklab.evaluate.cost import model_size_bytes
+from tricklab.io import atomic_write_bytes
 
-__all__ = ["export_onnx", "OnnxModel", "check_export", "OPSET"]
+__all__ = ["export_onnx", "OnnxModel", "check_export", "export_run", "OPSET", "FORMATS"]
+
+FORMATS = ("onnx", "torch")
 
 OPSET = 20
 
@@ -88,3 +94,44 @@ def check_export(model: nn.Module, onnx_model: OnnxModel, inputs: torch.Tensor, 
     if not diff <= atol:
         raise UserError(f"the ONNX model differs from PyTorch by {diff:.3g} (> {atol:g}) on the check inputs")
     return diff
+
+
+def export_run(run_dir: str | os.PathLike[str], fmt: str = "onnx", quantize: str | None = None,
+               out: str | os.PathLike[str] | None = None, calibration_examples: int = 1000) -> dict[str, Any]:
+    """Export the trained model of a finished run folder (the body of ``tricklab export RUN_DIR``).
+
+    ``fmt="onnx"``: ``RUN_DIR/model.onnx`` (fp32), checked against PyTorch on 256 test examples (1e-5).
+    ``fmt="torch"``: ``RUN_DIR/model.export.safetensors`` (masks folded in); with ``quantize="int8"``,
+    ``RUN_DIR/model.int8.safetensors``, static int8 calibrated on the first ``calibration_examples`` training
+    examples. Returns what was written: path, bytes, fp32 bytes, and the check's max difference (ONNX).
+    """
+    from safetensors.torch import save as st_save
+
+    if fmt not in FORMATS:
+        raise UserError(f"export format must be one of {list(FORMATS)}, got {fmt!r}")
+    if quantize not in (None, "int8"):
+        raise UserError(f"--quantize must be int8 (or absent), got {quantize!r}")
+    if fmt == "onnx" and quantize:
+        raise UserError("int8 ONNX export is not supported: export fp32 ONNX (ONNX Runtime is the fast path on the "
+                        "CPU) or use --format torch --quantize int8 for the int8 weights")
+    model, data = load_run_model(run_dir)
+    if not hasattr(data, "x_train"):
+        raise UserError(f"export needs an array data set for its example inputs; {run_dir}'s task has none")
+    run_dir = Path(run_dir)
+    info: dict[str, Any] = {"fp32_bytes": model_size_bytes(model)}
+    if fmt == "onnx":
+        path = Path(out) if out is not None else run_dir / "model.onnx"
+        export_onnx(model, data.x_train[:2], path)
+        info["max_abs_diff"] = check_export(model, OnnxModel(path), data.x_test[:256])
+    else:
+        if quantize == "int8":
+            x = data.x_train[:calibration_examples]
+            model = quantize_static(model, [x[i:i + 100] for i in range(0, len(x), 100)])
+        else:
+            model = remove_masks_(model)
+        path = Path(out) if out is not None else run_dir / ("model.int8.safetensors" if quantize
+                                                            else "model.export.safetensors")
+        state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+        atomic_write_bytes(path, st_save(state))
+    info.update(path=str(path), bytes=path.stat().st_size, format=fmt, quantize=quantize)
+    return info
