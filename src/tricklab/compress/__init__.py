@@ -1,8 +1,12 @@
 """Compression and deployment on any ``nn.Module``: pruning (unstructured and structured), lottery tickets,
 quantization, distillation and export.
 
-Submodules: ``pruning`` (magnitude masks, the Zhu & Gupta schedule), ``channels`` (structured channel pruning
-that removes channels for real). Optional extras (torchao, onnx, onnxruntime) are imported only where used.
+Submodules (docs/compress/): ``pruning`` (magnitude masks as buffers, the Zhu & Gupta schedule), ``channels``
+(structured channel pruning that removes channels for real), ``lottery`` (iterative magnitude pruning with
+rewinding, and its controls), ``quantize`` (static int8, QAT, dynamic int8 on torchao), ``distill`` (a teacher
+from a saved run, FitNets hints), ``export`` (ONNX and ONNX Runtime, ``export_run``), ``metrics`` (size, sparsity,
+latency as declared metrics). Optional extras (torchao: ``quant``; onnx, onnxscript, onnxruntime: ``export``) are
+imported only where used.
 """
 
 from __future__ import annotations
