@@ -99,7 +99,7 @@ def test_hint_loss_and_gradient_match_fitnets_eq3() -> None:
     loss.backward()
     w, b = r.map.weight.detach().numpy(), r.map.bias.detach().numpy()
     resid = u.numpy() - (v.numpy() @ w.T + b)  # u - r(v), (B, 3)
-    assert float(loss) == pytest.approx(0.5 * (resid**2).sum(1).mean(), rel=1e-6)
+    assert float(loss.detach()) == pytest.approx(0.5 * (resid**2).sum(1).mean(), rel=1e-6)
     # d/dW 1/2 ||u - Wv - b||^2, batch mean = -(u - Wv - b) v^T / B
     np.testing.assert_allclose(r.map.weight.grad.numpy(), -(resid.T @ v.numpy()) / 6, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(r.map.bias.grad.numpy(), -resid.sum(0) / 6, rtol=1e-5, atol=1e-6)
