@@ -637,6 +637,27 @@ def _add_lr_find(sub: Sub) -> None:
     p.set_defaults(func=cmd_lr_find)
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    # imported here: ONNX export needs the `export` extra (onnx, onnxscript, onnxruntime)
+    from tricklab.compress.export import export_run
+
+    written = export_run(args.run_dir, args.format, args.quantize, args.out)
+    for key, value in written.items():
+        print(f"{key}: {value}")
+    return 0
+
+
+def _add_export(sub: Sub) -> None:
+    p = sub.add_parser("export", help="export a trained run's model: ONNX (checked against PyTorch with ONNX Runtime) "
+                                      "or safetensors, optionally int8")
+    p.add_argument("run_dir", type=Path, help="a run folder written by `tricklab run`")
+    p.add_argument("--format", choices=("onnx", "torch"), default="onnx", help="output format (default onnx)")
+    p.add_argument("--quantize", choices=("int8",), default=None,
+                   help="static int8 weights calibrated on training examples (with --format torch)")
+    p.add_argument("--out", type=Path, default=None, help="output file (default inside RUN_DIR)")
+    p.set_defaults(func=cmd_export)
+
+
 def _add_explain(sub: Sub) -> None:
     p = sub.add_parser("explain", help="attributions of a trained run's test examples as heat maps, with deletion "
                                        "and insertion scores per method (an HTML page)")
@@ -664,7 +685,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"tricklab {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     adders: tuple[Callable[[Sub], None], ...] = (_add_run, _add_ablate, _add_tune, _add_search, _add_store_commands,
-                                                 _add_lr_find, _add_explain, _add_list)
+                                                 _add_lr_find, _add_explain, _add_export, _add_list)
     for add in adders:
         add(sub)
     return parser

@@ -68,6 +68,13 @@ class ScalingOnCPU(MixedPrecision):
         state.grad_scale = self.scale
 
 
+class FixedTeacher(nn.Module):
+    """A deterministic teacher for the distillation case: logits = 3 x the first CLASSES input features."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 3.0 * x.flatten(1)[:, :CLASSES]
+
+
 @dataclass(frozen=True)
 class Case:
     name: str  # registry name
@@ -120,6 +127,10 @@ _CASES = [
     Case("tensorboard_log", lambda tmp: {"log_dir": str(tmp / "tensorboard")}),
     Case("optuna_pruning", lambda tmp: _optuna_trial(tmp)),
     Case("co_teaching", lambda tmp: {"forget_rate": 0.25, "num_gradual": 1}, accumulates=False),
+    # a fixed parameter-free teacher: identical in the resumed process, and fits any input of >= 3 features
+    Case("distillation", lambda tmp: {"teacher": FixedTeacher(), "temperature": 2.0, "alpha": 0.5}),
+    # prunes at steps 1, 3 and 5 (the resume checkpoint at step 3 holds masks mid-schedule)
+    Case("gradual_pruning", lambda tmp: {"final_sparsity": 0.6, "start_step": 1, "end_step": 5, "every": 2}),
 ]
 CASES = _CASES + [Case(n) for n in NAMES if n not in {c.name for c in _CASES}]
 CASE_IDS = [c.name + "".join(f"[{t}]" for t in c.tags) for c in CASES]

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tricklab.data import DATASETS
+from tricklab.compress.lottery import LOTTERY_METRICS, LotteryConfig, run_lottery
 from tricklab.errors import ConfigError, TrainingError
 from tricklab.lab.bandit import BANDIT_METRICS, BanditConfig, run_bandit
 from tricklab.lab.kinds import (
@@ -274,6 +275,10 @@ for _t in (
     LoopTask("shakespeare-word2vec", "skip-gram with negative sampling on a text file (default shakespeare.txt): "
              "WordSim-353, SimLex-999, analogies; docs/generative/word2vec.md", run_word2vec, WORD2VEC_METRICS,
              Word2VecConfig),
+    LoopTask("mnist1d-lottery", "lottery tickets: iterative magnitude pruning with rewinding to step k against "
+             "random re-init and random masks, one row per round (task_args: rounds, prune_fraction, scope, "
+             "rewind_step, steps, model, model_args); docs/compress/lottery.md", run_lottery, LOTTERY_METRICS,
+             LotteryConfig),
     LoopTask("mnist1d-meta", "N-way K-shot meta-learning on MNIST-1D, held-out classes (task_args.method: maml, "
              "fomaml, reptile, protonets); docs/paradigms/", run_meta, META_METRICS, MetaConfig),
     LoopTask("mnist1d-continual", "continual learning on split / permuted MNIST-1D (fine-tuning, EWC, replay, "
