@@ -20,6 +20,7 @@ from tricklab.losses.bootstrapping import (
     hard_bootstrap_loss,
     soft_bootstrap_loss,
 )
+from tricklab.losses.detection import GIoULoss, generalized_box_iou, set_loss
 from tricklab.losses.contrastive import (
     BatchHardTripletLoss,
     ContrastiveLoss,
@@ -53,16 +54,18 @@ for _name, _cls, _summary in (
                                                        "CrossEntropyLoss(label_smoothing=eps) (Szegedy et al. 2016)"),
     ("soft_bootstrap", SoftBootstrapLoss, "Soft bootstrapping for noisy labels, CE vs beta y + (1-beta) p "
                                           "(Reed et al. 2015)"),
+    ("giou", GIoULoss, "Box loss 1 - GIoU of aligned xyxy boxes (Rezatofighi et al. 2019)"),
     ("hard_bootstrap", HardBootstrapLoss, "Hard bootstrapping for noisy labels, CE vs beta y + (1-beta) "
                                           "onehot(argmax p) (Reed et al. 2015)"),
 ):
     LOSSES.register(_name, _cls, summary=_summary)
 
 __all__ = [
-    "DEFAULT_BETA", "LOSSES", "REDUCTIONS", "BatchHardTripletLoss", "BinaryFocalLoss", "ContrastiveLoss",
-    "DistillationLoss", "FocalLoss", "HardBootstrapLoss", "InfoNCELoss", "LabelSmoothingCrossEntropy", "LossExample",
-    "NTXentLoss", "SoftBootstrapLoss", "SoftDiceLoss", "TripletLoss", "batch_hard_mine", "batch_hard_triplet_loss",
-    "bootstrap_loss", "contrastive_loss", "distillation_loss", "focal_loss", "hard_bootstrap_loss", "info_nce",
-    "label_smoothing_cross_entropy", "nt_xent", "pairwise_distances", "sigmoid_focal_loss", "soft_bootstrap_loss",
-    "soft_dice_loss", "triplet_margin_loss",
+    "DEFAULT_BETA", "LOSSES", "REDUCTIONS", "batch_hard_mine", "batch_hard_triplet_loss", "BatchHardTripletLoss",
+    "BinaryFocalLoss", "bootstrap_loss", "contrastive_loss", "ContrastiveLoss", "distillation_loss",
+    "DistillationLoss", "focal_loss", "FocalLoss", "generalized_box_iou", "GIoULoss", "hard_bootstrap_loss",
+    "HardBootstrapLoss", "info_nce", "InfoNCELoss", "label_smoothing_cross_entropy", "LabelSmoothingCrossEntropy",
+    "LossExample", "nt_xent", "NTXentLoss", "pairwise_distances", "set_loss", "sigmoid_focal_loss",
+    "soft_bootstrap_loss", "soft_dice_loss", "SoftBootstrapLoss", "SoftDiceLoss", "triplet_margin_loss",
+    "TripletLoss",
 ]

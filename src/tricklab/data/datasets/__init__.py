@@ -6,6 +6,7 @@ registering every data set costs nothing and a missing extra is reported only wh
 
 from __future__ import annotations
 
+from tricklab.data.datasets.collage import DetectionDataset, load_fashion_collage
 from tricklab.data.datasets.fashion_mnist import load_fashion_mnist, read_idx
 from tricklab.data.datasets.graphs import GraphDataset, load_karate, load_synthetic_graphs
 from tricklab.data.datasets.mnist1d import load_mnist1d, load_mnist1d_shuffled
@@ -16,10 +17,12 @@ from tricklab.data.datasets.synthetic_seq import load_induction_heads, load_sele
 from tricklab.data.datasets.text import load_shakespeare_char, load_shakespeare_mlm, load_shakespeare_plays
 
 __all__ = [
+    "DetectionDataset",
     "GraphDataset",
     "load_breast_cancer",
     "load_cora",
     "load_digits",
+    "load_fashion_collage",
     "load_fashion_mnist",
     "load_induction_heads",
     "load_karate",
