@@ -32,6 +32,7 @@ def _kwargs(name: str, tmp_path: Path) -> dict[str, Any]:
         "lr_schedule": {"schedule": "cosine"},
         "mixed_precision": {"dtype": "bfloat16"},
         "mixup": {"num_classes": 3}, "cutmix": {"num_classes": 3}, "mix": {"num_classes": 3},
+        "multi_scale": {"sizes": [4]},  # the sweep's inputs are (B, 4) signals feeding a Linear(4, 3)
     }.get(name, {})
 
 

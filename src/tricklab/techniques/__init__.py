@@ -25,6 +25,7 @@ from tricklab.techniques.metrics_log import MetricsLog
 from tricklab.techniques.mix import Mix
 from tricklab.techniques.mixup import Mixup
 from tricklab.techniques.mixed_precision import MixedPrecision
+from tricklab.techniques.multi_scale import MultiScale
 from tricklab.techniques.nan_guard import NanGuard
 from tricklab.techniques.progress import Progress
 from tricklab.techniques.random_erasing import RandomErasing
@@ -40,9 +41,9 @@ TECHNIQUES: Registry[type[Technique]] = Registry("technique")
 for _cls in (MixedPrecision, GradAccumulation, GradClip, NanGuard, EMA, EarlyStopping, LabelSmoothing,
              LRSchedule, Checkpointing, MetricsLog, Progress, SWA, SAMTechnique, GradCentralization,
              FocalLoss, WeightPenalty, BootstrapLoss, DropBlockSchedule, Mixup, CutMix, Mix, Cutout, RandomErasing,
-             RandomShift, RandomFlip, LSUV, Diagnostics):
+             RandomShift, RandomFlip, LSUV, Diagnostics, MultiScale):
     TECHNIQUES.register(_cls.name, _cls)
 
-__all__ = ["EMA", "LSUV", "BootstrapLoss", "Diagnostics", "CutMix", "Cutout", "DropBlockSchedule", "FocalLoss", "Mix", "Mixup",
+__all__ = ["EMA", "LSUV", "BootstrapLoss", "Diagnostics", "CutMix", "Cutout", "DropBlockSchedule", "FocalLoss", "Mix", "Mixup", "MultiScale",
            "RandomErasing", "RandomFlip", "RandomShift", "WeightPenalty", "TECHNIQUES", "Checkpointing", "EarlyStopping", "GradAccumulation", "GradClip", "LRSchedule",
            "LabelSmoothing", "MetricsLog", "MixedPrecision", "NanGuard", "Progress", "SAMTechnique", "GradCentralization", "SWA", "ema_update_", "swa_update_"]
