@@ -27,7 +27,8 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["DETECTION_METRICS", "IOU_THRESHOLDS", "MetricSpec", "RECALL_POINTS", "box_iou_np", "coco_map"]
+__all__ = ["DETECTION_METRICS", "IOU_THRESHOLDS", "MetricSpec", "RECALL_POINTS", "box_iou_np", "coco_map",
+           "decode_set_predictions", "set_prediction_metrics"]
 
 #: 0.5, 0.55, ..., 0.95, built as pycocotools builds them (the same floats, so the same matches at the edges)
 IOU_THRESHOLDS: np.ndarray = np.linspace(0.5, 0.95, int(np.round((0.95 - 0.5) / 0.05)) + 1, endpoint=True)
@@ -171,3 +172,32 @@ def coco_map(predictions: Sequence[dict[str, Any]], targets: Sequence[dict[str, 
         if hit.size:
             result[key] = float(per_t[hit[0]])
     return result
+
+
+def decode_set_predictions(logits: torch.Tensor, boxes: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+    """Detections of a set predictor (DETR): per image, every query is one detection of its most likely real class,
+    scored by that class's softmax probability over C + 1 classes (the last, "no object", dropped; Carion et al.
+    2020, sec. 3). logits (B, Q, C+1), boxes (B, Q, 4) cxcywh -> dicts of xyxy "boxes", "scores", "labels"."""
+    prob = torch.softmax(logits.float(), dim=-1)[..., :-1]
+    scores, labels = prob.max(dim=-1)
+    cx, cy, w, h = boxes.float().unbind(-1)
+    xyxy = torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], dim=-1)
+    return [{"boxes": xyxy[i], "scores": scores[i], "labels": labels[i]} for i in range(logits.shape[0])]
+
+
+def set_prediction_metrics(packed: torch.Tensor, targets: torch.Tensor) -> dict[str, Any]:
+    """The trainer's ``metric_fn`` for a set predictor: ``packed`` (N, Q, C+1+4) = logits then cxcywh boxes (as
+    ``tricklab.models.vision.detr.pack_predictions`` makes them), ``targets`` (N, M, 5) = (class, cx, cy, w, h) with
+    class -1 in empty slots. Returns ``map``, ``map_50``, ``map_75`` (COCO-style, :func:`coco_map`)."""
+    if packed.dim() != 3 or targets.dim() != 3 or targets.shape[-1] != 5 or packed.shape[0] != targets.shape[0]:
+        raise ValueError(f"set_prediction_metrics: need packed (N, Q, C+1+4) and targets (N, M, 5), got "
+                         f"{tuple(packed.shape)} and {tuple(targets.shape)}")
+    preds = decode_set_predictions(packed[..., :-4], packed[..., -4:])
+    gts = []
+    for t in targets:
+        keep = t[:, 0] >= 0
+        cx, cy, w, h = t[keep, 1:].float().unbind(-1)
+        gts.append({"boxes": torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], dim=-1),
+                    "labels": t[keep, 0].long()})
+    r = coco_map(preds, gts)
+    return {"map": r["map"], "map_50": r.get("map_50", -1.0), "map_75": r.get("map_75", -1.0)}

@@ -238,18 +238,29 @@ def unpad_targets(targets: Tensor) -> list[tuple[Tensor, Tensor]]:
 def hungarian_match(logits: Tensor, boxes: Tensor, targets: Tensor | Sequence[tuple[Tensor, Tensor]],
                     weights: MatchWeights = MatchWeights()) -> list[tuple[Tensor, Tensor]]:
     """Optimal one-to-one match per image between predictions (B, Q, C+1 logits; B, Q, 4 cxcywh boxes) and its
-    targets (padded (B, M, 5) or a list of (labels, boxes)): a list of (query indices, target indices)."""
+    targets (padded (B, M, 5) or a list of (labels, boxes)): a list of (query indices, target indices).
+
+    The costs of all images are computed in one batch against all targets of the batch (as DETR's matcher does),
+    then each image's block (Q, n_i) is solved by :func:`linear_sum_assignment`."""
     per_image = unpad_targets(targets) if isinstance(targets, Tensor) else list(targets)
-    if len(per_image) != logits.shape[0]:
-        raise ValueError(f"{logits.shape[0]} predictions but {len(per_image)} target sets")
-    out = []
-    for i, (labels, tboxes) in enumerate(per_image):
-        if labels.numel() == 0:
-            empty = torch.zeros(0, dtype=torch.int64, device=logits.device)
+    B, Q = logits.shape[:2]
+    if len(per_image) != B:
+        raise ValueError(f"{B} predictions but {len(per_image)} target sets")
+    sizes = [int(lab.numel()) for lab, _ in per_image]
+    empty = torch.zeros(0, dtype=torch.int64, device=logits.device)
+    if sum(sizes) == 0:
+        return [(empty, empty.clone()) for _ in range(B)]
+    labels = torch.cat([lab for lab, _ in per_image])
+    tboxes = torch.cat([b for _, b in per_image]).float()
+    cost = matching_cost(logits.flatten(0, 1).float(), boxes.flatten(0, 1).float(), labels, tboxes, weights)
+    cost = cost.view(B, Q, -1).cpu().double().numpy()                        # (B, Q, sum n_i)
+    out, start = [], 0
+    for i, n in enumerate(sizes):
+        if n == 0:
             out.append((empty, empty.clone()))
             continue
-        cost = matching_cost(logits[i].float(), boxes[i].float(), labels, tboxes.float(), weights)
-        rows, cols = linear_sum_assignment(cost)
+        rows, cols = linear_sum_assignment(cost[i, :, start:start + n])
+        start += n
         out.append((torch.as_tensor(rows, device=logits.device), torch.as_tensor(cols, device=logits.device)))
     return out
 

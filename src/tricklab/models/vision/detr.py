@@ -7,7 +7,7 @@ Layout (defaults on a (B, 1, 64, 64) canvas: 8 x 8 = 64 memory tokens)::
               width (tricklab.layers.conv.BasicBlock)                    (B, w_last, 8, 8): stride 8
     project   1x1 conv to dim; flattened to (B, HW, dim); fixed 2-D sine-cosine positions P (sincos_2d)
     encoder   enc_layers x [x + SelfAttn(q = k = LN(x) + P, v = LN(x)); x + FFN(LN(x))]
-    decoder   num_queries learned object queries E (query positions); t starts at 0;
+    decoder   num_queries learned object queries: positions E and initial contents t_0 (two tables);
               dec_layers x [t + SelfAttn(q = k = LN(t) + E, v = LN(t)); t + CrossAttn(q = LN(t) + E,
               k = memory + P, v = memory); t + FFN(LN(t))]
     heads     per decoder layer, after a shared LayerNorm: class = Linear(dim -> C + 1) (the last class is
@@ -17,10 +17,13 @@ As in the paper (sec. 3.2), positions are added to queries and keys at every att
 decoder self-attention is not causal (all queries are decoded in parallel); the outputs of every decoder layer
 go through the shared heads so that auxiliary losses can supervise them. The attention layers are
 :class:`tricklab.layers.attention.MultiHeadAttention`. Layers are pre-LN (Xiong et al. 2020) rather than the
-paper's post-LN: it trains without warm-up at this scale.
+paper's post-LN: it trains without warm-up at this scale. With pre-LN the paper's t_0 = 0 would make the first
+decoder LayerNorm see constant inputs (its scale would get no gradient), so the slots start from a learned content
+table instead, as Deformable DETR splits each query into a position and a content part (Zhu et al. 2021, ICLR).
 
 ``forward(x)`` returns ``{"logits": (B, Q, C+1), "boxes": (B, Q, 4), "aux": [{"logits", "boxes"}, ...]}``
-(aux = the dec_layers - 1 earlier layers); :func:`postprocess` turns it into per-image detections.
+(aux = the dec_layers - 1 earlier layers); :func:`tricklab.evaluate.detection.decode_set_predictions` turns it
+into per-image detections (each query one detection of its best real class).
 """
 
 from __future__ import annotations
@@ -29,17 +32,15 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tricklab.errors import ConfigError
 from tricklab.layers.attention import MultiHeadAttention
 from tricklab.layers.conv import BasicBlock
-from tricklab.losses.detection import box_cxcywh_to_xyxy
 from tricklab.models import as_int_tuple, check_positive
 from tricklab.models.vision.vit import sincos_2d
 
-__all__ = ["DETR", "DETRDecoderLayer", "DETREncoderLayer", "detr", "pack_predictions", "postprocess",
+__all__ = ["DETR", "DETRDecoderLayer", "DETREncoderLayer", "detr", "detr_predict", "pack_predictions",
            "unpack_predictions"]
 
 
@@ -106,7 +107,8 @@ class DETR(nn.Module):
         self.input_proj = nn.Conv2d(prev, dim, 1)
         self.encoder = nn.ModuleList(DETREncoderLayer(dim, heads, hidden, dropout) for _ in range(enc_layers))
         self.enc_norm = nn.LayerNorm(dim)
-        self.query_embed = nn.Parameter(torch.randn(num_queries, dim))
+        self.query_embed = nn.Parameter(torch.randn(num_queries, dim))    # query positions E
+        self.query_content = nn.Parameter(torch.randn(num_queries, dim))  # initial slot contents t_0
         self.decoder = nn.ModuleList(DETRDecoderLayer(dim, heads, hidden, dropout) for _ in range(dec_layers))
         self.dec_norm = nn.LayerNorm(dim)
         self.class_head = nn.Linear(dim, num_classes + 1)
@@ -127,7 +129,7 @@ class DETR(nn.Module):
         for layer in self.encoder:
             memory = layer(memory, pos)
         memory = self.enc_norm(memory)
-        t = torch.zeros(B, self.num_queries, D, dtype=f.dtype, device=f.device)
+        t = self.query_content.expand(B, -1, -1)
         outs = []
         for layer in self.decoder:
             t = layer(t, self.query_embed, memory, pos)
@@ -165,15 +167,10 @@ def unpack_predictions(packed: Tensor) -> tuple[Tensor, Tensor]:
     return packed[..., :-4], packed[..., -4:]
 
 
-def postprocess(logits: Tensor, boxes: Tensor, image_size: tuple[int, int] | None = None
-                ) -> list[dict[str, Tensor]]:
-    """Per image: every query as one detection, scored by its most likely real class (DETR's inference: the
-    softmax over C+1 classes, the no-object column dropped). Boxes as xyxy, in pixels if ``image_size`` = (H, W)
-    is given, else normalised. Returns dicts with "boxes" (Q, 4), "scores" (Q,), "labels" (Q,)."""
-    prob = F.softmax(logits.float(), dim=-1)[..., :-1]
-    scores, labels = prob.max(dim=-1)
-    xyxy = box_cxcywh_to_xyxy(boxes.float())
-    if image_size is not None:
-        H, W = image_size
-        xyxy = xyxy * torch.tensor([W, H, W, H], dtype=xyxy.dtype, device=xyxy.device)
-    return [{"boxes": xyxy[i], "scores": scores[i], "labels": labels[i]} for i in range(logits.shape[0])]
+@torch.no_grad()
+def detr_predict(model: nn.Module, data: tuple[Tensor, Tensor], batch_size: int = 250) -> tuple[Tensor, Tensor]:
+    """The trainer's ``predict_fn``: ``data`` = (images (N, C, H, W), padded targets (N, M, 5)) ->
+    (packed predictions (N, Q, C+1+4), targets), in batches of ``batch_size`` (the model is already in eval mode)."""
+    x, targets = data
+    outs = [pack_predictions(model(x[i:i + batch_size])) for i in range(0, len(x), batch_size)]
+    return torch.cat(outs), targets

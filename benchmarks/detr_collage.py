@@ -1,0 +1,244 @@
+"""DETR on the Fashion-MNIST collages: train with the Trainer and report COCO-style mAP, a training curve and test
+images with their predicted and true boxes.
+
+The run function follows PARADIGMS.md (config dataclass validated in __post_init__, ``run_detr(config, seed=,
+run_dir=, progress=) -> DetectionResult`` with metrics / history / extras), so the lead can wire it as the lab's
+detection task kind; until then this script is the evidence command:
+
+    PYTHONPATH=src python benchmarks/detr_collage.py --steps 20000 --out benchmarks/results/detr_collage
+
+It uses the supervised Trainer with a custom loss_fn (tricklab.losses.detection.set_loss: Hungarian matching,
+no-object weight, auxiliary decoding losses), padded box targets (N, M, 5) in an InMemoryLoader, a predict_fn
+(tricklab.models.vision.detr.detr_predict) and a metric_fn (tricklab.evaluate.detection.set_prediction_metrics).
+Writes ``<out>/detr_collage.json`` (config, metrics, history, timing), ``<out>/detr_curve.svg`` (train loss and
+test mAP@0.5 against steps) and ``<out>/detr_boxes.svg`` (test collages, true boxes green, predictions with score
+>= 0.5 red, matched by the Hungarian matcher). Checkpoints go to ``<out>/checkpoints``; ``--resume`` continues.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tricklab.data import InMemoryLoader
+from tricklab.data.datasets.collage import DetectionDataset, load_fashion_collage
+from tricklab.errors import ConfigError
+from tricklab.evaluate.detection import DETECTION_METRICS, decode_set_predictions, set_prediction_metrics
+from tricklab.losses.detection import MatchWeights, hungarian_match, set_loss
+from tricklab.models.vision.detr import detr, detr_predict
+from tricklab.techniques import Checkpointing, GradClip, LRSchedule
+from tricklab.train import Trainer
+from tricklab.train.checkpoint import atomic_write_text
+
+
+@dataclass
+class DetrConfig:
+    """Everything a DETR-on-collages run depends on (with the seed)."""
+
+    num_train: int = 10_000
+    num_test: int = 1_000
+    eval_images: int = 500          # test images scored at each evaluation during training (all at the end)
+    canvas: int = 64
+    max_objects: int = 4
+    steps: int = 20_000
+    batch_size: int = 32
+    lr: float = 3e-4
+    weight_decay: float = 1e-4
+    warmup_steps: int = 300
+    grad_clip: float = 1.0
+    eval_every: int = 1000
+    checkpoint_every: int = 1000
+    threads: int = 1
+    model: dict[str, Any] = field(default_factory=dict)  # arguments of tricklab.models.vision.detr.detr
+    data_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("num_train", "num_test", "eval_images", "canvas", "max_objects", "steps", "batch_size",
+                     "warmup_steps", "eval_every", "checkpoint_every", "threads"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ConfigError(f"DetrConfig.{name} must be a positive int, got {v!r}")
+        for name in ("lr", "grad_clip"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"DetrConfig.{name} must be > 0, got {getattr(self, name)!r}")
+        if self.weight_decay < 0:
+            raise ConfigError(f"DetrConfig.weight_decay must be >= 0, got {self.weight_decay!r}")
+        if self.batch_size > self.num_train:
+            raise ConfigError(f"DetrConfig.batch_size ({self.batch_size}) exceeds num_train ({self.num_train})")
+
+
+@dataclass
+class DetectionResult:
+    metrics: dict[str, float]
+    history: list[dict[str, Any]]
+    extras: dict[str, Any]
+
+
+def run_detr(config: DetrConfig, *, seed: int, run_dir: Path | None = None,
+             progress: Callable[[dict[str, Any]], None] | None = None, resume: bool = False,
+             data: DetectionDataset | None = None) -> DetectionResult:
+    """Train DETR on the collages for ``config.steps`` steps and evaluate COCO-style mAP on the test collages."""
+    torch.set_num_threads(config.threads)
+    t0 = time.perf_counter()
+    if data is None:
+        data = load_fashion_collage(config.data_dir, num_train=config.num_train, num_test=config.num_test,
+                                    canvas=config.canvas, max_objects=config.max_objects, seed=seed)
+    data_seconds = time.perf_counter() - t0
+    torch.manual_seed(seed)
+    model = detr(in_channels=data.x_train.shape[1], num_classes=data.num_classes, **config.model)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    loader = InMemoryLoader(data.x_train, data.targets("train"), config.batch_size, seed=seed)
+    eval_set = (data.x_test[:config.eval_images], data.targets("test")[:config.eval_images])
+    techniques: list[Any] = [GradClip(max_norm=config.grad_clip),
+                             LRSchedule("warmup_cosine", warmup_steps=config.warmup_steps)]
+    if run_dir is not None:
+        techniques.append(Checkpointing(every_steps=config.checkpoint_every, folder=str(run_dir / "checkpoints")))
+    trainer = Trainer(model, optimizer, loader, loss_fn=set_loss, techniques=techniques, eval_data=eval_set,
+                      eval_every=config.eval_every, metric_fn=set_prediction_metrics, predict_fn=detr_predict,
+                      max_steps=config.steps, log_every=50)
+    if progress is not None:
+        trainer.emit = _with_progress(trainer, progress)  # type: ignore[method-assign]
+    resume_from = run_dir / "checkpoints" if (resume and run_dir is not None) else None
+    state = trainer.fit(resume_from=resume_from)
+    test = trainer.evaluate((data.x_test, data.targets("test")))
+    metrics = {m.key: float(test[m.key]) for m in DETECTION_METRICS}
+    extras = {"examples": _examples(model, data, 8), "train_seconds": state.train_seconds,
+              "data_seconds": data_seconds, "parameters": sum(p.numel() for p in model.parameters()),
+              "data": data.summary()}
+    return DetectionResult(metrics, list(state.history), extras)
+
+
+def _with_progress(trainer: Trainer, progress: Callable[[dict[str, Any]], None]) -> Callable[[str], list[Any]]:
+    emit = trainer.emit
+
+    def wrapped(event: str) -> list[Any]:
+        out = emit(event)
+        if event == "log" and trainer.state.history:
+            progress(trainer.state.history[-1])
+        return out
+
+    return wrapped
+
+
+@torch.no_grad()
+def _examples(model: torch.nn.Module, data: DetectionDataset, n: int) -> list[dict[str, Any]]:
+    """n test collages with true boxes, predictions scoring >= 0.5 and which prediction the matcher pairs with
+    which true box (JSON-able, boxes in pixels xyxy)."""
+    model.eval()
+    x, targets = data.x_test[:n], data.targets("test")[:n]
+    out = model(x)
+    preds = decode_set_predictions(out["logits"], out["boxes"])
+    matches = hungarian_match(out["logits"], out["boxes"], targets, MatchWeights())
+    S = data.x_test.shape[-1]
+    examples = []
+    for i in range(n):
+        keep = targets[i, :, 0] >= 0
+        t = targets[i, keep]
+        cx, cy, w, h = (t[:, 1:] * S).unbind(-1)
+        true = torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], -1)
+        p = preds[i]
+        confident = (p["scores"] >= 0.5).nonzero().flatten().tolist()
+        qi, ti = matches[i]
+        examples.append({
+            "image": x[i, 0].tolist(),
+            "true_boxes": true.tolist(), "true_labels": t[:, 0].long().tolist(),
+            "pred_boxes": (p["boxes"][confident] * S).tolist(), "pred_scores": p["scores"][confident].tolist(),
+            "pred_labels": p["labels"][confident].tolist(), "pred_queries": confident,
+            "matched": {int(q): int(tt) for q, tt in zip(qi.tolist(), ti.tolist())},
+        })
+    return examples
+
+
+def plot(result: DetectionResult, out: Path, class_names: list[str]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.patches as patches
+    import matplotlib.pyplot as plt
+
+    rows = result.history
+    fig, ax = plt.subplots(1, 2, figsize=(10, 3.5))
+    tr = [r for r in rows if "train_loss" in r]
+    ax[0].plot([r["step"] for r in tr], [r["train_loss"] for r in tr])
+    ax[0].set(xlabel="step", ylabel="set loss (final + aux)", title="training loss", yscale="log")
+    ev = [r for r in rows if "eval_map_50" in r]
+    ax[1].plot([r["step"] for r in ev], [r["eval_map_50"] for r in ev], marker="o", label="mAP@0.5")
+    ax[1].plot([r["step"] for r in ev], [r["eval_map"] for r in ev], marker="o", label="mAP@[.5:.95]")
+    ax[1].axhline(0.5, color="grey", ls="--", lw=0.8)
+    ax[1].set(xlabel="step", ylabel="test mAP (held-out images)", title="evaluation", ylim=(0, 1))
+    ax[1].legend()
+    fig.tight_layout()
+    fig.savefig(out / "detr_curve.svg")
+    plt.close(fig)
+    ex = result.extras["examples"]
+    fig, axes = plt.subplots(2, (len(ex) + 1) // 2, figsize=(2.6 * ((len(ex) + 1) // 2), 5.4))
+    for a, e in zip(axes.flat, ex):
+        a.imshow(e["image"], cmap="gray", vmin=0, vmax=1)
+        for b, lab in zip(e["true_boxes"], e["true_labels"]):
+            a.add_patch(patches.Rectangle((b[0] - 0.5, b[1] - 0.5), b[2] - b[0], b[3] - b[1], fill=False,
+                                          edgecolor="lime", lw=1.2))
+        for b, lab, s in zip(e["pred_boxes"], e["pred_labels"], e["pred_scores"]):
+            a.add_patch(patches.Rectangle((b[0] - 0.5, b[1] - 0.5), b[2] - b[0], b[3] - b[1], fill=False,
+                                          edgecolor="red", lw=1.0, ls="--"))
+            a.text(b[0], b[1] - 1, f"{class_names[lab][:7]} {s:.2f}", color="red", fontsize=6)
+        a.axis("off")
+    fig.suptitle("test collages: true boxes (green), predictions with score >= 0.5 (red)")
+    fig.tight_layout()
+    fig.savefig(out / "detr_boxes.svg")
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=DetrConfig.steps)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--num-train", type=int, default=DetrConfig.num_train)
+    parser.add_argument("--eval-every", type=int, default=DetrConfig.eval_every)
+    parser.add_argument("--lr", type=float, default=DetrConfig.lr)
+    parser.add_argument("--batch-size", type=int, default=DetrConfig.batch_size)
+    parser.add_argument("--model", default="{}", help="JSON of detr() arguments, e.g. '{\"num_queries\": 8}'")
+    parser.add_argument("--out", default="benchmarks/results/detr_collage")
+    parser.add_argument("--resume", action="store_true")
+    args = parser.parse_args(argv)
+    config = DetrConfig(steps=args.steps, num_train=args.num_train, eval_every=args.eval_every, lr=args.lr,
+                        batch_size=args.batch_size, model=json.loads(args.model))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    wall0 = time.perf_counter()
+
+    def show(row: dict[str, Any]) -> None:
+        keys = ("step", "seconds", "train_loss", "eval_map_50", "eval_map")
+        print(" ".join(f"{k}={row[k]:.4g}" if isinstance(row[k], float) else f"{k}={row[k]}"
+                       for k in keys if k in row), flush=True)
+
+    result = run_detr(config, seed=args.seed, run_dir=out, progress=show, resume=args.resume)
+    wall = time.perf_counter() - wall0
+    record = {"command": "PYTHONPATH=src python " + " ".join([sys.argv[0], *(argv or sys.argv[1:])]),
+              "config": asdict(config), "seed": args.seed, "metrics": result.metrics,
+              "train_seconds": result.extras["train_seconds"], "wall_seconds": wall,
+              "parameters": result.extras["parameters"], "data": result.extras["data"],
+              "history": result.history, "examples": result.extras["examples"],
+              "note": "timings on a shared 2-core machine (other jobs running): read them as upper bounds"}
+    atomic_write_text(out / "detr_collage.json", json.dumps(record, indent=1))
+    plot(result, out, [n for n in load_class_names()])
+    print(json.dumps({"metrics": result.metrics, "train_seconds": round(result.extras["train_seconds"], 1),
+                      "wall_seconds": round(wall, 1)}))
+    return 0
+
+
+def load_class_names() -> list[str]:
+    from tricklab.data.datasets.fashion_mnist import FASHION_MNIST_CLASSES
+
+    return list(FASHION_MNIST_CLASSES)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
