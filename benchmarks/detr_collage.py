@@ -34,6 +34,7 @@ from tricklab.errors import ConfigError
 from tricklab.evaluate.detection import DETECTION_METRICS, decode_set_predictions, set_prediction_metrics
 from tricklab.losses.detection import MatchWeights, hungarian_match, set_loss
 from tricklab.models.vision.detr import detr, detr_predict
+from tricklab.models.vision.plots import plot_detections
 from tricklab.techniques import Checkpointing, GradClip, LRSchedule
 from tricklab.train import Trainer
 from tricklab.train.checkpoint import atomic_write_text
@@ -161,7 +162,6 @@ def plot(result: DetectionResult, out: Path, class_names: list[str]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.patches as patches
     import matplotlib.pyplot as plt
 
     rows = result.history
@@ -178,22 +178,8 @@ def plot(result: DetectionResult, out: Path, class_names: list[str]) -> None:
     fig.tight_layout()
     fig.savefig(out / "detr_curve.svg")
     plt.close(fig)
-    ex = result.extras["examples"]
-    fig, axes = plt.subplots(2, (len(ex) + 1) // 2, figsize=(2.6 * ((len(ex) + 1) // 2), 5.4))
-    for a, e in zip(axes.flat, ex):
-        a.imshow(e["image"], cmap="gray", vmin=0, vmax=1)
-        for b, lab in zip(e["true_boxes"], e["true_labels"]):
-            a.add_patch(patches.Rectangle((b[0] - 0.5, b[1] - 0.5), b[2] - b[0], b[3] - b[1], fill=False,
-                                          edgecolor="lime", lw=1.2))
-        for b, lab, s in zip(e["pred_boxes"], e["pred_labels"], e["pred_scores"]):
-            a.add_patch(patches.Rectangle((b[0] - 0.5, b[1] - 0.5), b[2] - b[0], b[3] - b[1], fill=False,
-                                          edgecolor="red", lw=1.0, ls="--"))
-            a.text(b[0], b[1] - 1, f"{class_names[lab][:7]} {s:.2f}", color="red", fontsize=6)
-        a.axis("off")
-    fig.suptitle("test collages: true boxes (green), predictions with score >= 0.5 (red)")
-    fig.tight_layout()
-    fig.savefig(out / "detr_boxes.svg")
-    plt.close(fig)
+    plot_detections(result.extras["examples"], out / "detr_boxes.svg", class_names,
+                    title="test collages: true boxes (green), predictions with score >= 0.5 (red)")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,7 +8,6 @@ several resolutions is :func:`tricklab.data.multiscale.accuracy_at_sizes`. The m
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import ClassVar
 
 import torch
@@ -20,6 +19,8 @@ from tricklab.train.technique import Technique
 
 # (seed, interval) -> one generator seed; a large odd stride keeps the pairs apart (as data/loader.py does)
 _STRIDE = 1_000_003
+#: default sizes for 28 px images: 20-32 px around the native 28
+DEFAULT_SIZES: tuple[int, ...] = (20, 24, 28, 32)
 
 
 class MultiScale(Technique):
@@ -32,9 +33,9 @@ class MultiScale(Technique):
     after: ClassVar[frozenset[str]] = GEOMETRIC
     before: ClassVar[frozenset[str]] = MIXERS
 
-    def __init__(self, sizes: Sequence[int] = (20, 24, 28, 32), schedule: str = "random", every: int = 1,
+    def __init__(self, sizes: list[int] | None = None, schedule: str = "random", every: int = 1,
                  mode: str = "bilinear", seed: int = 0) -> None:
-        self.sizes = check_sizes(sizes, "multi_scale")
+        self.sizes = check_sizes(DEFAULT_SIZES if sizes is None else sizes, "multi_scale")
         if schedule not in SCHEDULES:
             raise ValueError(f"multi_scale schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:

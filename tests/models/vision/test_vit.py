@@ -134,3 +134,20 @@ def test_attention_rollout_equals_the_recursion() -> None:
         attention_rollout(maps, head_fusion="min")
     with pytest.raises(ValueError, match="at least one"):
         attention_rollout([])
+
+
+def test_rollout_and_detection_figures_are_written(tmp_path: object) -> None:
+    pytest.importorskip("matplotlib")
+    from pathlib import Path
+
+    from tricklab.models.vision.plots import plot_attention_rollout, plot_detections
+
+    out = Path(str(tmp_path))
+    images = torch.rand(3, 1, 28, 28)
+    heat = torch.softmax(torch.randn(3, 49), -1).reshape(3, 7, 7)
+    p = plot_attention_rollout(images, heat, out / "rollout.svg", titles=["a", "b", "c"])
+    assert p.read_text().lstrip().startswith("<?xml") and "<svg" in p.read_text()
+    ex = [{"image": torch.rand(16, 16), "true_boxes": [[1, 1, 8, 8]], "true_labels": [0],
+           "pred_boxes": [[2, 1, 8, 9]], "pred_labels": [0], "pred_scores": [0.9]}]
+    q = plot_detections(ex, out / "boxes.svg", class_names=["T-shirt/top"])
+    assert "<svg" in q.read_text()
