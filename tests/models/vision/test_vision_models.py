@@ -79,7 +79,11 @@ def test_every_parameter_gets_a_finite_nonzero_gradient(name: str, kwargs: dict)
         assert p.grad.abs().sum() > 0, f"{name}: {pname} has an all-zero gradient"
 
 
-@pytest.mark.parametrize(("name", "kwargs"), TINY, ids=IDS)
+# one configuration per model, plus the pre-activation ResNet (compiling is the slow part of this file)
+COMPILE = [0, 1, 4, 5, 6, 7, 9, 10]
+
+
+@pytest.mark.parametrize(("name", "kwargs"), [TINY[i] for i in COMPILE], ids=[IDS[i] for i in COMPILE])
 def test_torch_compile_matches_eager(name: str, kwargs: dict) -> None:
     model = _build(name, kwargs).eval()
     x = torch.randn(2, 1, 28, 28)
