@@ -149,7 +149,7 @@ def _examples(model: torch.nn.Module, data: DetectionDataset, n: int) -> list[di
         confident = (p["scores"] >= 0.5).nonzero().flatten().tolist()
         qi, ti = matches[i]
         examples.append({
-            "image": x[i, 0].tolist(),
+            "image": [[round(v, 3) for v in row] for row in x[i, 0].tolist()],
             "true_boxes": true.tolist(), "true_labels": t[:, 0].long().tolist(),
             "pred_boxes": (p["boxes"][confident] * S).tolist(), "pred_scores": p["scores"][confident].tolist(),
             "pred_labels": p["labels"][confident].tolist(), "pred_queries": confident,
