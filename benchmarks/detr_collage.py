@@ -36,8 +36,9 @@ from tricklab.losses.detection import MatchWeights, hungarian_match, set_loss
 from tricklab.models.vision.detr import detr, detr_predict
 from tricklab.models.vision.plots import plot_detections
 from tricklab.techniques import Checkpointing, GradClip, LRSchedule
-from tricklab.train import Trainer
+from tricklab.train import Technique, Trainer
 from tricklab.train.checkpoint import atomic_write_text
+from tricklab.train.state import TrainState
 
 
 @dataclass
@@ -100,13 +101,13 @@ def run_detr(config: DetrConfig, *, seed: int, run_dir: Path | None = None,
     eval_set = (data.x_test[:config.eval_images], data.targets("test")[:config.eval_images])
     techniques: list[Any] = [GradClip(max_norm=config.grad_clip),
                              LRSchedule("warmup_cosine", warmup_steps=config.warmup_steps)]
+    if progress is not None:
+        techniques.append(ReportRows(progress))
     if run_dir is not None:
         techniques.append(Checkpointing(every_steps=config.checkpoint_every, folder=str(run_dir / "checkpoints")))
     trainer = Trainer(model, optimizer, loader, loss_fn=set_loss, techniques=techniques, eval_data=eval_set,
                       eval_every=config.eval_every, metric_fn=set_prediction_metrics, predict_fn=detr_predict,
                       max_steps=config.steps, log_every=50)
-    if progress is not None:
-        trainer.emit = _with_progress(trainer, progress)  # type: ignore[method-assign]
     resume_from = run_dir / "checkpoints" if (resume and run_dir is not None) else None
     state = trainer.fit(resume_from=resume_from)
     test = trainer.evaluate((data.x_test, data.targets("test")))
@@ -117,16 +118,16 @@ def run_detr(config: DetrConfig, *, seed: int, run_dir: Path | None = None,
     return DetectionResult(metrics, list(state.history), extras)
 
 
-def _with_progress(trainer: Trainer, progress: Callable[[dict[str, Any]], None]) -> Callable[[str], list[Any]]:
-    emit = trainer.emit
+class ReportRows(Technique):
+    """Hands every new metrics row to a callback (the run function's ``progress``); touches no state slot."""
 
-    def wrapped(event: str) -> list[Any]:
-        out = emit(event)
-        if event == "log" and trainer.state.history:
-            progress(trainer.state.history[-1])
-        return out
+    name = "report_rows"
 
-    return wrapped
+    def __init__(self, callback: Callable[[dict[str, Any]], None]) -> None:
+        self.callback = callback
+
+    def on_log(self, state: TrainState) -> None:
+        self.callback(dict(state.history[-1]))
 
 
 @torch.no_grad()
