@@ -24,6 +24,7 @@ TINY: list[tuple[str, dict[str, Any]]] = [
     ("resnet", {"widths": (4, 8), "blocks": (1, 2), "preact": True, "drop_path": 0.1}),
     ("resnet", {"widths": (2, 4), "block": "bottleneck", "stem_stride": 2}),
     ("resnet", {"widths": (2, 4), "block": "bottleneck", "preact": True, "norm": "layer"}),
+    ("resnet", {"widths": (4, 8), "channels_last": True}),
     ("mobilenetv2", {"width_mult": 0.25, "settings": [[1, 8, 1, 1], [2, 8, 2, 2], [2, 16, 1, 2]],
                      "last_channels": 16}),
     ("xception", {"stem": (4, 8), "entry_widths": (8, 16), "middle_blocks": 1, "exit_widths": (16, 16)}),
@@ -80,7 +81,7 @@ def test_every_parameter_gets_a_finite_nonzero_gradient(name: str, kwargs: dict)
 
 
 # one configuration per model, plus the pre-activation ResNet (compiling is the slow part of this file)
-COMPILE = [0, 1, 4, 5, 6, 7, 9, 10]
+COMPILE = [0, 1, 5, 6, 7, 8, 10, 11]
 
 
 @pytest.mark.parametrize(("name", "kwargs"), [TINY[i] for i in COMPILE], ids=[IDS[i] for i in COMPILE])
@@ -117,6 +118,18 @@ def test_resnet_parameter_count_matches_closed_form() -> None:
     # stem 2 ch; bottleneck 2 -> mid 2 -> 8: 1x1 (2*2) + 3x3 (2*2*9) + 1x1 (2*8), BN on 2, 2, 8, projection 2 -> 8
     expected = (1 * 2 * 9 + 4) + (4 + 36 + 16 + 2 * (2 + 2 + 8)) + (2 * 8 + 16) + (8 * 10 + 10)
     assert count_parameters(bottleneck) == expected
+
+
+def test_resnet_channels_last_equals_the_default_layout() -> None:
+    """Reference: the same weights in the default NCHW layout."""
+    torch.manual_seed(0)
+    a = build_model("resnet", (1, 28, 28), 10, widths=(4, 8)).eval()
+    b = build_model("resnet", (1, 28, 28), 10, widths=(4, 8), channels_last=True).eval()
+    b.load_state_dict(a.state_dict())
+    assert b.stem[0].weight.is_contiguous(memory_format=torch.channels_last)
+    x = torch.randn(3, 1, 28, 28)
+    with torch.no_grad():
+        torch.testing.assert_close(b(x), a(x), rtol=1e-5, atol=1e-5)
 
 
 def test_resnet_structure_options() -> None:
