@@ -150,13 +150,18 @@ def _examples(model: torch.nn.Module, data: DetectionDataset, n: int) -> list[di
         confident = (p["scores"] >= 0.5).nonzero().flatten().tolist()
         qi, ti = matches[i]
         examples.append({
-            "image": [[round(v, 3) for v in row] for row in x[i, 0].tolist()],
-            "true_boxes": true.tolist(), "true_labels": t[:, 0].long().tolist(),
-            "pred_boxes": (p["boxes"][confident] * S).tolist(), "pred_scores": p["scores"][confident].tolist(),
+            "image": [[round(v, 2) for v in row] for row in x[i, 0].tolist()],
+            "true_boxes": _rounded(true), "true_labels": t[:, 0].long().tolist(),
+            "pred_boxes": _rounded(p["boxes"][confident] * S),
+            "pred_scores": [round(v, 4) for v in p["scores"][confident].tolist()],
             "pred_labels": p["labels"][confident].tolist(), "pred_queries": confident,
             "matched": {int(q): int(tt) for q, tt in zip(qi.tolist(), ti.tolist())},
         })
     return examples
+
+
+def _rounded(boxes: torch.Tensor) -> list[list[float]]:
+    return [[round(v, 2) for v in b] for b in boxes.tolist()]
 
 
 def plot(result: DetectionResult, out: Path, class_names: list[str]) -> None:
@@ -214,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
               "parameters": result.extras["parameters"], "data": result.extras["data"],
               "history": result.history, "examples": result.extras["examples"],
               "note": "timings on a shared 2-core machine (other jobs running): read them as upper bounds"}
-    atomic_write_text(out / "detr_collage.json", json.dumps(record, indent=1))
+    atomic_write_text(out / "detr_collage.json", json.dumps(record, separators=(",", ":")))
     plot(result, out, [n for n in load_class_names()])
     print(json.dumps({"metrics": result.metrics, "train_seconds": round(result.extras["train_seconds"], 1),
                       "wall_seconds": round(wall, 1)}))
