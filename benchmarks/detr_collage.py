@@ -122,6 +122,7 @@ class ReportRows(Technique):
     """Hands every new metrics row to a callback (the run function's ``progress``); touches no state slot."""
 
     name = "report_rows"
+    reads = frozenset({"log_row"})
 
     def __init__(self, callback: Callable[[dict[str, Any]], None]) -> None:
         self.callback = callback

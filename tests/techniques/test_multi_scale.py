@@ -17,7 +17,7 @@ from torch import nn
 
 from tricklab.data import InMemoryLoader
 from tricklab.data.multiscale import accuracy_at_sizes, choose_size, resize_images
-from tricklab.techniques import TECHNIQUES
+from tricklab.techniques import TECHNIQUES, GradAccumulation
 from tricklab.techniques.multi_scale import MultiScale
 from tricklab.techniques.random_shift import RandomShift
 from tricklab.train import Technique, Trainer, plan
@@ -29,7 +29,7 @@ class Probe(Technique):
     """Records the batch before the augmentations and as the model sees it."""
 
     name = "probe"
-    reads = frozenset({"batch.inputs"})
+    # declares no read of the inputs: a reader of batch.inputs would be ordered after every input stage
     before = frozenset({"multi_scale", "random_shift"})
 
     def __init__(self) -> None:
@@ -81,7 +81,7 @@ def reference_resize(x: torch.Tensor, size: int) -> torch.Tensor:
 def test_registered_declarations_and_order() -> None:
     assert TECHNIQUES.get("multi_scale") is MultiScale
     t = MultiScale()
-    assert t.writes == {"batch.inputs"} and set(t.handled_events()) == {"fit_start", "batch_start"}
+    assert t.writes == {"batch.inputs.geometric"} and set(t.handled_events()) == {"fit_start", "batch_start"}
     p = plan([TECHNIQUES.get("mixup")(num_classes=3), t, RandomShift()])
     assert p.describe().splitlines()[-1] == "batch_start: random_shift -> multi_scale -> mixup"
     assert t.state_dict() == {}
@@ -104,6 +104,20 @@ def test_batches_equal_the_resize_of_the_drawn_size(schedule: str, every: int) -
         assert sizes == [8] * 3 + [12] * 3 + [16] * 3
     if schedule == "random" and every == 2:
         assert all(sizes[i] == sizes[i + 1] for i in range(0, 8, 2))
+
+
+@pytest.mark.parametrize("accum", [1, 3])
+def test_progressive_reads_the_step_budget_of_an_epoch_budget(accum: int) -> None:
+    """Reference: the closed form epochs x batches per epoch / accumulation steps (24 examples, batch 8)."""
+    t, probe = MultiScale(sizes=(8, 12), schedule="progressive"), Probe()
+    model = PoolNet()
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(24, 1, 12, 12, generator=g), torch.randint(0, 3, (24,), generator=g)
+    Trainer(model, torch.optim.SGD(model.parameters(), lr=0.1), InMemoryLoader(x, y, 8, seed=0),
+            techniques=[t, probe, GradAccumulation(steps=accum)], max_epochs=2).fit()
+    assert t.total_steps == 2 * 3 // accum
+    # every micro-batch of the first half of the optimizer steps at 8 px, the rest at 12 px
+    assert [s.shape[-1] for s in probe.seen] == [8] * 3 + [12] * 3
 
 
 def test_random_sizes_cover_the_set_uniformly() -> None:

@@ -21,31 +21,20 @@ Boxes are xyxy (x0, y0, x1, y1), in any unit (IoU is scale-free). No crowd regio
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["DETECTION_METRICS", "IOU_THRESHOLDS", "MetricSpec", "RECALL_POINTS", "box_iou_np", "coco_map",
+from tricklab.evaluate.declared import MetricSpec
+
+__all__ = ["DETECTION_METRICS", "IOU_THRESHOLDS", "RECALL_POINTS", "box_iou_np", "coco_map",
            "decode_set_predictions", "set_prediction_metrics"]
 
 #: 0.5, 0.55, ..., 0.95, built as pycocotools builds them (the same floats, so the same matches at the edges)
 IOU_THRESHOLDS: np.ndarray = np.linspace(0.5, 0.95, int(np.round((0.95 - 0.5) / 0.05)) + 1, endpoint=True)
 #: the 101 recall points 0, 0.01, ..., 1
 RECALL_POINTS: np.ndarray = np.linspace(0.0, 1.00, int(np.round((1.00 - 0.0) / 0.01)) + 1, endpoint=True)
-
-
-@dataclass(frozen=True)
-class MetricSpec:
-    """One reported number (local until the lab's task kinds provide theirs; see PARADIGMS.md)."""
-
-    key: str
-    label: str
-    higher_is_better: bool
-    unit: str = ""
-    verdict: bool = True
-    fmt: str = ".4f"
 
 
 #: The numbers a detection task reports.

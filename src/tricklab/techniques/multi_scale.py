@@ -13,7 +13,7 @@ from typing import ClassVar
 import torch
 
 from tricklab.data.multiscale import SCHEDULES, check_sizes, choose_size, resize_images
-from tricklab.techniques._seeded import GEOMETRIC, MIXERS
+from tricklab.techniques.registry import register_technique
 from tricklab.train.state import TrainState
 from tricklab.train.technique import Technique
 
@@ -23,15 +23,19 @@ _STRIDE = 1_000_003
 DEFAULT_SIZES: tuple[int, ...] = (20, 24, 28, 32)
 
 
+@register_technique
 class MultiScale(Technique):
     """Resize each training batch to a size from ``sizes``: random per batch, cycled or progressive."""
 
     name: ClassVar[str] = "multi_scale"
-    reads = frozenset({"batch.inputs"})
-    writes = frozenset({"batch.inputs"})
-    # per-example geometry first (shift, flip), then the resize; the batch mixers mix the resized batch
-    after: ClassVar[frozenset[str]] = GEOMETRIC
-    before: ClassVar[frozenset[str]] = MIXERS
+    # a resize is a geometric transform of the inputs: its stage runs before erasing and the batch mixers, so
+    # they act on the resized batch (tricklab.train.events.PIPELINES)
+    writes = frozenset({"batch.inputs.geometric"})
+    # progressive: the run length in optimizer steps, read after the owner of accum_steps has set it
+    reads = frozenset({"accum_steps"})
+    # within the stage, the per-example shift and flip run first, at the native resolution their arguments
+    # (max_shift in pixels) are written for; the data flow cannot say this, hence the explicit order
+    after: ClassVar[frozenset[str]] = frozenset({"random_shift", "random_flip"})
 
     def __init__(self, sizes: list[int] | None = None, schedule: str = "random", every: int = 1,
                  mode: str = "bilinear", seed: int = 0) -> None:
@@ -49,11 +53,8 @@ class MultiScale(Technique):
 
     def on_fit_start(self, state: TrainState) -> None:
         if self.schedule == "progressive":
-            if state.max_steps is not None:
-                self.total_steps = state.max_steps
-            elif state.max_epochs is not None:
-                self.total_steps = state.max_epochs * len(state.extras["trainer"].loader) // state.accum_steps
-            else:
+            self.total_steps = state.planned_steps()
+            if self.total_steps is None:
                 raise ValueError("multi_scale schedule='progressive' needs a budget in steps or epochs (not seconds)")
 
     def size_at(self, step: int) -> int:
