@@ -122,3 +122,25 @@ def test_bad_arguments() -> None:
         detr(dim=30, heads=4)
     with pytest.raises(ConfigError, match="num_queries"):
         detr(num_queries=0)
+
+
+def test_run_detr_returns_the_declared_metrics_and_resumes(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The loop-task run function (tricklab.models.vision.detr_task): two steps on a tiny collage set give every
+    declared metric in [0, 1], history rows with integer steps, the progress rows, and a run resumed from its
+    step-2 checkpoint with a longer budget continues from step 2 (reference: the checkpoint's step)."""
+    from tricklab.models.vision.detr_task import DETECTION_METRICS, DetrConfig, run_detr
+
+    model = {"backbone_widths": [4, 8], "dim": 16, "heads": 2, "enc_layers": 1, "dec_layers": 1, "num_queries": 5,
+             "hidden": 16}
+    config = DetrConfig(num_train=16, num_test=4, eval_images=4, canvas=32, max_objects=2, steps=2, batch_size=8,
+                        warmup_steps=1, eval_every=2, checkpoint_every=2, model=model)
+    rows: list[dict] = []
+    result = run_detr(config, seed=0, run_dir=tmp_path, progress=rows.append)
+    assert {m.key for m in DETECTION_METRICS} <= set(result.metrics)
+    assert all(0.0 <= result.metrics[m.key] <= 1.0 for m in DETECTION_METRICS)
+    assert rows and all(isinstance(r["step"], int) for r in result.history) and result.history[-1]["step"] == 2
+    longer = DetrConfig(**{**config.__dict__, "steps": 3})
+    resumed = run_detr(longer, seed=0, run_dir=tmp_path, resume=True)
+    assert [r["step"] for r in resumed.history if "train_loss" in r][-1] == 3
+    with pytest.raises(ConfigError, match="steps"):
+        DetrConfig(steps=0)
