@@ -84,6 +84,7 @@ class Case:
     poison: bool = False  # one training example is NaN (the NaN guard must skip its step)
     accumulates: bool = True  # runs under gradient accumulation too
     tabular: bool = False  # (B, features) inputs whose last column is a 0/1 group id, and an MLP
+    any_size: bool = False  # it changes the input length (multi_scale): the models end in global pooling
     tags: tuple[str, ...] = field(default_factory=tuple)
 
 
@@ -131,14 +132,20 @@ _CASES = [
     Case("distillation", lambda tmp: {"teacher": FixedTeacher(), "temperature": 2.0, "alpha": 0.5}),
     # prunes at steps 1, 3 and 5 (the resume checkpoint at step 3 holds masks mid-schedule)
     Case("gradual_pruning", lambda tmp: {"final_sparsity": 0.6, "start_step": 1, "end_step": 5, "every": 2}),
+    # lengths around the native 8, drawn per step: the resumed run must draw the same ones
+    Case("multi_scale", lambda tmp: {"sizes": [6, 8, 12], "seed": 1}, any_size=True),
 ]
 CASES = _CASES + [Case(n) for n in NAMES if n not in {c.name for c in _CASES}]
 CASE_IDS = [c.name + "".join(f"[{t}]" for t in c.tags) for c in CASES]
 
 
-def _model(tabular: bool = False) -> nn.Module:
+def _model(tabular: bool = False, any_size: bool = False) -> nn.Module:
     if tabular:
         return nn.Sequential(nn.Linear(5, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Dropout(0.1), nn.Linear(8, CLASSES))
+    if any_size:  # the same net with global average pooling before the head, so any length fits
+        return nn.Sequential(nn.Conv1d(2, 4, 3, padding=1), nn.BatchNorm1d(4), nn.ReLU(),
+                             DropBlock(0.2, block_size=3, dim=1), nn.AdaptiveAvgPool1d(1), nn.Flatten(),
+                             nn.Dropout(0.1), nn.Linear(4, CLASSES))
     return nn.Sequential(nn.Conv1d(2, 4, 3, padding=1), nn.BatchNorm1d(4), nn.ReLU(),
                          DropBlock(0.2, block_size=3, dim=1), nn.Flatten(), nn.Dropout(0.1), nn.Linear(32, CLASSES))
 
@@ -171,7 +178,7 @@ class Run:
 def _run(case: Case, tmp: Path, *, accumulate: bool, resume: Path | None = None, seed: int = 0) -> Run:
     x, y, xe, ye = _data(case.poison, case.tabular)
     torch.manual_seed(seed)
-    model = _model(case.tabular)
+    model = _model(case.tabular, case.any_size)
     if case.sam_optimizer:
         opt: torch.optim.Optimizer = SAM(model.parameters(), torch.optim.SGD, rho=0.1, lr=0.05, momentum=0.9)
     else:
@@ -370,7 +377,9 @@ def test_state_dict_round_trip_on_a_fresh_instance(name: str, tmp_path: Path) ->
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(24, 4, generator=g), torch.randint(0, 3, (24,), generator=g)
-    model = nn.Linear(4, 3)
+    model: nn.Module = nn.Linear(4, 3)
+    if case.any_size:  # (B, L) signals of any length: pool the length to 4 first
+        model = nn.Sequential(nn.Unflatten(1, (1, -1)), nn.AdaptiveAvgPool1d(4), nn.Flatten(), nn.Linear(4, 3))
     Trainer(model, torch.optim.SGD(model.parameters(), lr=0.1), InMemoryLoader(x, y, 8, seed=0),
             techniques=[technique], max_steps=4, eval_data=(x, y), eval_every=2).fit()
     sd = technique.state_dict()

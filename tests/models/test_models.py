@@ -43,6 +43,8 @@ GRAPH_MODELS = {"gcn", "gat", "graphsage", "gcn_graph", "gated_gnn"}  # take a G
 # tested in their own files: plain_mlp (test_plain_mlp.py); token models take int64 ids (test_gpt.py,
 # test_seq_lm.py, test_bert.py, test_seq2seq.py)
 ELSEWHERE = {"plain_mlp", "gpt", "lstm_lm", "mamba_lm", "hybrid_lm", "bert", "bert_classifier", "seq2seq_rnn"}
+# the vision classifiers: tests/models/vision/ (shapes at several sizes, compile, Swin / ViT references)
+ELSEWHERE |= {"resnet", "mobilenetv2", "xception", "convnext", "vit", "swin", "hybrid"}
 
 
 def test_every_registered_model_is_covered() -> None:

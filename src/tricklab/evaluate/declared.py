@@ -7,9 +7,10 @@ It lives here, below the lab, because nothing outside the lab may import ``trick
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
-__all__ = ["MetricSpec"]
+__all__ = ["MetricSpec", "ParadigmResult"]
 
 
 @dataclass(frozen=True)
@@ -24,3 +25,14 @@ class MetricSpec:
     unit: str = ""
     verdict: bool = True
     fmt: str = ".4f"
+
+
+@dataclass
+class ParadigmResult:
+    """What a paradigm's ``run_<x>(config, *, seed, run_dir, progress)`` returns: ``metrics`` (final numbers,
+    keys as its MetricSpec list declares), ``history`` (rows with at least ``step`` and ``seconds``, plus
+    evaluations, for learning curves) and ``extras`` (JSON-able things a report may draw)."""
+
+    metrics: dict[str, float]
+    history: list[dict[str, Any]]
+    extras: dict[str, Any] = field(default_factory=dict)

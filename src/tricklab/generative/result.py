@@ -3,24 +3,15 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
+from tricklab.evaluate.declared import ParadigmResult
 from tricklab.io import atomic_write_text
 
 __all__ = ["ParadigmResult", "write_result"]
 
 
-@dataclass
-class ParadigmResult:
-    """``metrics``: final numbers (keys as declared in :mod:`tricklab.generative.metrics`); ``history``: rows with
-    ``step`` and ``seconds`` (and the training loss); ``extras``: JSON-able things a report may draw (sample
-    grids as nested lists in [0, 1], coverage counts, the resolved config)."""
-
-    metrics: dict[str, float]
-    history: list[dict[str, Any]]
-    extras: dict[str, Any] = field(default_factory=dict)
 
 
 def write_result(result: ParadigmResult, run_dir: Path | None) -> ParadigmResult:

@@ -37,6 +37,7 @@ from tricklab.lab.kinds import (
 )
 from tricklab.lab.metrics import MetricInfo, as_metric_info
 from tricklab.lab.recipe import build_dataclass
+from tricklab.models.vision.detr_task import DETECTION_METRICS, DetrConfig, run_detr
 from tricklab.registry import Registry
 from tricklab.generative.clip import CLIPConfig, run_clip
 from tricklab.generative.metrics import CLIP_METRICS, GAN_METRICS, REALNVP_METRICS, VAE_METRICS, WORD2VEC_METRICS
@@ -279,6 +280,8 @@ for _t in (
              "random re-init and random masks, one row per round (task_args: rounds, prune_fraction, scope, "
              "rewind_step, steps, model, model_args); docs/compress/lottery.md", run_lottery, LOTTERY_METRICS,
              LotteryConfig),
+    LoopTask("fashion-collage-detr", "Fashion-MNIST items pasted on a 64 px canvas (boxes exact): DETR, COCO-style "
+             "mAP; docs/detection.md", run_detr, DETECTION_METRICS, DetrConfig, resumable=True),
     LoopTask("mnist1d-meta", "N-way K-shot meta-learning on MNIST-1D, held-out classes (task_args.method: maml, "
              "fomaml, reptile, protonets); docs/paradigms/", run_meta, META_METRICS, MetaConfig),
     LoopTask("mnist1d-continual", "continual learning on split / permuted MNIST-1D (fine-tuning, EWC, replay, "

@@ -20,6 +20,7 @@ from tricklab.losses.bootstrapping import (
     hard_bootstrap_loss,
     soft_bootstrap_loss,
 )
+from tricklab.losses.detection import GIoULoss, generalized_box_iou, set_loss
 from tricklab.losses.contrastive import (
     BatchHardTripletLoss,
     ContrastiveLoss,
@@ -54,6 +55,7 @@ for _name, _cls, _summary in (
                                                        "CrossEntropyLoss(label_smoothing=eps) (Szegedy et al. 2016)"),
     ("soft_bootstrap", SoftBootstrapLoss, "Soft bootstrapping for noisy labels, CE vs beta y + (1-beta) p "
                                           "(Reed et al. 2015)"),
+    ("giou", GIoULoss, "Box loss 1 - GIoU of aligned xyxy boxes (Rezatofighi et al. 2019)"),
     ("hard_bootstrap", HardBootstrapLoss, "Hard bootstrapping for noisy labels, CE vs beta y + (1-beta) "
                                           "onehot(argmax p) (Reed et al. 2015)"),
     ("gce", GeneralizedCrossEntropy, "Generalized cross-entropy (1 - p_y^q) / q for noisy labels, optionally "
@@ -63,11 +65,11 @@ for _name, _cls, _summary in (
 
 __all__ = [
     "DEFAULT_BETA", "LOSSES", "REDUCTIONS", "BatchHardTripletLoss", "BinaryFocalLoss", "ContrastiveLoss",
-    "DistillationLoss", "FocalLoss", "GeneralizedCrossEntropy",
+    "DistillationLoss", "FocalLoss", "GIoULoss", "GeneralizedCrossEntropy",
     "HardBootstrapLoss", "InfoNCELoss", "LabelSmoothingCrossEntropy", "LossExample",
     "NTXentLoss", "SoftBootstrapLoss", "SoftDiceLoss", "TripletLoss", "batch_hard_mine", "batch_hard_triplet_loss",
-    "bootstrap_loss", "contrastive_loss", "distillation_loss", "focal_loss", "generalized_cross_entropy",
-    "hard_bootstrap_loss", "info_nce",
-    "label_smoothing_cross_entropy", "nt_xent", "pairwise_distances", "sigmoid_focal_loss", "soft_bootstrap_loss",
-    "soft_dice_loss", "triplet_margin_loss",
+    "bootstrap_loss", "contrastive_loss", "distillation_loss", "focal_loss", "generalized_box_iou",
+    "generalized_cross_entropy", "hard_bootstrap_loss", "info_nce",
+    "label_smoothing_cross_entropy", "nt_xent", "pairwise_distances", "set_loss", "sigmoid_focal_loss",
+    "soft_bootstrap_loss", "soft_dice_loss", "triplet_margin_loss",
 ]

@@ -202,6 +202,7 @@ from tricklab.models import cnn1d, cnn2d, plain_mlp, resnet1d, resnet2d  # noqa:
 from tricklab.models import gnn  # noqa: E402  (gcn, gat, graphsage, gcn_graph, gated_gnn)
 from tricklab.models import bert, gpt, seq_lm  # noqa: E402  (gpt, lstm_lm, mamba_lm, bert, bert_classifier)
 from tricklab.models import seq2seq  # noqa: E402  (seq2seq_rnn)
+from tricklab.models import vision  # noqa: E402  (resnet, mobilenetv2, xception, convnext, vit, swin, hybrid)
 
 __all__ = [
     "MODELS",
@@ -220,4 +221,5 @@ __all__ = [
     "resnet2d",
     "seq2seq",
     "seq_lm",
+    "vision",
 ]

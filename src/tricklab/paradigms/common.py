@@ -7,13 +7,13 @@ import json
 import os
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from tricklab.evaluate.declared import ParadigmResult
 from tricklab.data import load_dataset
 from tricklab.errors import ConfigError
 
@@ -23,14 +23,6 @@ __all__ = ["ParadigmResult", "Progress", "check", "pos_int", "mnist1d_arrays", "
 Progress = Callable[[dict[str, Any]], None]
 
 
-@dataclass
-class ParadigmResult:
-    """``metrics``: final numbers (keys as declared by the paradigm's MetricSpec list); ``history``: rows with
-    ``step`` and ``seconds`` (and evaluation values); ``extras``: JSON-able things a report may draw."""
-
-    metrics: dict[str, float]
-    history: list[dict[str, Any]]
-    extras: dict[str, Any] = field(default_factory=dict)
 
 
 def check(cond: bool, name: str, valid: str, value: object) -> None:

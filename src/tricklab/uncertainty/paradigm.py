@@ -29,7 +29,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from tricklab.evaluate.declared import ParadigmResult
 from tricklab.data import InMemoryLoader, load_dataset
 from tricklab.data.noisy_labels import with_noisy_labels
 from tricklab.data.shifted import load_shift
@@ -70,14 +71,6 @@ METHODS: tuple[str, ...] = ("plain", "mc_dropout", "ensemble", "bayes_by_backpro
 LABEL_NOISE_TECHNIQUES: tuple[str, ...] = ("plain", "co_teaching", "bootstrap", "gce")
 
 
-@dataclass
-class ParadigmResult:
-    """``metrics``: final numbers (keys as declared in :mod:`tricklab.uncertainty.metrics`); ``history``: rows with
-    ``step`` and ``seconds`` (and evaluation values); ``extras``: JSON-able things a report may draw."""
-
-    metrics: dict[str, float]
-    history: list[dict[str, Any]]
-    extras: dict[str, Any] = field(default_factory=dict)
 
 
 def _check(cond: bool, name: str, valid: str, value: object) -> None:

@@ -16,6 +16,7 @@ from tricklab.data.base import DATASETS, ArrayDataset
 from tricklab.data.files.code import dataset_from
 from tricklab.errors import ConfigError
 
+from tricklab.data.datasets.collage import DetectionDataset, load_fashion_collage
 from tricklab.data.datasets.fairness import load_breast_cancer_groups, load_fair_synthetic
 from tricklab.data.datasets.fashion_mnist import load_fashion_mnist, read_idx
 from tricklab.data.datasets.files import load_files_dataset
@@ -28,6 +29,7 @@ from tricklab.data.datasets.synthetic_seq import load_induction_heads, load_sele
 from tricklab.data.datasets.text import load_shakespeare_char, load_shakespeare_mlm, load_shakespeare_plays
 
 __all__ = [
+    "DetectionDataset",
     "GraphDataset",
     "load_dataset",
     "load_breast_cancer",
@@ -35,6 +37,7 @@ __all__ = [
     "load_cora",
     "load_digits",
     "load_fair_synthetic",
+    "load_fashion_collage",
     "load_fashion_mnist",
     "load_files_dataset",
     "load_induction_heads",
