@@ -1,0 +1,68 @@
+"""Views, probes and the self-supervised run function.
+
+References: ``grid_sample`` at scale 1 and no offset is the identity (pixel centres map onto themselves), so a
+crop of scale (1, 1) must return the input exactly; scikit-learn's KNeighborsClassifier (cosine metric,
+uniform weights, brute force) for the k-NN accuracy; a separable problem for the linear probe (it must fit).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tricklab.errors import ConfigError
+from tricklab.transfer.probe import knn_accuracy, linear_probe
+from tricklab.transfer.run_selfsup import SelfSupConfig, run_selfsup
+from tricklab.transfer.views import image_view, random_resized_crop, signal_view, weak_view
+
+
+@pytest.mark.parametrize("shape", [(4, 40), (4, 1, 40), (4, 1, 12, 12)])
+def test_full_scale_crop_is_the_identity(shape: tuple[int, ...]) -> None:
+    x = torch.randn(shape)
+    out = random_resized_crop(x, torch.Generator().manual_seed(0), scale=(1.0, 1.0), ratio=(1.0, 1.0))
+    torch.testing.assert_close(out, x, atol=1e-5, rtol=0)  # float32 rounding of the grid coordinates
+
+
+def test_views_keep_the_shape_and_are_seeded() -> None:
+    x = torch.randn(8, 40)
+    img = torch.rand(8, 1, 28, 28)
+    for fn, inp in ((signal_view, x), (image_view, img), (weak_view, x), (weak_view, img)):
+        a = fn(inp, torch.Generator().manual_seed(3))
+        b = fn(inp, torch.Generator().manual_seed(3))
+        c = fn(inp, torch.Generator().manual_seed(4))
+        assert a.shape == inp.shape and torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_knn_matches_scikit_learn() -> None:
+    neighbors = pytest.importorskip("sklearn.neighbors")
+    g = torch.Generator().manual_seed(0)
+    ft, yt = torch.randn(200, 6, generator=g), torch.randint(0, 4, (200,), generator=g)
+    fs, ys = torch.randn(50, 6, generator=g), torch.randint(0, 4, (50,), generator=g)
+    ref = neighbors.KNeighborsClassifier(5, metric="cosine", algorithm="brute").fit(ft.numpy(), yt.numpy())
+    assert knn_accuracy(ft, yt, fs, ys, k=5) == pytest.approx(float((ref.predict(fs.numpy()) == ys.numpy()).mean()))
+
+
+def test_linear_probe_fits_a_separable_problem() -> None:
+    g = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 3, (300,), generator=g)
+    f = torch.randn(300, 5, generator=g) * 0.1 + torch.nn.functional.one_hot(y, 5).float() * 3
+    out = linear_probe(f[:200], y[:200], f[200:], y[200:], steps=200)
+    assert out["train_acc"] == 1.0 and out["test_acc"] == 1.0
+
+
+def test_config_errors_name_the_field() -> None:
+    with pytest.raises(ConfigError, match="method"):
+        SelfSupConfig(method="swav")
+    with pytest.raises(ConfigError, match="queue_size"):
+        SelfSupConfig(queue_size=8, batch_size=16)
+
+
+@pytest.mark.parametrize("method", ["simclr", "moco", "byol", "supervised"])
+def test_a_short_run_is_deterministic_for_a_seed(method: str) -> None:
+    pytest.importorskip("mnist1d")
+    cfg = SelfSupConfig(method=method, steps=2, batch_size=32, queue_size=64, eval_every=1, probe_steps=5,
+                        train_limit=300)
+    a, b = run_selfsup(cfg, seed=0), run_selfsup(cfg, seed=0)
+    assert {k: v for k, v in a.metrics.items() if k != "seconds"} == {
+        k: v for k, v in b.metrics.items() if k != "seconds"}
+    assert [r["step"] for r in a.history] == [1, 2] and 0.0 <= a.metrics["probe_acc"] <= 1.0
