@@ -106,6 +106,10 @@ _CASES = [
     Case("sam", sam_optimizer=True, accumulates=False, tags=("sam_optimizer",)),
     Case("fairness_penalty", lambda tmp: {"weight": 1.0}, tabular=True),
     Case("co_teaching", lambda tmp: {"forget_rate": 0.25, "num_gradual": 1}, accumulates=False),
+    # the sweep's targets are all labelled: on="all" and threshold 0 make the unsupervised terms act
+    Case("pseudo_label", lambda tmp: {"threshold": 0.0, "on": "all"}),
+    Case("fixmatch", lambda tmp: {"threshold": 0.0, "on": "all"}),
+    Case("mean_teacher", lambda tmp: {"decay": 0.9, "on": "all"}),
 ]
 CASES = _CASES + [Case(n) for n in NAMES if n not in {c.name for c in _CASES}]
 CASE_IDS = [c.name + "".join(f"[{t}]" for t in c.tags) for c in CASES]
@@ -360,7 +364,7 @@ def test_state_dict_round_trip_on_a_fresh_instance(name: str, tmp_path: Path) ->
 # ------------------------------------------------------------------------------------------------- naming
 #: how a word of a registry name is spelled in a class name (acronyms, and words written as two)
 SPELLING = {"ema": "EMA", "swa": "SWA", "sam": "SAM", "lsuv": "LSUV", "lr": "LR", "cutmix": "CutMix",
-            "dropblock": "DropBlock", "gce": "GCE"}
+            "dropblock": "DropBlock", "gce": "GCE", "fixmatch": "FixMatch"}
 
 
 @functools.cache

@@ -13,7 +13,7 @@ import torch
 from tricklab.errors import ConfigError
 from tricklab.transfer.probe import knn_accuracy, linear_probe
 from tricklab.transfer.run_selfsup import SelfSupConfig, run_selfsup
-from tricklab.transfer.views import image_view, random_resized_crop, signal_view, weak_view
+from tricklab.data.views import image_view, random_resized_crop, signal_view, weak_view
 
 
 @pytest.mark.parametrize("shape", [(4, 40), (4, 1, 40), (4, 1, 12, 12)])
@@ -66,3 +66,21 @@ def test_a_short_run_is_deterministic_for_a_seed(method: str) -> None:
     assert {k: v for k, v in a.metrics.items() if k != "seconds"} == {
         k: v for k, v in b.metrics.items() if k != "seconds"}
     assert [r["step"] for r in a.history] == [1, 2] and 0.0 <= a.metrics["probe_acc"] <= 1.0
+
+
+def test_semisup_run_is_deterministic_and_reports_its_metrics() -> None:
+    pytest.importorskip("mnist1d")
+    from tricklab.transfer.run_semisup import SemiSupConfig, run_semisup
+
+    cfg = SemiSupConfig(method="fixmatch", steps=3, labelled_batch=8, mu=2, eval_every=3, labels_per_class=2,
+                        train_limit=400)
+    a, b = run_semisup(cfg, seed=1), run_semisup(cfg, seed=1)
+
+    def same(m: dict) -> dict:  # NaN (no confident pseudo-label after 3 steps) compares equal to itself here
+        return {k: (None if v != v else v) for k, v in m.items() if k != "seconds"}
+
+    assert same(a.metrics) == same(b.metrics)
+    assert set(a.metrics) == {"test_acc", "pseudo_label_acc", "mask_rate", "seconds"}
+    assert len(a.extras["labelled"]) == 20 and a.history[-1]["step"] == 3
+    with pytest.raises(ConfigError, match="labelled_batch"):
+        run_semisup(SemiSupConfig(labelled_batch=64, labels_per_class=2, train_limit=400, steps=1), seed=0)

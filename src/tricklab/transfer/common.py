@@ -3,28 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from torch import Tensor
 
 from tricklab.data.datasets import load_dataset
 from tricklab.errors import ConfigError
+# the one run-result shape of the paradigms (metrics, history, extras); shared, not redefined
+from tricklab.uncertainty.paradigm import ParadigmResult
 
 __all__ = ["DATASETS", "ParadigmResult", "Progress", "check", "load_arrays"]
 
 Progress = Callable[[dict[str, Any]], None]
 DATASETS = ("mnist1d", "fashion-mnist")
-
-
-@dataclass
-class ParadigmResult:
-    """``metrics``: final numbers (keys as declared in :mod:`tricklab.transfer.metrics`); ``history``: rows with
-    ``step`` and ``seconds`` (and evaluation values); ``extras``: JSON-able things a report may draw."""
-
-    metrics: dict[str, float]
-    history: list[dict[str, Any]]
-    extras: dict[str, Any] = field(default_factory=dict)
 
 
 def check(cond: bool, name: str, valid: str, value: object) -> None:

@@ -21,7 +21,7 @@ from tricklab.transfer.backbones import Classifier, make_encoder
 from tricklab.transfer.common import ParadigmResult, Progress, check, load_arrays, pos_int, pos_num
 from tricklab.transfer.probe import encode, knn_accuracy, linear_probe
 from tricklab.transfer.selfsup import BYOL, MoCo, SimCLR, byol_tau
-from tricklab.transfer.views import strong_view, weak_view
+from tricklab.data.views import strong_view, weak_view
 
 __all__ = ["SELFSUP_METHODS", "SelfSupConfig", "run_selfsup"]
 
