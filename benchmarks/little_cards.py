@@ -8,11 +8,16 @@ and metrics.svg):
   supervised encoder (the upper bound). ``tricklab.transfer.run_selfsup.run_selfsup``.
 * ``semisup``: 10 labels per class; pseudo-labelling, mean teacher and FixMatch against labelled-only training
   (the baseline). ``tricklab.transfer.run_semisup.run_semisup``.
+* ``fewshot``: 5-way one-shot on unseen classes with a siamese network, and ESZSL zero-shot, each against its
+  reference in the same run (untrained encoder, raw inputs, chance). ``tricklab.transfer.run_fewshot``.
+* ``greedy``: greedy layer-wise pretraining (autoencoder, denoising autoencoder, RBM) against random init of a deep
+  sigmoid network at equal fine-tuning budget. ``tricklab.transfer.run_greedy``.
+* ``dann``: DANN against source-only training on the mnist1d-noisy domain pair. ``tricklab.transfer.run_dann``.
 
 Finished runs are kept under benchmarks/results/little/<study>-<dataset>/ and reused unless ``--fresh``.
 
-    PYTHONPATH=src python benchmarks/little_cards.py {selfsup,semisup} [--dataset mnist1d] [--seeds 0 1 2]
-        [--steps N] [--jobs 1] [--fresh]
+    PYTHONPATH=src python benchmarks/little_cards.py {selfsup,semisup,fewshot,greedy,dann} [--dataset mnist1d]
+        [--seeds 0 1 2] [--steps N] [--jobs 1] [--fresh]
 """
 
 from __future__ import annotations
@@ -63,6 +68,45 @@ STUDIES: dict[str, dict[str, Any]] = {
                    "full test set; pseudo_label_acc and mask_rate are measured at the end on the unlabelled "
                    "training examples (confidence >= 0.95)",
     },
+    "fewshot": {
+        "module": "tricklab.transfer.run_fewshot", "run": "run_fewshot", "config": "FewShotConfig",
+        "metrics": "FEWSHOT_METRICS", "baseline": "siamese", "default_steps": 600,
+        "variants": [("siamese", {})],
+        "within": [("oneshot_acc", "oneshot_random_acc"), ("oneshot_acc", "oneshot_raw_acc"),
+                   ("zeroshot_acc", "zeroshot_chance")],
+        "title": "5-way one-shot and zero-shot accuracy on classes unseen in training",
+        "setting": "classes split once (split_seed 0) into 5 training classes and 5 unseen ones; a siamese network "
+                   "(encoder of tricklab.transfer.backbones, L2-normalised 64-d embedding) trained with the "
+                   "contrastive loss (margin 1) on 128 pairs per step (half same-class) from the training classes "
+                   "of the training set; 1000 5-way 1-shot episodes (1 query per class) from the unseen classes of "
+                   "the test set, nearest support by cosine; the same episodes scored with the untrained encoder and "
+                   "with the raw inputs; zero-shot: ESZSL (gamma = lambda = 1, a bias attribute) fitted on the "
+                   "siamese features of the training classes with the MNIST-1D digit templates as attributes, "
+                   "predicting among the 5 unseen classes (chance 0.2)",
+    },
+    "greedy": {
+        "module": "tricklab.transfer.run_greedy", "run": "run_greedy", "config": "GreedyConfig",
+        "metrics": "GREEDY_METRICS", "baseline": "random", "default_steps": 2000,
+        "variants": [("random", {"method": "random"}), ("autoencoder", {"method": "autoencoder"}),
+                     ("denoising", {"method": "denoising"}), ("rbm", {"method": "rbm"})],
+        "title": "Greedy layer-wise pretraining of a deep sigmoid network",
+        "setting": "a 40-100-100-100-100-10 sigmoid MLP on MNIST-1D scaled to [0, 1]; pretraining 1000 steps per "
+                   "layer (batch 64; autoencoders Adam 1e-3 with cross-entropy reconstruction, denoising: 25% of "
+                   "inputs zeroed; RBM: CD-1, lr 0.05), each layer on the frozen output of the ones below; then "
+                   "fine-tuning of the whole network with SGD (lr 0.1, momentum 0.9, batch 100) for the given steps "
+                   "on all 4000 labelled examples",
+    },
+    "dann": {
+        "module": "tricklab.transfer.run_dann", "run": "run_dann", "config": "DannConfig",
+        "metrics": "DANN_METRICS", "baseline": "source_only", "default_steps": 1000,
+        "variants": [("source_only", {"method": "source_only"}), ("dann", {"method": "dann"})],
+        "title": "Domain-adversarial training on MNIST-1D -> noisier, weaker MNIST-1D",
+        "setting": "domain pair mnist1d-noisy (tricklab.data.domains: target generated with seed 7, correlated noise "
+                   "0.4, i.i.d. noise 0.05, scaled by 0.75); encoder of tricklab.transfer.backbones + linear head, "
+                   "AdamW 2e-3, batches of 64 source (labelled) + 64 target (unlabelled) examples; DANN: domain "
+                   "classifier (128-64-1) behind a gradient reversal layer with lambda_p = 2/(1+exp(-10 p)) - 1; "
+                   "scored on the target and source test sets",
+    },
 }
 
 
@@ -97,13 +141,16 @@ def _write(path: Path, text: str) -> None:
 
 def run_study(study: str, dataset: str, seeds: list[int], steps: int, jobs: int, fresh: bool,
               only: list[str] | None) -> dict[str, dict[int, Any]]:
+    import importlib
+
     spec = STUDIES[study]
     folder = RESULTS / f"{study}-{dataset}"
+    fields = {f.name for f in dataclasses.fields(getattr(importlib.import_module(spec["module"]), spec["config"]))}
     todo, results = [], {}
     for name, overrides in spec["variants"]:
         if only and name not in only:
             continue
-        ov = dict(overrides, dataset=dataset, steps=steps)
+        ov = dict(overrides, steps=steps, **({"dataset": dataset} if "dataset" in fields else {}))
         results[name] = {}
         for seed in seeds:
             path = folder / f"{name}-seed{seed}.json"
@@ -216,7 +263,8 @@ def write_card(study: str, dataset: str, seeds: list[int], steps: int, results: 
     spec = STUDIES[study]
     summary = summarize(study, results)
     folder = CARDS / f"little-{study}-{dataset}"
-    keys = ["probe_acc", "knn_acc"] if study == "selfsup" else ["test_acc"]
+    keys = {"selfsup": ["probe_acc", "knn_acc"], "fewshot": ["oneshot_acc", "oneshot_random_acc", "zeroshot_acc"],
+            "dann": ["target_acc", "source_acc"]}.get(study, ["test_acc"])
     plot(study, summary, folder / "metrics.svg", keys)
     machine = {"cpu": platform.machine(), "cpu_count": os.cpu_count(), "python": platform.python_version(),
                "torch": torch.__version__, "torch_threads": 1,
@@ -235,6 +283,22 @@ def write_card(study: str, dataset: str, seeds: list[int], steps: int, results: 
             lines.append(f"| {name} | {row['label']} | {_ci(row['describe'], fmt)} | "
                          f"{_diff(p, fmt) if p else '-'} | {_fmt(p.get('p_value'), '.3g') if p else '-'} | "
                          f"{p['verdict'] if p else '-'} |")
+    within = spec.get("within", [])
+    if within:
+        from tricklab.lab import stats
+
+        lines += ["", "## Within-run comparisons (paired by seed)", "",
+                  "| variant | metric | reference | difference [95% CI] | p-value | verdict |",
+                  "|---|---|---|---|---|---|"]
+        for name, runs in results.items():
+            seeds_here = sorted(runs)
+            for key, ref in within:
+                a = [runs[sd]["metrics"][key] for sd in seeds_here]
+                b = [runs[sd]["metrics"][ref] for sd in seeds_here]
+                p = stats.paired(a, b, True).to_dict()
+                summary[name].setdefault("within", {})[f"{key}-{ref}"] = p
+                lines.append(f"| {name} | {key} | {ref} | {_diff(p)} | {_fmt(p.get('p_value'), '.3g')} | "
+                             f"{p['verdict']} |")
     lines += ["", "![metrics](metrics.svg)", "", "Per-seed values are in card.json. Timings were taken on a shared "
               "machine and carry no verdict.", ""]
     _write(folder / "card.md", "\n".join(lines))

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from tricklab.data.datasets import load_dataset
-from tricklab.data.domains import DOMAINS, MNIST1D_TARGET_ARGS, load_domains
+from tricklab.data.domains import DOMAINS, MNIST1D_TARGET_ARGS, MNIST1D_TARGET_GAIN, load_domains
 
 
 def test_mnist1d_noisy_is_the_documented_shift() -> None:
@@ -18,9 +18,9 @@ def test_mnist1d_noisy_is_the_documented_shift() -> None:
     src = load_dataset("mnist1d")
     tgt = load_dataset("mnist1d", **MNIST1D_TARGET_ARGS)
     assert torch.equal(pair.x_source, src.x_train) and torch.equal(pair.y_source, src.y_train)
-    assert torch.equal(pair.x_target, tgt.x_train * 0.5) and torch.equal(pair.y_target_test, tgt.y_test)
+    assert MNIST1D_TARGET_GAIN == 0.75 and torch.equal(pair.x_target, tgt.x_train * 0.75) and torch.equal(pair.y_target_test, tgt.y_test)
     assert pair.input_shape == (40,) and pair.num_classes == 10
-    assert not torch.allclose(pair.x_target[:100], pair.x_source[:100] * 0.5)  # other samples, not a rescale
+    assert not torch.allclose(pair.x_target[:100], pair.x_source[:100] * 0.75)  # other samples, not a rescale
 
 
 @pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").is_dir(), reason="Fashion-MNIST files not here")

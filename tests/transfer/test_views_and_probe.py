@@ -84,3 +84,25 @@ def test_semisup_run_is_deterministic_and_reports_its_metrics() -> None:
     assert len(a.extras["labelled"]) == 20 and a.history[-1]["step"] == 3
     with pytest.raises(ConfigError, match="labelled_batch"):
         run_semisup(SemiSupConfig(labelled_batch=64, labels_per_class=2, train_limit=400, steps=1), seed=0)
+
+
+def test_fewshot_greedy_and_dann_runs_are_deterministic_and_validate() -> None:
+    pytest.importorskip("mnist1d")
+    from tricklab.transfer.run_dann import DannConfig, run_dann
+    from tricklab.transfer.run_fewshot import FewShotConfig, run_fewshot
+    from tricklab.transfer.run_greedy import GreedyConfig, run_greedy
+
+    runs = [(run_fewshot, FewShotConfig(steps=2, pairs_per_step=16, episodes=5, eval_every=1)),
+            (run_greedy, GreedyConfig(method="rbm", hidden=[8, 8], pretrain_steps=2, steps=2, eval_every=1)),
+            (run_dann, DannConfig(steps=2, batch_size=8, eval_every=1))]
+    for fn, cfg in runs:
+        a, b = fn(cfg, seed=0), fn(cfg, seed=0)
+        assert {k: v for k, v in a.metrics.items() if "seconds" not in k} == {
+            k: v for k, v in b.metrics.items() if "seconds" not in k}, fn.__name__
+        assert [r["step"] for r in a.history] == [1, 2]
+    with pytest.raises(ConfigError, match="n_way"):
+        FewShotConfig(num_train_classes=7, n_way=5)
+    with pytest.raises(ConfigError, match="method"):
+        GreedyConfig(method="dbn")
+    with pytest.raises(ConfigError, match="pair"):
+        DannConfig(pair="office-31")
