@@ -100,7 +100,7 @@ def test_pseudo_label_adds_exactly_its_term_in_the_trainer() -> None:
             seen.append(float((state.loss - before - self.weight * term).detach()))
             # the task loss ignored the unlabelled examples
             l_task = F.cross_entropy(state.outputs[~u], state.targets[~u])
-            assert float(before) == pytest.approx(float(l_task))
+            assert float(before) == pytest.approx(float(l_task.detach()))
 
     _fit(Spy(weight=2.0, threshold=0.0))
     assert seen and all(abs(v) < 1e-6 for v in seen)
