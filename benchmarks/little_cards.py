@@ -13,10 +13,13 @@ and metrics.svg):
 * ``greedy``: greedy layer-wise pretraining (autoencoder, denoising autoencoder, RBM) against random init of a deep
   sigmoid network at equal fine-tuning budget. ``tricklab.transfer.run_greedy``.
 * ``dann``: DANN against source-only training on the mnist1d-noisy domain pair. ``tricklab.transfer.run_dann``.
+* ``transfer``: a backbone pretrained on 5 classes transferred to the other 5 with 10 labels per class: linear
+  probe, fine-tuning, adapters and LoRA against training from scratch, with trained-parameter counts.
+  ``tricklab.transfer.run_transfer``.
 
 Finished runs are kept under benchmarks/results/little/<study>-<dataset>/ and reused unless ``--fresh``.
 
-    PYTHONPATH=src python benchmarks/little_cards.py {selfsup,semisup,fewshot,greedy,dann} [--dataset mnist1d]
+    PYTHONPATH=src python benchmarks/little_cards.py {selfsup,semisup,fewshot,greedy,dann,transfer} [--dataset mnist1d]
         [--seeds 0 1 2] [--steps N] [--jobs 1] [--fresh]
 """
 
@@ -106,6 +109,21 @@ STUDIES: dict[str, dict[str, Any]] = {
                    "AdamW 2e-3, batches of 64 source (labelled) + 64 target (unlabelled) examples; DANN: domain "
                    "classifier (128-64-1) behind a gradient reversal layer with lambda_p = 2/(1+exp(-10 p)) - 1; "
                    "scored on the target and source test sets",
+    },
+    "transfer": {
+        "module": "tricklab.transfer.run_transfer", "run": "run_transfer", "config": "TransferConfig",
+        "metrics": "TRANSFER_METRICS", "baseline": "transfer", "default_steps": 300,
+        "variants": [("transfer", {})],
+        "within": [(f"{m}_acc", "scratch_acc") for m in ("linear_probe", "finetune", "adapters", "lora")],
+        "title": "Transfer to new classes with 10 labels per class: scratch, linear probe, fine-tuning, adapters, LoRA",
+        "setting": "MNIST-1D classes split once (split_seed 0) into 5 source and 5 target classes; backbone "
+                   "(tricklab.transfer.backbones) trained with labels on all source-class training examples (800 "
+                   "AdamW steps, batch 64); then, from the same weights and with the same new head, each method "
+                   "trains on 10 labelled examples per target class (AdamW 2e-3, batch 32) for the given steps and "
+                   "is scored 5-way on the target classes of the test set (chance 0.2): scratch = a fresh encoder; "
+                   "linear_probe = frozen backbone; finetune = everything; adapters = bottleneck 16 after every "
+                   "conv/linear layer of the encoder; lora = rank 4, alpha 8 on every conv/linear layer of the "
+                   "encoder (BatchNorm statistics still update in training mode; its affine parameters are frozen)",
     },
 }
 
@@ -264,7 +282,9 @@ def write_card(study: str, dataset: str, seeds: list[int], steps: int, results: 
     summary = summarize(study, results)
     folder = CARDS / f"little-{study}-{dataset}"
     keys = {"selfsup": ["probe_acc", "knn_acc"], "fewshot": ["oneshot_acc", "oneshot_random_acc", "zeroshot_acc"],
-            "dann": ["target_acc", "source_acc"]}.get(study, ["test_acc"])
+            "dann": ["target_acc", "source_acc"],
+            "transfer": [f"{m}_acc" for m in ("scratch", "linear_probe", "finetune", "adapters", "lora")]
+            }.get(study, ["test_acc"])
     plot(study, summary, folder / "metrics.svg", keys)
     machine = {"cpu": platform.machine(), "cpu_count": os.cpu_count(), "python": platform.python_version(),
                "torch": torch.__version__, "torch_threads": 1,

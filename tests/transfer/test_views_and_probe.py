@@ -106,3 +106,16 @@ def test_fewshot_greedy_and_dann_runs_are_deterministic_and_validate() -> None:
         GreedyConfig(method="dbn")
     with pytest.raises(ConfigError, match="pair"):
         DannConfig(pair="office-31")
+
+
+def test_transfer_run_reports_every_method_with_its_trained_parameters() -> None:
+    pytest.importorskip("mnist1d")
+    from tricklab.transfer.run_transfer import TRANSFER_METHODS, TransferConfig, run_transfer
+
+    cfg = TransferConfig(pretrain_steps=2, steps=2, labels_per_class=2, width=4, feature_dim=8)
+    a, b = run_transfer(cfg, seed=0), run_transfer(cfg, seed=0)
+    assert {k: v for k, v in a.metrics.items() if k != "seconds"} == {
+        k: v for k, v in b.metrics.items() if k != "seconds"}
+    p = {m: a.metrics[f"{m}_trained_params"] for m in TRANSFER_METHODS}
+    assert p["scratch"] == p["finetune"] and p["linear_probe"] == 8 * 5 + 5  # the new head only
+    assert p["linear_probe"] < p["lora"] < p["finetune"] and p["linear_probe"] < p["adapters"] < p["finetune"]

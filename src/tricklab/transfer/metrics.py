@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from tricklab.evaluate.declared import MetricSpec
 
-__all__ = ["DANN_METRICS", "FEWSHOT_METRICS", "GREEDY_METRICS", "SELFSUP_METRICS", "SEMISUP_METRICS"]
+__all__ = ["DANN_METRICS", "FEWSHOT_METRICS", "GREEDY_METRICS", "SELFSUP_METRICS", "SEMISUP_METRICS",
+           "TRANSFER_METRICS"]
 
 SELFSUP_METRICS: list[MetricSpec] = [
     MetricSpec("probe_acc", "linear-probe test accuracy", True),
@@ -40,4 +41,13 @@ DANN_METRICS: list[MetricSpec] = [
     MetricSpec("target_acc", "target-domain test accuracy", True),
     MetricSpec("source_acc", "source-domain test accuracy", True),
     MetricSpec("seconds", "training time (shared machine)", False, unit="s", verdict=False, fmt=".1f"),
+]
+
+TRANSFER_METRICS: list[MetricSpec] = [
+    *[MetricSpec(f"{m}_acc", f"{m.replace('_', ' ')}: 5-way test accuracy on the target classes", True)
+      for m in ("scratch", "linear_probe", "finetune", "adapters", "lora")],
+    *[MetricSpec(f"{m}_trained_params", f"{m.replace('_', ' ')}: trained parameters", False, verdict=False,
+                 fmt=".0f") for m in ("scratch", "linear_probe", "finetune", "adapters", "lora")],
+    MetricSpec("source_acc", "pretrained backbone: accuracy on the source classes", True, verdict=False),
+    MetricSpec("seconds", "total time (shared machine)", False, unit="s", verdict=False, fmt=".1f"),
 ]
