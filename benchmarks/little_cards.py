@@ -12,7 +12,8 @@ and metrics.svg):
   reference in the same run (untrained encoder, raw inputs, chance). ``tricklab.transfer.run_fewshot``.
 * ``greedy``: greedy layer-wise pretraining (autoencoder, denoising autoencoder, RBM) against random init of a deep
   sigmoid network at equal fine-tuning budget. ``tricklab.transfer.run_greedy``.
-* ``dann``: DANN against source-only training on the mnist1d-noisy domain pair. ``tricklab.transfer.run_dann``.
+* ``dann``: DANN and self-training against source-only training on the mnist1d-noisy domain pair.
+  ``tricklab.transfer.run_dann``.
 * ``transfer``: a backbone pretrained on 5 classes transferred to the other 5 with 10 labels per class: linear
   probe, fine-tuning, adapters and LoRA against training from scratch, with trained-parameter counts.
   ``tricklab.transfer.run_transfer``.
@@ -102,12 +103,15 @@ STUDIES: dict[str, dict[str, Any]] = {
     "dann": {
         "module": "tricklab.transfer.run_dann", "run": "run_dann", "config": "DannConfig",
         "metrics": "DANN_METRICS", "baseline": "source_only", "default_steps": 1000,
-        "variants": [("source_only", {"method": "source_only"}), ("dann", {"method": "dann"})],
-        "title": "Domain-adversarial training on MNIST-1D -> noisier, weaker MNIST-1D",
+        "variants": [("source_only", {"method": "source_only"}), ("dann", {"method": "dann"}),
+                     ("self_training", {"method": "self_training"})],
+        "title": "Domain adaptation (DANN, self-training) on MNIST-1D -> noisier, weaker MNIST-1D",
         "setting": "domain pair mnist1d-noisy (tricklab.data.domains: target generated with seed 7, correlated noise "
                    "0.4, i.i.d. noise 0.05, scaled by 0.75); encoder of tricklab.transfer.backbones + linear head, "
                    "AdamW 2e-3, batches of 64 source (labelled) + 64 target (unlabelled) examples; DANN: domain "
                    "classifier (128-64-1) behind a gradient reversal layer with lambda_p = 2/(1+exp(-10 p)) - 1; "
+                   "self_training: cross-entropy of the target batch's confident (>= 0.95) pseudo-labels added "
+                   "with a weight ramped 0 -> 1 over the first 30% of steps (one forward of both batches); "
                    "scored on the target and source test sets",
     },
     "transfer": {

@@ -94,7 +94,8 @@ def test_fewshot_greedy_and_dann_runs_are_deterministic_and_validate() -> None:
 
     runs = [(run_fewshot, FewShotConfig(steps=2, pairs_per_step=16, episodes=5, eval_every=1)),
             (run_greedy, GreedyConfig(method="rbm", hidden=[8, 8], pretrain_steps=2, steps=2, eval_every=1)),
-            (run_dann, DannConfig(steps=2, batch_size=8, eval_every=1))]
+            (run_dann, DannConfig(steps=2, batch_size=8, eval_every=1)),
+            (run_dann, DannConfig(method="self_training", threshold=0.0, steps=2, batch_size=8, eval_every=1))]
     for fn, cfg in runs:
         a, b = fn(cfg, seed=0), fn(cfg, seed=0)
         assert {k: v for k, v in a.metrics.items() if "seconds" not in k} == {

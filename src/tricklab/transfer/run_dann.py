@@ -1,6 +1,7 @@
 """``run_dann``: domain adaptation on a domain pair made by code (``tricklab.data.domains``): source-only
-training against DANN (Ganin et al. 2016) with the same encoder, batches and budget; both scored on the target
-domain's test set (and the source's).
+training against DANN (Ganin et al. 2016) and self-training (confident pseudo-labels on the target batch, the
+functional core of the ``pseudo_label`` technique, weight ramped linearly over the first 30% of steps) with the
+same encoder, batches and budget; all scored on the target domain's test set (and the source's).
 
 A loop of its own: each step takes a labelled source batch and an unlabelled target batch.
 """
@@ -16,13 +17,14 @@ import torch
 import torch.nn.functional as F
 
 from tricklab.data.domains import DOMAINS, load_domains
+from tricklab.techniques.pseudo_label import linear_ramp, pseudo_label_loss
 from tricklab.transfer.backbones import Classifier, make_encoder
 from tricklab.transfer.common import ParadigmResult, Progress, check, pos_int, pos_num
 from tricklab.transfer.grl import DomainClassifier, dann_lambda, dann_loss
 
 __all__ = ["DANN_METHODS", "DannConfig", "run_dann"]
 
-DANN_METHODS = ("source_only", "dann")
+DANN_METHODS = ("source_only", "dann", "self_training")
 
 
 @dataclass
@@ -34,6 +36,7 @@ class DannConfig:
     lr: float = 2e-3
     domain_weight: float = 1.0
     gamma: float = 10.0
+    threshold: float = 0.95
     width: int = 32
     feature_dim: int = 128
     eval_every: int = 500
@@ -46,6 +49,7 @@ class DannConfig:
             check(pos_int(getattr(self, name)), name, "a positive integer", getattr(self, name))
         for name in ("lr", "domain_weight", "gamma"):
             check(pos_num(getattr(self, name)), name, "a positive number", getattr(self, name))
+        check(0 <= self.threshold <= 1, "threshold", "in [0, 1]", self.threshold)
 
 
 @torch.no_grad()
@@ -90,6 +94,13 @@ def _run(cfg: DannConfig, seed: int, progress: Progress | None) -> ParadigmResul
             f = model.encoder(torch.cat([pair.x_source[i], pair.x_target[j]]))  # one pass: BN sees both domains
             fs, ft = f.chunk(2)
             loss, parts = dann_loss(model.head(fs), pair.y_source[i], fs, ft, head, cfg.domain_weight)
+        elif cfg.method == "self_training":
+            out = model(torch.cat([pair.x_source[i], pair.x_target[j]]))
+            os_, ot = out.chunk(2)
+            term, mask = pseudo_label_loss(ot, cfg.threshold)
+            w = linear_ramp(step, 0, int(0.3 * cfg.steps), 1.0)
+            loss = F.cross_entropy(os_, pair.y_source[i]) + w * term
+            parts = {"mask_rate": float(mask.float().mean())}
         else:
             loss = F.cross_entropy(model(pair.x_source[i]), pair.y_source[i])
         opt.zero_grad(set_to_none=True)
