@@ -134,6 +134,10 @@ _CASES = [
     Case("gradual_pruning", lambda tmp: {"final_sparsity": 0.6, "start_step": 1, "end_step": 5, "every": 2}),
     # lengths around the native 8, drawn per step: the resumed run must draw the same ones
     Case("multi_scale", lambda tmp: {"sizes": [6, 8, 12], "seed": 1}, any_size=True),
+    # the sweep's targets are all labelled: on="all" and threshold 0 make the unsupervised terms act
+    Case("pseudo_label", lambda tmp: {"threshold": 0.0, "on": "all"}),
+    Case("fixmatch", lambda tmp: {"threshold": 0.0, "on": "all"}),
+    Case("mean_teacher", lambda tmp: {"decay": 0.9, "on": "all"}),
 ]
 CASES = _CASES + [Case(n) for n in NAMES if n not in {c.name for c in _CASES}]
 CASE_IDS = [c.name + "".join(f"[{t}]" for t in c.tags) for c in CASES]
@@ -394,7 +398,7 @@ def test_state_dict_round_trip_on_a_fresh_instance(name: str, tmp_path: Path) ->
 # ------------------------------------------------------------------------------------------------- naming
 #: how a word of a registry name is spelled in a class name (acronyms, and words written as two)
 SPELLING = {"ema": "EMA", "swa": "SWA", "sam": "SAM", "lsuv": "LSUV", "lr": "LR", "cutmix": "CutMix",
-            "dropblock": "DropBlock", "gce": "GCE"}
+            "dropblock": "DropBlock", "gce": "GCE", "fixmatch": "FixMatch"}
 
 
 @functools.cache

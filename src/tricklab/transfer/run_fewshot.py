@@ -1,0 +1,120 @@
+"""``run_fewshot``: a siamese network trained with the contrastive loss on pairs from the training classes, then
+scored on N-way K-shot episodes built from the *other* classes (Koch et al. 2015's protocol), and zero-shot
+classification of those classes from attribute vectors alone (ESZSL on the siamese features of the training
+classes). Reference points on the same episodes: the untrained encoder and the raw inputs; zero-shot chance is
+1 / (number of unseen classes).
+
+A loop of its own: pairs of examples, not batches of labelled inputs.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tricklab.losses import contrastive_loss
+from tricklab.transfer.backbones import make_encoder
+from tricklab.transfer.common import ParadigmResult, Progress, check, load_arrays, pos_int, pos_num
+from tricklab.transfer.fewshot import EpisodeSampler, SiameseNet, class_split, episode_accuracy, sample_pairs
+from tricklab.transfer.probe import encode
+from tricklab.transfer.zeroshot import eszsl_fit, eszsl_predict, fashion_mnist_attributes, mnist1d_template_attributes
+
+__all__ = ["FewShotConfig", "run_fewshot"]
+
+
+@dataclass
+class FewShotConfig:
+    """Classes ``0..9`` are split (with ``split_seed``, the same for every run seed) into ``num_train_classes``
+    training classes and the rest, from which the episodes and the zero-shot test are drawn."""
+
+    dataset: str = "mnist1d"
+    num_train_classes: int = 5
+    split_seed: int = 0
+    steps: int = 1000
+    pairs_per_step: int = 128
+    lr: float = 2e-3
+    margin: float = 1.0
+    n_way: int = 5
+    k_shot: int = 1
+    episodes: int = 1000
+    width: int = 32
+    feature_dim: int = 64
+    eszsl_gamma: float = 1.0
+    eszsl_lambda: float = 1.0
+    eval_every: int = 250
+    threads: int = 1
+
+    def __post_init__(self) -> None:
+        for name in ("num_train_classes", "steps", "pairs_per_step", "n_way", "k_shot", "episodes", "width",
+                     "feature_dim", "eval_every", "threads"):
+            check(pos_int(getattr(self, name)), name, "a positive integer", getattr(self, name))
+        for name in ("lr", "margin", "eszsl_gamma", "eszsl_lambda"):
+            check(pos_num(getattr(self, name)), name, "a positive number", getattr(self, name))
+        check(2 <= self.n_way <= 10 - self.num_train_classes, "n_way",
+              f"in [2, {10 - self.num_train_classes}] (the unseen classes)", self.n_way)
+
+
+def _oneshot(embed: Any, x: torch.Tensor, y: torch.Tensor, classes: list[int], cfg: FewShotConfig,
+             seed: int) -> float:
+    sampler = EpisodeSampler(y, classes, cfg.n_way, cfg.k_shot, n_query=1, seed=seed)
+    return sum(episode_accuracy(embed, x, sampler.sample()) for _ in range(cfg.episodes)) / cfg.episodes
+
+
+def run_fewshot(config: FewShotConfig, *, seed: int, run_dir: Path | None = None,
+                progress: Progress | None = None) -> ParadigmResult:
+    """Train the siamese network, then score one-shot episodes and zero-shot classification on unseen classes."""
+    cfg = config
+    prev = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads)
+    try:
+        return _run(cfg, seed, progress)
+    finally:
+        torch.set_num_threads(prev)
+
+
+def _run(cfg: FewShotConfig, seed: int, progress: Progress | None) -> ParadigmResult:
+    x, y, xt, yt, classes = load_arrays(cfg.dataset)
+    train_cls, test_cls = class_split(classes, cfg.num_train_classes, cfg.split_seed)
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)
+    net = SiameseNet(make_encoder(tuple(x.shape[1:]), cfg.width, cfg.feature_dim))
+
+    def embed(t: torch.Tensor) -> torch.Tensor:
+        return encode(net.encoder, t)
+
+    random_acc = _oneshot(embed, xt, yt, test_cls, cfg, seed)  # the untrained encoder, same episodes
+    raw_acc = _oneshot(lambda t: t.reshape(len(t), -1), xt, yt, test_cls, cfg, seed)
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=1e-5)
+    history: list[dict[str, Any]] = []
+    t0 = time.perf_counter()
+    net.train()
+    for step in range(1, cfg.steps + 1):
+        i, j, label = sample_pairs(y, train_cls, cfg.pairs_per_step, g)
+        e = net.embed(torch.cat([x[i], x[j]]))  # one pass: BatchNorm sees both sides
+        loss = contrastive_loss(*e.chunk(2), label, margin=cfg.margin)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % cfg.eval_every == 0 or step == cfg.steps:
+            row = {"step": step, "seconds": time.perf_counter() - t0, "loss": float(loss.detach())}
+            history.append(row)
+            if progress is not None:
+                progress(dict(row))
+    seconds = time.perf_counter() - t0
+    oneshot = _oneshot(embed, xt, yt, test_cls, cfg, seed)
+    # zero-shot: ESZSL on the features of the training classes, predicted among the unseen classes only
+    attrs = mnist1d_template_attributes() if cfg.dataset == "mnist1d" else fashion_mnist_attributes()
+    seen = torch.isin(y, torch.tensor(train_cls))
+    remap = torch.full((classes,), -1, dtype=torch.long)
+    remap[torch.tensor(train_cls)] = torch.arange(len(train_cls))
+    v = eszsl_fit(embed(x[seen]), remap[y[seen]], attrs[train_cls], cfg.eszsl_gamma, cfg.eszsl_lambda)
+    unseen = torch.isin(yt, torch.tensor(test_cls))
+    pred = torch.tensor(test_cls)[eszsl_predict(embed(xt[unseen]), v, attrs[test_cls])]
+    zeroshot = float((pred == yt[unseen]).float().mean())
+    metrics = {"oneshot_acc": oneshot, "oneshot_random_acc": random_acc, "oneshot_raw_acc": raw_acc,
+               "zeroshot_acc": zeroshot, "zeroshot_chance": 1.0 / len(test_cls), "seconds": seconds}
+    return ParadigmResult(metrics, history, {"train_classes": train_cls, "test_classes": test_cls})
