@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from tricklab.errors import ConfigError
+from tricklab.rl.envs import EpisodeTracker, evaluate
 from tricklab.train.checkpoint import load_latest, save_checkpoint
 
 Progress = Callable[[dict[str, Any]], None]
@@ -120,3 +122,44 @@ def check_unit(name: str, value: float, *, closed: bool = True) -> None:
         raise ConfigError(f"{name} must be in {'[0, 1]' if closed else '(0, 1)'}, got {value!r}")
 
 
+class EvalSchedule:
+    """Evaluate when the step count crosses each multiple of ``every`` (and always at the end)."""
+
+    def __init__(self, every: int, episodes: int, seed: int, env_id: str) -> None:
+        self.every, self.episodes, self.seed, self.env_id = every, episodes, eval_env_seed(seed), env_id
+        self.next = every if every > 0 else None
+        self.returns: list[float] = []  # the mean of each evaluation so far
+        self.seconds = 0.0
+
+    def due(self, steps: int) -> bool:
+        return self.next is not None and steps >= self.next
+
+    def run(self, policy: Callable[[np.ndarray], np.ndarray], steps: int) -> float:
+        t0 = time.perf_counter()
+        value = float(np.mean(evaluate(policy, self.env_id, self.episodes, self.seed)))
+        self.seconds += time.perf_counter() - t0
+        self.returns.append(value)
+        if self.next is not None:
+            while self.next <= steps:
+                self.next += self.every
+        return value
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"next": self.next, "returns": list(self.returns)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.next = state["next"]
+        self.returns = [float(x) for x in state["returns"]]
+
+
+def episode_metrics(final_return: float, schedule: EvalSchedule, tracker: EpisodeTracker, steps: int,
+                    train_seconds: float) -> dict[str, float]:
+    return {
+        "episode_return": final_return,
+        "mean_eval_return": mean_or_nan(schedule.returns),
+        "train_return": tracker.recent_mean(100),
+        "env_steps": float(steps),
+        "episodes": float(len(tracker.finished_returns)),
+        "train_seconds": train_seconds,
+        "seconds_per_100k_steps": train_seconds / max(steps, 1) * 100_000,
+    }

@@ -33,10 +33,10 @@ import torch
 from torch import nn
 
 from tricklab.errors import ConfigError
-from tricklab.rl.common import (Progress, check_positive, check_unit, eval_env_seed, load_run_checkpoint,
-                                mean_or_nan, save_run_checkpoint, train_env_seed)
-from tricklab.rl.envs import (EpisodeTracker, capture_env_state, check_env_id, env_spaces, evaluate,
-                              final_observations, is_discrete, make_vector_env, restore_env_state)
+from tricklab.rl.common import (EvalSchedule, Progress, check_positive, check_unit, episode_metrics,
+                                load_run_checkpoint, save_run_checkpoint, train_env_seed)
+from tricklab.rl.envs import (EpisodeTracker, capture_env_state, check_env_id, env_spaces, final_observations,
+                              is_discrete, make_vector_env, restore_env_state)
 from tricklab.rl.metrics import ParadigmResult
 from tricklab.rl.networks import activation, check_hidden, mlp, seeded
 from tricklab.rl.normalize import ObservationNormalizer, RewardScaler
@@ -320,49 +320,6 @@ class PPO:
         self.obs = np.asarray(state["obs"], dtype=np.float64).copy()
         self.steps, self.iteration = int(state["steps"]), int(state["iteration"])
         restore_env_state(self.env, state["env"])
-
-
-class EvalSchedule:
-    """Evaluate when the step count crosses each multiple of ``every`` (and always at the end)."""
-
-    def __init__(self, every: int, episodes: int, seed: int, env_id: str) -> None:
-        self.every, self.episodes, self.seed, self.env_id = every, episodes, eval_env_seed(seed), env_id
-        self.next = every if every > 0 else None
-        self.returns: list[float] = []  # the mean of each evaluation so far
-        self.seconds = 0.0
-
-    def due(self, steps: int) -> bool:
-        return self.next is not None and steps >= self.next
-
-    def run(self, policy: Callable[[np.ndarray], np.ndarray], steps: int) -> float:
-        t0 = time.perf_counter()
-        value = float(np.mean(evaluate(policy, self.env_id, self.episodes, self.seed)))
-        self.seconds += time.perf_counter() - t0
-        self.returns.append(value)
-        if self.next is not None:
-            while self.next <= steps:
-                self.next += self.every
-        return value
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"next": self.next, "returns": list(self.returns)}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.next = state["next"]
-        self.returns = [float(x) for x in state["returns"]]
-
-
-def episode_metrics(final_return: float, schedule: EvalSchedule, tracker: EpisodeTracker, steps: int,
-                    train_seconds: float) -> dict[str, float]:
-    return {
-        "episode_return": final_return,
-        "mean_eval_return": mean_or_nan(schedule.returns),
-        "train_return": tracker.recent_mean(100),
-        "env_steps": float(steps),
-        "episodes": float(len(tracker.finished_returns)),
-        "train_seconds": train_seconds,
-        "seconds_per_100k_steps": train_seconds / max(steps, 1) * 100_000,
-    }
 
 
 def run_ppo(config: PPOConfig, *, seed: int, run_dir: Path | None = None, progress: Progress | None = None,
