@@ -392,7 +392,7 @@ def write_card(name: str) -> Path:
     lines = [f"# {suite.title}", "", f"Command: `python benchmarks/rl_evidence.py run {name} --seeds 5 --jobs 2 && "
              f"python benchmarks/rl_evidence.py card {name}`", "", "## Setting", "",
              f"- **what**: {suite.what}", f"- **environment**: {suite.env_id}", f"- **budget**: {suite.budget}",
-             f"- **seeds**: " + ", ".join(f"{c}: {summary['contenders'][c]['seeds']}" for c in runs),
+             "- **seeds**: " + ", ".join(f"{c}: {summary['contenders'][c]['seeds']}" for c in runs),
              f"- **machine**: {json.dumps(summary['machine'])}, gymnasium {summary['gymnasium']}; 1 thread per run, "
              "2 runs at a time, the 2 cores shared with other work (timings are rough)",
              "- **evaluation**: deterministic policy on separate envs, the same episodes for every contender and "

@@ -223,6 +223,7 @@ class PPO:
         raw_obs = np.zeros((T, N, *self.obs_shape))
         raw_next = np.zeros((T, N, *self.obs_shape))
         true_rew = np.zeros((T, N))
+        env_act = np.zeros((T, N, *act_shape), dtype=np.int64 if self.net.discrete else np.float64)
         for t in range(T):
             x = torch.as_tensor(self.obs_norm(self.obs)).reshape(N, -1)
             with torch.no_grad():
@@ -235,8 +236,8 @@ class PPO:
             real_next = final_observations(next_obs, done, info)
             self.tracker.step(reward, done)
             raw_obs[t], raw_next[t], true_rew[t] = self.obs, real_next, reward
-            train_rew = reward if self.reward_fn is None else self.reward_fn(
-                self.obs, self.env_actions(action), real_next)
+            env_act[t] = self.env_actions(action)
+            train_rew = reward if self.reward_fn is None else self.reward_fn(self.obs, env_act[t], real_next)
             buf_rew[t] = torch.as_tensor(self.rew_scale(train_rew, done))
             buf_obs[t], buf_act[t], buf_logp[t], buf_val[t] = x, action, logp, value
             buf_term[t] = torch.as_tensor(term, dtype=torch.float32)
@@ -257,8 +258,22 @@ class PPO:
         next_val = torch.where(buf_done.bool(), buf_next_val, following)
         adv, ret = gae(buf_rew, buf_val, next_val, buf_term, buf_done, c.gamma, c.gae_lambda)
         return {"obs": buf_obs, "actions": buf_act, "logp": buf_logp, "values": buf_val, "advantages": adv,
-                "returns": ret, "raw_obs": raw_obs, "raw_next_obs": raw_next, "true_rewards": true_rew,
+                "returns": ret, "next_values": next_val, "raw_obs": raw_obs, "raw_next_obs": raw_next,
+                "env_actions": env_act, "true_rewards": true_rew,
                 "terminated": buf_term.numpy().astype(bool), "dones": buf_done.numpy().astype(bool)}
+
+    def relabel(self, rollout: dict[str, Any], rewards: np.ndarray) -> None:
+        """Replace a collected rollout's training rewards [T, N] (e.g. by a reward model updated since) and recompute
+        its advantages; rewards are scaled with the current statistics, which this does not update."""
+        r = np.asarray(rewards, dtype=np.float64)
+        if self.rew_scale.enabled:
+            r = np.clip(r / np.sqrt(self.rew_scale.stats.var + self.rew_scale.eps), -self.rew_scale.clip,
+                        self.rew_scale.clip)
+        c = self.config
+        term = torch.as_tensor(rollout["terminated"], dtype=torch.float32)
+        done = torch.as_tensor(rollout["dones"], dtype=torch.float32)
+        rollout["advantages"], rollout["returns"] = gae(torch.as_tensor(r, dtype=torch.float32), rollout["values"],
+                                                        rollout["next_values"], term, done, c.gamma, c.gae_lambda)
 
     # ------------------------------------------------------------------------------------------ learning
     def update(self, rollout: dict[str, Any]) -> dict[str, float]:
