@@ -190,22 +190,22 @@ def alphazero_suite() -> Suite:
 def preference_suite(steps: int, eval_every: int) -> Suite:
     def make(labeller: str | None) -> Callable[[int], dict[str, Any]]:
         def run(seed: int) -> dict[str, Any]:
+            from tricklab.rl.ppo import PPOConfig, run_ppo
+            # the same PPO for all three (SB3's defaults + reward scaling, which the learned reward needs)
+            ppo = PPOConfig(env_id="CartPole-v1", total_steps=steps, eval_every=eval_every, norm_reward=True)
             if labeller is None:
-                from tricklab.rl.ppo import PPOConfig, run_ppo
-                return ours(run_ppo, PPOConfig(env_id="CartPole-v1", total_steps=steps, eval_every=eval_every),
-                            seed)
+                return ours(run_ppo, ppo, seed)
             from tricklab.rl.preferences import PreferenceConfig, run_preferences
-            cfg = PreferenceConfig(env_id="CartPole-v1", total_steps=steps, eval_every=eval_every,
-                                   labeller=labeller)
-            return ours(run_preferences, cfg, seed)
+            return ours(run_preferences, PreferenceConfig(ppo=ppo, labeller=labeller), seed)
         return run
 
     return Suite(
         title="PPO on a reward learned from preferences, CartPole-v1", env_id="CartPole-v1",
         budget=f"{steps:,} env steps", what="PPO on the true reward against PPO on a Bradley-Terry reward model "
-        "trained from synthetic preferences over trajectory segments (a perfect and a noisy labeller); all are "
-        "measured by the true return", contenders={"true-reward": make(None), "preferences": make("perfect"),
-                                                    "preferences-noisy": make("noisy")},
+        "trained from 1000 synthetic preferences over 25-step segments (a perfect labeller, and a noisy one that "
+        "answers at random 10% of the time); the same PPO settings (SB3's defaults with reward scaling) for all "
+        "three, all measured by the true return", contenders={"true-reward": make(None), "preferences": make("perfect"),
+                                                              "preferences-noisy": make("noisy")},
         baseline="true-reward", metrics=("episode_return", "mean_eval_return", "train_return",
                                          "reward_model_accuracy", "labels", "seconds_per_100k_steps"))
 

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from tricklab.errors import ConfigError
+from tricklab.rl.metrics import ALPHAZERO_METRICS
 from tricklab.rl.alphazero import (MCTS, AlphaZeroConfig, ConnectFour, Minimax, Node, TicTacToe, alphazero_loss,
                                    choose_action, run_alphazero, uniform_rollout_evaluator)
 from tricklab.rl.alphazero.alphazero import evaluate_against, play_match, self_play
@@ -167,3 +168,4 @@ def test_alphazero_learns_tic_tac_toe() -> None:
     res = run_alphazero(cfg, seed=0)
     assert res.metrics["win_rate_random"] >= 0.85, res.metrics
     assert res.metrics["loss_rate_minimax"] <= 0.5, res.metrics  # against perfect play the best is a draw
+    assert set(res.metrics) == {m.key for m in ALPHAZERO_METRICS}

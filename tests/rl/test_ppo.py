@@ -16,6 +16,7 @@ from torch.distributions import Categorical, Normal
 
 from tricklab.errors import ConfigError
 from tricklab.rl.envs import env_spaces
+from tricklab.rl.metrics import EPISODE_METRICS
 from tricklab.rl.ppo import ActorCritic, PPOConfig, ppo_loss, run_ppo
 
 
@@ -148,3 +149,5 @@ def test_learns_cartpole_a_little() -> None:
     res = run_ppo(PPOConfig(total_steps=12_288, num_envs=4, n_steps=256, eval_every=0, eval_episodes=5,
                             anneal_lr=True), seed=0)
     assert res.metrics["episode_return"] > 100, res.metrics
+    assert set(res.metrics) == {m.key for m in EPISODE_METRICS}  # every declared metric, nothing undeclared
+    assert res.history[-1]["step"] == res.metrics["env_steps"] == 12_288

@@ -12,6 +12,7 @@ import torch
 
 from tricklab.errors import ConfigError
 from tricklab.rl.envs import env_spaces
+from tricklab.rl.metrics import PREFERENCE_METRICS
 from tricklab.rl.ppo import PPOConfig
 from tricklab.rl.preferences import (PreferenceConfig, RewardModel, bradley_terry_loss, run_preferences,
                                      sample_segments, synthetic_labels)
@@ -103,6 +104,7 @@ def test_preference_run_and_config_errors(tmp_path) -> None:
                            segment_length=10)
     res = run_preferences(cfg, seed=0)
     assert res.metrics["labels"] == 60 and np.isfinite(res.metrics["episode_return"])
+    assert set(res.metrics) == {m.key for m in PREFERENCE_METRICS}
     with pytest.raises(ConfigError, match="labeller"):
         PreferenceConfig(labeller="human")
     with pytest.raises(ConfigError, match="initial_labels"):

@@ -42,15 +42,15 @@ class AlphaZeroConfig:
     """AlphaZero settings; the budget is ``self_play_games`` (episodes). Defaults suit Connect Four on one core."""
 
     game: str = "connect4"
-    self_play_games: int = 800
+    self_play_games: int = 600
     games_per_iteration: int = 40
     simulations: int = 50
     c_puct: float = 1.5
     dirichlet_alpha: float = 1.0
     dirichlet_frac: float = 0.25
     temperature_moves: int = 8
-    channels: int = 64
-    blocks: int = 4
+    channels: int = 32
+    blocks: int = 2
     lr: float = 1e-3
     weight_decay: float = 1e-4
     batch_size: int = 256
