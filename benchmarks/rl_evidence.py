@@ -213,7 +213,7 @@ def preference_suite(steps: int, eval_every: int) -> Suite:
 SUITES: dict[str, Callable[[], Suite]] = {
     "ppo-cartpole": lambda: ppo_suite("CartPole-v1", 100_000, 10_000),
     "ppo-acrobot": lambda: ppo_suite("Acrobot-v1", 100_000, 10_000),
-    "sac-pendulum": lambda: sac_suite(20_000, 2_000),
+    "sac-pendulum": lambda: sac_suite(10_000, 1_000),
     "dqn-cartpole": lambda: dqn_suite(50_000, 5_000),
     "alphazero-connect4": alphazero_suite,
     "preferences-cartpole": lambda: preference_suite(100_000, 10_000),

@@ -125,13 +125,11 @@ class SumTree:
             return
         nodes = self.leaves + idx
         self.tree[nodes] = values
-        # each parent is recomputed from its two children (not incremented), so no rounding drift builds up
-        nodes = np.unique(nodes // 2)
-        while nodes[0] >= 1:
+        # each parent is recomputed from its two children (not incremented), so no rounding drift builds up;
+        # a parent listed twice gets the same value twice, which is harmless (and cheaper than np.unique)
+        for _ in range(self.depth):
+            nodes = nodes // 2
             self.tree[nodes] = self.tree[2 * nodes] + self.tree[2 * nodes + 1]
-            if nodes[0] == 1:
-                break
-            nodes = np.unique(nodes // 2)
 
     def find(self, prefix: np.ndarray) -> np.ndarray:
         """Leaf index j of each prefix value v in [0, total): sum(leaves[:j]) <= v < sum(leaves[:j+1])."""

@@ -186,7 +186,7 @@ class PPO:
             self.net = ActorCritic(int(np.prod(self.obs_shape)), self.action_space, c.hidden, c.activation,
                                    c.log_std_init)
         # eps 1e-5 as in the PPO baselines and SB3
-        self.opt = torch.optim.Adam(self.net.parameters(), lr=c.lr, eps=1e-5)
+        self.opt = torch.optim.Adam(self.net.parameters(), lr=c.lr, eps=1e-5, foreach=True)
         self.gen = torch.Generator().manual_seed(seed + 7919)
         self.obs_norm = ObservationNormalizer(self.obs_shape, enabled=c.norm_obs)
         self.rew_scale = RewardScaler(c.num_envs, c.gamma, enabled=c.norm_reward)
@@ -302,7 +302,7 @@ class PPO:
                                       self.net.entropy(params), c.clip_coef, c.value_clip, c.vf_coef, c.ent_coef)
                 self.opt.zero_grad(set_to_none=True)
                 loss.backward()
-                nn.utils.clip_grad_norm_(self.net.parameters(), c.max_grad_norm)
+                nn.utils.clip_grad_norm_(self.net.parameters(), c.max_grad_norm, foreach=True)
                 self.opt.step()
                 for k, v in info.items():
                     stats.setdefault(k, []).append(v)

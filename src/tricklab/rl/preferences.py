@@ -163,7 +163,8 @@ class PreferenceLearner:
         obs_space, act_space = env_spaces(c.ppo.env_id)
         with seeded(seed + 1):
             self.model = RewardModel(int(np.prod(obs_space.shape)), act_space, c.hidden)
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=c.reward_lr, weight_decay=c.reward_weight_decay)
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=c.reward_lr, weight_decay=c.reward_weight_decay,
+                                     foreach=True)
         self.rng = np.random.default_rng(seed + 31337)
         self.gen = torch.Generator().manual_seed(seed + 4242)
         self.noise = c.label_noise if c.labeller == "noisy" else 0.0

@@ -73,7 +73,7 @@ class RainbowConfig:
     eps_start: float = 1.0
     eps_end: float = 0.05
     eps_fraction: float = 0.2
-    hidden: tuple[int, ...] = (128, 128)
+    hidden: tuple[int, ...] = (64, 64)
     max_grad_norm: float = 10.0
     eval_every: int = 5_000
     eval_episodes: int = 10
@@ -157,7 +157,7 @@ class Rainbow:
         with seeded(seed):
             self.net = QNetwork(self.obs_dim, self.n_actions, c.hidden, c.dueling, atoms, c.noisy, c.noisy_sigma0)
         self.target = copy.deepcopy(self.net).requires_grad_(False)
-        self.opt = torch.optim.Adam(self.net.parameters(), lr=c.lr, eps=c.adam_eps)
+        self.opt = torch.optim.Adam(self.net.parameters(), lr=c.lr, eps=c.adam_eps, foreach=True)
         self.z = support(c.v_min, c.v_max, c.atoms) if c.distributional else None
         self.buffer: ReplayBuffer = (PrioritizedReplayBuffer(c.buffer_size, c.alpha) if c.prioritized
                                      else ReplayBuffer(c.buffer_size))
@@ -259,7 +259,7 @@ class Rainbow:
         loss = (weights * per_sample).mean()
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
-        nn.utils.clip_grad_norm_(self.net.parameters(), c.max_grad_norm)
+        nn.utils.clip_grad_norm_(self.net.parameters(), c.max_grad_norm, foreach=True)
         self.opt.step()
         if c.prioritized:
             self.buffer.update_priorities(batch["indices"], priority.numpy())

@@ -218,7 +218,7 @@ class AlphaZero:
         self.game = make_game(c.game)
         with seeded(seed):
             self.net = PolicyValueNet(self.game.rows, self.game.cols, self.game.action_size, c.channels, c.blocks)
-        self.opt = torch.optim.AdamW(self.net.parameters(), lr=c.lr, weight_decay=c.weight_decay)
+        self.opt = torch.optim.AdamW(self.net.parameters(), lr=c.lr, weight_decay=c.weight_decay, foreach=True)
         self.rng = np.random.default_rng(seed + 104729)
         self.eval_rng_seed = seed + 1_000_003
         self.gen = torch.Generator().manual_seed(seed + 7919)
