@@ -119,6 +119,8 @@ class Suite:
     curve_key: str = "eval_return"
     curve_x: str = "step"
     notes: str = ""
+    ours: str | None = None  # for the SB3 claim: our contender ...
+    sb3: str | None = None   # ... and SB3's
 
 
 def ppo_suite(env_id: str, steps: int, eval_every: int) -> Suite:
@@ -131,7 +133,7 @@ def ppo_suite(env_id: str, steps: int, eval_every: int) -> Suite:
         what="our PPO (defaults = SB3's PPO defaults) against SB3's PPO with its defaults, same evaluation",
         contenders={"tricklab-ppo": ours_ppo,
                     "sb3-ppo": lambda seed: sb3_run("ppo", env_id, steps, seed, eval_every, 10)},
-        baseline="sb3-ppo")
+        baseline="sb3-ppo", ours="tricklab-ppo", sb3="sb3-ppo")
 
 
 def sac_suite(steps: int, eval_every: int) -> Suite:
@@ -145,7 +147,7 @@ def sac_suite(steps: int, eval_every: int) -> Suite:
         what="our SAC (defaults = SB3's SAC defaults) against SB3's SAC with its defaults, same evaluation",
         contenders={"tricklab-sac": ours_sac,
                     "sb3-sac": lambda seed: sb3_run("sac", "Pendulum-v1", steps, seed, eval_every, 10)},
-        baseline="sb3-sac")
+        baseline="sb3-sac", ours="tricklab-sac", sb3="sb3-sac")
 
 
 RAINBOW_ABLATIONS = {"rainbow": {}, "no-double": {"double": False}, "no-dueling": {"dueling": False},
@@ -170,7 +172,7 @@ def dqn_suite(steps: int, eval_every: int) -> Suite:
         budget=f"{steps:,} env steps",
         what="full Rainbow against Rainbow without one component (as in Hessel et al. 2018, Fig. 3), a plain DQN "
              "with every component off, and SB3's DQN with its default hyperparameters",
-        contenders=contenders, baseline="rainbow")
+        contenders=contenders, baseline="rainbow", ours="rainbow", sb3="sb3-dqn")
 
 
 def alphazero_suite() -> Suite:
@@ -214,7 +216,7 @@ SUITES: dict[str, Callable[[], Suite]] = {
     "ppo-cartpole": lambda: ppo_suite("CartPole-v1", 100_000, 10_000),
     "ppo-acrobot": lambda: ppo_suite("Acrobot-v1", 100_000, 10_000),
     "sac-pendulum": lambda: sac_suite(10_000, 1_000),
-    "dqn-cartpole": lambda: dqn_suite(50_000, 5_000),
+    "dqn-cartpole": lambda: dqn_suite(25_000, 2_500),
     "alphazero-connect4": alphazero_suite,
     "preferences-cartpole": lambda: preference_suite(100_000, 10_000),
 }
@@ -399,8 +401,11 @@ def write_card(name: str) -> Path:
              "evaluation (seeds 1,000,000 + 1000 * seed + i)", ""]
     if suite.notes:
         lines += [suite.notes, ""]
+    from tricklab.rl.metrics import ALPHAZERO_METRICS, PREFERENCE_METRICS
+    labels = {m.key: m.label + (f" ({m.unit})" if m.unit else "") for m in PREFERENCE_METRICS + ALPHAZERO_METRICS}
     lines += ["## Results (mean and 95% interval over seeds)", "",
-              "| contender | " + " | ".join(suite.metrics) + " |", "|---|" + "---|" * len(suite.metrics)]
+              "| contender | " + " | ".join(labels.get(m, m) for m in suite.metrics) + " |",
+              "|---|" + "---|" * len(suite.metrics)]
     for contender in runs:
         cells = []
         for m in suite.metrics:
@@ -418,7 +423,7 @@ def write_card(name: str) -> Path:
     lines += ["", f"![learning curves]({name}.svg)", ""]
     extra = CARD_EXTRAS.get(name)
     if extra is not None:
-        lines += extra(summary, runs)
+        lines += extra(summary, runs, suite)
     plot_curves(suite, runs, folder / f"{name}.svg")
     atomic_write_text(folder / f"{name}.json", json.dumps(summary, indent=1, sort_keys=True, default=float))
     atomic_write_text(folder / f"{name}.md", "\n".join(lines) + "\n")
@@ -426,26 +431,30 @@ def write_card(name: str) -> Path:
     return folder
 
 
-def sb3_claim(summary: dict[str, Any], runs: dict[str, Any]) -> list[str]:
-    """The issue's claim for the SB3 suites: our return at least SB3's within the interval."""
-    out = ["## Claim: our return at least SB3's, within the interval", ""]
-    for contender, comp in summary["comparisons"].items():
-        for m in ("episode_return", "mean_eval_return"):
-            d = comp.get(m)
-            if not d or d.get("ci_high") is None:
-                continue
-            ok = d["ci_high"] >= 0.0
-            out.append(f"- {contender} - {summary['baseline']}, {m}: upper end of the 95% interval "
-                       f"{d['ci_high']:+.1f} -> {'met' if ok else 'MISSED'} "
-                       f"({'ours not worse' if ok else 'ours worse'} within the interval)")
-    for contender, c in summary["contenders"].items():
-        t = c.get("seconds_per_100k_steps")
+def sb3_claim(summary: dict[str, Any], runs: dict[str, Any], suite: Suite) -> list[str]:
+    """The issue's claim for the SB3 suites: our return at least SB3's within the interval, i.e. the 95% interval
+    of (ours - SB3), paired by seed, reaches 0 or above."""
+    from tricklab.lab.stats import paired
+    ours, sb3 = runs.get(suite.ours, {}), runs.get(suite.sb3, {})
+    common = sorted(set(ours) & set(sb3))
+    out = [f"## Claim: `{suite.ours}` return at least `{suite.sb3}`'s, within the interval", ""]
+    if len(common) < 2:
+        return out + [f"not measured: {len(common)} seed(s) with both contenders", ""]
+    for m in ("episode_return", "mean_eval_return"):
+        d = paired([ours[s]["metrics"][m] for s in common], [sb3[s]["metrics"][m] for s in common], True)
+        ok = d["ci_high"] >= 0.0
+        out.append(f"- {m}: {suite.ours} - {suite.sb3} = {d['mean_diff']:+.1f} [{d['ci_low']:.1f}, "
+                   f"{d['ci_high']:.1f}] over seeds {common} -> **{'met' if ok else 'MISSED'}** "
+                   f"({'ours not worse' if ok else 'ours worse'} within the interval)")
+        summary.setdefault("claim", {})[m] = {**d, "met": ok}
+    for c in (suite.ours, suite.sb3):
+        t = summary["contenders"].get(c, {}).get("seconds_per_100k_steps")
         if t:
-            out.append(f"- wall-clock per 100k steps, {contender}: {interval(t, '.1f')} s")
+            out.append(f"- wall-clock training time per 100k env steps, {c}: {interval(t, '.1f')} s (shared machine)")
     return out + [""]
 
 
-def preference_claim(summary: dict[str, Any], runs: dict[str, Any]) -> list[str]:
+def preference_claim(summary: dict[str, Any], runs: dict[str, Any], suite: Suite) -> list[str]:
     from tricklab.lab.stats import describe
     out = ["## Claim: preference-learned PPO reaches >= 90% of true-reward PPO's return", ""]
     base = runs.get("true-reward", {})
@@ -465,9 +474,38 @@ def preference_claim(summary: dict[str, Any], runs: dict[str, Any]) -> list[str]
     return out + [""]
 
 
-CARD_EXTRAS: dict[str, Callable[[dict[str, Any], dict[str, Any]], list[str]]] = {
+def alphazero_table(summary: dict[str, Any], runs: dict[str, Any], suite: Suite) -> list[str]:
+    """Final evaluation of each seed's network against each opponent: score, wins, draws, losses."""
+    from tricklab.lab.stats import describe
+    by_seed = runs.get("alphazero", {})
+    if not by_seed:
+        return []
+    seeds = sorted(by_seed)
+    first = by_seed[seeds[0]]
+    opponents = list(first["extras"]["final_evaluation"])
+    cfg = first["extras"].get("config") or {}
+    out = ["## Final evaluation by opponent (mean and 95% interval over seeds)", "",
+           f"{cfg.get('final_eval_games', '?')} games per opponent and seed, half as the first player, each from a "
+           f"random {cfg.get('opening_moves', '?')}-ply opening; AlphaZero plays MCTS with "
+           f"{cfg.get('eval_simulations', '?')} simulations, no noise, the most visited move. "
+           "Score = wins + draws / 2. "
+           "(The first player wins Connect Four with perfect play, so half the games start at a disadvantage.)", "",
+           "| opponent | score | wins | draws | losses |", "|---|---|---|---|---|"]
+    table = {}
+    for opp in opponents:
+        cells = []
+        for k in ("score", "wins", "draws", "losses"):
+            d = describe([by_seed[s]["extras"]["final_evaluation"][opp][k] for s in seeds])
+            cells.append(interval(d, ".3f"))
+            table.setdefault(opp, {})[k] = d
+        out.append(f"| {opp} | " + " | ".join(cells) + " |")
+    summary["final_evaluation"] = table
+    return out + [""]
+
+
+CARD_EXTRAS: dict[str, Callable[[dict[str, Any], dict[str, Any], Suite], list[str]]] = {
     "ppo-cartpole": sb3_claim, "ppo-acrobot": sb3_claim, "sac-pendulum": sb3_claim, "dqn-cartpole": sb3_claim,
-    "preferences-cartpole": preference_claim,
+    "preferences-cartpole": preference_claim, "alphazero-connect4": alphazero_table,
 }
 
 

@@ -125,6 +125,8 @@ class QNetwork(nn.Module):
         h = hidden[-1]
         self.adv = nn.Sequential(lin(last, h), nn.ReLU(), lin(h, n_actions * atoms))
         self.val = nn.Sequential(lin(last, h), nn.ReLU(), lin(h, atoms)) if dueling else None
+        # looked up once: reset_noise runs every step
+        self.noisy_layers = [m for m in self.modules() if isinstance(m, NoisyLinear)]
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         """[B, A, atoms] logits (atoms = 1: Q values in the last slot)."""
@@ -135,9 +137,8 @@ class QNetwork(nn.Module):
         return self.val(x).view(-1, 1, self.atoms) + adv - adv.mean(1, keepdim=True)
 
     def reset_noise(self, gen: torch.Generator) -> None:
-        for m in self.modules():
-            if isinstance(m, NoisyLinear):
-                m.reset_noise(gen)
+        for m in self.noisy_layers:
+            m.reset_noise(gen)
 
 
 def dqn_targets(q_next_online: torch.Tensor, q_next_target: torch.Tensor, rewards: torch.Tensor,

@@ -42,7 +42,7 @@ class AlphaZeroConfig:
     """AlphaZero settings; the budget is ``self_play_games`` (episodes). Defaults suit Connect Four on one core."""
 
     game: str = "connect4"
-    self_play_games: int = 600
+    self_play_games: int = 480
     games_per_iteration: int = 40
     simulations: int = 50
     c_puct: float = 1.5
@@ -56,12 +56,12 @@ class AlphaZeroConfig:
     batch_size: int = 256
     train_steps: int = 100
     replay_positions: int = 40_000
-    eval_every: int = 5
+    eval_every: int = 4
     eval_games: int = 20
     eval_simulations: int = 50
-    minimax_depth: int = 3
-    final_minimax_depths: tuple[int, ...] = (1, 2, 3, 4)
-    final_eval_games: int = 40
+    minimax_depth: int = 2
+    final_minimax_depths: tuple[int, ...] = (1, 2, 3)
+    final_eval_games: int = 30
     opening_moves: int = 2
     checkpoint_every: int = 0
 
