@@ -100,8 +100,16 @@ def sb3_run(algo: str, env_id: str, total_steps: int, seed: int, eval_every: int
                        "hyperparameters": "stable-baselines3 defaults" + (f" + {kwargs}" if kwargs else "")}}
 
 
+def show_evaluations(row: dict[str, Any]) -> None:
+    """Progress: one line per evaluation point (the rows that carry an evaluation)."""
+    if "eval_return" in row or "win_rate_minimax" in row:
+        keys = ("step", "games", "seconds", "train_return", "eval_return", "win_rate_minimax", "labels")
+        print("  " + " ".join(f"{k}={row[k]:.4g}" if isinstance(row[k], float) else f"{k}={row[k]}"
+                              for k in keys if k in row), flush=True)
+
+
 def ours(fn: Callable[..., Any], config: Any, seed: int) -> dict[str, Any]:
-    res = fn(config, seed=seed)
+    res = fn(config, seed=seed, progress=show_evaluations)
     return {"metrics": res.metrics, "history": res.history, "extras": {**res.extras,
                                                                       "config": dataclasses.asdict(config)}}
 
