@@ -151,3 +151,14 @@ def test_learns_cartpole_a_little() -> None:
     assert res.metrics["episode_return"] > 100, res.metrics
     assert set(res.metrics) == {m.key for m in EPISODE_METRICS}  # every declared metric, nothing undeclared
     assert res.history[-1]["step"] == res.metrics["env_steps"] == 12_288
+
+
+def test_continuous_ppo_on_pendulum_runs_and_respects_bounds() -> None:
+    from tricklab.rl.ppo import PPO
+    agent = PPO(PPOConfig(env_id="Pendulum-v1", total_steps=256, num_envs=2, n_steps=64, minibatch_size=32, epochs=1,
+                          hidden=(8,)), seed=0)
+    rollout = agent.collect()
+    assert rollout["env_actions"].min() >= -2.0 and rollout["env_actions"].max() <= 2.0
+    info = agent.update(rollout)
+    assert np.isfinite(info["policy_loss"]) and np.isfinite(info["value_loss"])
+    assert agent.policy(rollout["raw_obs"][0]).shape == (2, 1)

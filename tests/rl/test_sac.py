@@ -96,3 +96,15 @@ def test_sac_config_errors() -> None:
         SACConfig(tau=2.0)
     with pytest.raises(ConfigError, match="batch_size"):
         SACConfig(batch_size=0)
+
+
+def test_sac_runs_on_mountain_car_continuous_within_bounds() -> None:
+    from tricklab.rl.sac import SAC
+    agent = SAC(SACConfig(env_id="MountainCarContinuous-v0", total_steps=120, learning_starts=20, batch_size=16,
+                          hidden=(8, 8)), seed=0)
+    for _ in range(60):
+        agent.env_step()
+        if agent.steps >= 20:
+            assert np.isfinite(agent.update()["critic_loss"])
+    acts = agent.buffer.data["actions"][: len(agent.buffer)]
+    assert acts.min() >= -1.0 and acts.max() <= 1.0  # tanh squashing into the env's bounds
