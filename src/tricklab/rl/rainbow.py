@@ -239,17 +239,24 @@ class Rainbow:
         if c.noisy:
             self.net.reset_noise(self.gen)
             self.target.reset_noise(self.gen)
-        logits = self.net(obs)  # [B, A, atoms]
+        B = obs.shape[0]
+        if c.double:
+            # one online pass over s and s' (same noise): the s' half only picks a*, so it is detached
+            both = self.net(torch.cat([obs, next_obs]))  # [2B, A, atoms]
+            logits, next_online = both[:B], both[B:].detach()
+        else:
+            logits = self.net(obs)
         with torch.no_grad():
             next_target = self.target(next_obs)
-            next_online = self.net(next_obs) if c.double else next_target
+            if not c.double:
+                next_online = next_target
             if self.z is None:
                 y = dqn_targets(next_online.squeeze(-1), next_target.squeeze(-1), rewards, discounts, c.double)
             else:
                 a_star = self.q_values(next_online).argmax(1)
                 p_next = next_target.softmax(-1)[torch.arange(len(a_star)), a_star]
                 m = project_distribution(p_next, rewards, discounts, self.z)
-        chosen = logits[torch.arange(len(actions)), actions]  # [B, atoms]
+        chosen = logits[torch.arange(B), actions]  # [B, atoms]
         if self.z is None:
             td = y - chosen.squeeze(-1)
             per_sample = F.huber_loss(chosen.squeeze(-1), y, reduction="none")
