@@ -1,19 +1,27 @@
-"""Speed of the chunked parallel selective scan against the sequential reference (a Python loop over t), on CPU.
+"""Speed of the selective scan's three implementations on the CPU: fused C++ kernel, chunked PyTorch, sequential.
 
-Both are ``tricklab.layers.ssm.selective_scan`` on the same inputs: ``impl="parallel"`` (chunked: 2T + L/T Python
-steps over tensors of all chunks at once) and ``impl="sequential"`` (L Python steps; discretisation vectorised
-up front, as in the paper's reference ``selective_scan_ref``). Inputs are Mamba-like: batch 1, Dm = 64 channels,
-N = 16 states, A = -(n + 1) (S4D-real init), delta = softplus(raw) with softplus(raw) log-uniform in [1e-3, 1e-1]
-(the dt init), u, B, C standard normal, selective B and C (B, N, L), D and z given. Before timing, the two paths'
-outputs are checked equal (float32, max |diff| reported).
+All three are ``tricklab.layers.ssm.selective_scan`` on the same inputs, differing only in ``impl``:
+``"fused"`` (the C++ kernel: one pass over time per (batch, channel) row, states in registers, a recomputing
+backward), ``"chunked"`` (2T + L/T Python steps over tensors of all chunks at once) and ``"sequential"`` (L Python
+steps, the reference). Inputs are Mamba-like: batch 1, Dm = 64 channels, N = 16 states, A = -(n + 1) (S4D-real
+init), softplus(delta) log-uniform in [1e-3, 1e-1] (the dt init), u, B, C standard normal, selective B and C
+(B, N, L), D and z given. Before timing, the paths' outputs are checked equal (float32, max |diff| reported).
 
 Timed: forward (under no_grad) and forward + backward (gradients of u, delta, A, B, C, D, z). After one untimed
-warm-up each, every repeat runs both paths back to back, the order flipped every repeat, so both see the same
-machine load; the table gives medians over repeats and the median of the per-repeat ratios sequential/parallel.
-A chunk-size sweep at L = 2048 (forward) shows the tuning of the default ``auto_chunk_size`` (round(sqrt(L/2))).
+warm-up each, every repeat runs all contenders back to back in a rotating order, so all see the same machine
+load. A fourth contender, ``fused (A/A)``, is the fused path again: the spread of the per-repeat ratio
+fused / fused (A/A) is the noise between identical runs, and a ratio earns a verdict only beyond it.
+Wall-clock and this thread's CPU time (``time.thread_time``, which leaves out waiting for a core on a shared
+machine) are both kept; the table gives medians over repeats and medians of per-repeat ratios.
 
-    python benchmarks/ssm_scan.py [--lengths 256 512 1024 2048 4096] [--repeats 7] [--batch 1] [--channels 64]
-                                  [--state 16] [--threads 1] [--no-backward] [--no-sweep]
+A sweep of the fused kernel's chunk (states saved every T steps for the backward) at L = 2048, forward +
+backward, shows the choice of the default T = 64.
+
+Targets (issue 14): fused >= 30x the sequential loop at L = 2048 (forward + backward, B = 1, Dm = 64, N = 16, one
+thread) and faster than the chunked path at every length.
+
+    python benchmarks/ssm_scan.py [--lengths 256 512 1024 2048 4096 8192] [--repeats 7] [--batch 1]
+                                  [--channels 64] [--state 16] [--threads 1] [--no-sweep]
 
 Writes ``benchmarks/results/ssm_scan.json``.
 """
@@ -27,14 +35,17 @@ import os
 import platform
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
-from tricklab.layers.ssm import auto_chunk_size, selective_scan
+from tricklab.layers.ssm import selective_scan
 
 RESULTS = Path(__file__).resolve().parent / "results" / "ssm_scan.json"
+CONTENDERS = ("fused", "fused (A/A)", "chunked", "sequential")
+IMPL = {"fused": "fused", "fused (A/A)": "fused", "chunked": "chunked", "sequential": "sequential"}
 
 
 def make_inputs(b: int, dm: int, n: int, length: int, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -51,14 +62,14 @@ def make_inputs(b: int, dm: int, n: int, length: int, seed: int = 0) -> dict[str
     }
 
 
-def forward_fn(inp: dict[str, torch.Tensor], impl: str, chunk: int | None) -> Callable[[], None]:
+def forward_fn(inp: dict[str, torch.Tensor], impl: str, chunk: int | None = None) -> Callable[[], None]:
     def run() -> None:
         with torch.no_grad():
             selective_scan(**inp, impl=impl, chunk_size=chunk)  # type: ignore[arg-type]
     return run
 
 
-def fwd_bwd_fn(inp: dict[str, torch.Tensor], impl: str, chunk: int | None) -> Callable[[], None]:
+def fwd_bwd_fn(inp: dict[str, torch.Tensor], impl: str, chunk: int | None = None) -> Callable[[], None]:
     leaves = {k: v.clone().requires_grad_(True) for k, v in inp.items()}
 
     def run() -> None:
@@ -67,39 +78,55 @@ def fwd_bwd_fn(inp: dict[str, torch.Tensor], impl: str, chunk: int | None) -> Ca
     return run
 
 
-def paired(a: Callable[[], None], b: Callable[[], None], repeats: int) -> dict[str, Any]:
-    """Medians of a's and b's seconds and of the per-repeat ratio a / b, alternating the order.
-
-    Both wall-clock time and this thread's CPU time (``time.thread_time``) are kept: on a shared machine the CPU
-    time leaves out the time the process waits for a core, the wall time does not.
-    """
-    a(), b()  # warm-up
-    wall: dict[int, list[float]] = {0: [], 1: []}
-    cpu: dict[int, list[float]] = {0: [], 1: []}
+def interleaved(fns: dict[str, Callable[[], None]], repeats: int) -> dict[str, dict[str, list[float]]]:
+    """Wall and thread-CPU seconds of every fn per repeat; one warm-up each; the order rotates every repeat
+    (and reverses every other), so no contender always runs first or after the same one."""
+    for fn in fns.values():
+        fn()
+    names = list(fns)
+    out = {name: {"wall": [], "cpu": []} for name in names}
     for r in range(repeats):
-        for who, fn in ([(0, a), (1, b)] if r % 2 == 0 else [(1, b), (0, a)]):
+        order = names[r % len(names):] + names[:r % len(names)]
+        for name in (order if r % 2 == 0 else order[::-1]):
             c0, t0 = time.thread_time(), time.perf_counter()
-            fn()
-            wall[who].append(time.perf_counter() - t0)
-            cpu[who].append(time.thread_time() - c0)
-    ratios = [x / y for x, y in zip(wall[0], wall[1])]
-    cpu_ratios = [x / y for x, y in zip(cpu[0], cpu[1])]
-    return {"seq_s": wall[0], "par_s": wall[1], "seq_cpu_s": cpu[0], "par_cpu_s": cpu[1],
-            "seq_median_s": statistics.median(wall[0]), "par_median_s": statistics.median(wall[1]),
-            "speedup_median": statistics.median(ratios), "speedup_per_repeat": ratios,
-            "seq_cpu_median_s": statistics.median(cpu[0]), "par_cpu_median_s": statistics.median(cpu[1]),
-            "cpu_speedup_median": statistics.median(cpu_ratios)}
+            fns[name]()
+            out[name]["wall"].append(time.perf_counter() - t0)
+            out[name]["cpu"].append(time.thread_time() - c0)
+    return out
+
+
+def ratio_stats(num: list[float], den: list[float]) -> dict[str, float]:
+    """Median and quartiles of the per-repeat ratios num / den."""
+    r = sorted(a / b for a, b in zip(num, den))
+    q = statistics.quantiles(r, n=4) if len(r) > 1 else [r[0]] * 3
+    return {"median": statistics.median(r), "q25": q[0], "q75": q[2], "min": r[0], "max": r[-1]}
+
+
+def summarise(times: dict[str, dict[str, list[float]]]) -> dict[str, Any]:
+    row: dict[str, Any] = {"median_ms": {k: 1e3 * statistics.median(v["wall"]) for k, v in times.items()},
+                           "cpu_median_ms": {k: 1e3 * statistics.median(v["cpu"]) for k, v in times.items()},
+                           "raw_s": times}
+    f = times["fused"]
+    row["noise_aa"] = {k: ratio_stats(f[k], times["fused (A/A)"][k]) for k in ("wall", "cpu")}
+    row["speedup"] = {name: {k: ratio_stats(times[name][k], f[k]) for k in ("wall", "cpu")}
+                      for name in ("chunked", "sequential") if name in times}
+    return row
+
+
+def noise_band(row: dict[str, Any], key: str = "cpu") -> float:
+    """Relative noise between identical runs: the largest deviation of the A/A ratio's quartiles from 1."""
+    aa = row["noise_aa"][key]
+    return max(abs(aa["q25"] - 1), abs(aa["q75"] - 1))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--lengths", type=int, nargs="+", default=[256, 512, 1024, 2048, 4096])
+    ap.add_argument("--lengths", type=int, nargs="+", default=[256, 512, 1024, 2048, 4096, 8192])
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--channels", type=int, default=64)
     ap.add_argument("--state", type=int, default=16)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--no-backward", action="store_true")
     ap.add_argument("--no-sweep", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -109,65 +136,79 @@ def main() -> None:
     for length in args.lengths:
         inp = make_inputs(b, dm, n, length)
         with torch.no_grad():
-            diff = (selective_scan(**inp, impl="parallel") - selective_scan(**inp, impl="sequential")).abs().max()
-        scale = selective_scan(**inp, impl="sequential").abs().max()
-        assert diff <= 1e-4 * max(1.0, float(scale)), f"L={length}: paths disagree by {float(diff)}"
-        row: dict[str, Any] = {"chunk_size": auto_chunk_size(length), "max_abs_diff": float(diff),
-                               "max_abs_output": float(scale)}
-        row["forward"] = paired(forward_fn(inp, "sequential", None), forward_fn(inp, "parallel", None),
-                                args.repeats)
-        if not args.no_backward:
-            row["forward_backward"] = paired(fwd_bwd_fn(inp, "sequential", None), fwd_bwd_fn(inp, "parallel", None),
-                                             max(3, args.repeats // 2 + 1))
+            ref = selective_scan(**inp, impl="sequential")  # type: ignore[arg-type]
+            diffs = {impl: float((selective_scan(**inp, impl=impl) - ref).abs().max())  # type: ignore[arg-type]
+                     for impl in ("fused", "chunked")}
+        scale = float(ref.abs().max())
+        for impl, diff in diffs.items():
+            assert diff <= 1e-4 * max(1.0, scale), f"L={length}: {impl} differs from sequential by {diff}"
+        row: dict[str, Any] = {"max_abs_diff_vs_sequential": diffs, "max_abs_output": scale}
+        for mode, make, reps in (("forward", forward_fn, args.repeats),
+                                 ("forward_backward", fwd_bwd_fn, args.repeats)):
+            fns = {name: make(inp, IMPL[name]) for name in CONTENDERS}
+            row[mode] = summarise(interleaved(fns, reps))
+            s = row[mode]
+            print(f"L={length:5d} {mode:16s} ms: " + ", ".join(f"{k} {v:.2f}" for k, v in s["median_ms"].items())
+                  + f" | seq/fused {s['speedup']['sequential']['cpu']['median']:.1f}x, chunked/fused "
+                  f"{s['speedup']['chunked']['cpu']['median']:.2f}x (cpu), A/A noise +-"
+                  f"{100 * noise_band(s):.1f}%", flush=True)
         results[str(length)] = row
-        fb = row.get("forward_backward")
-        fw = row["forward"]
-        print(f"L={length:5d} fwd {1e3 * fw['seq_median_s']:8.2f} / {1e3 * fw['par_median_s']:7.2f} ms ="
-              f" {fw['speedup_median']:5.1f}x (cpu {fw['cpu_speedup_median']:5.1f}x)"
-              + (f"   fwd+bwd {1e3 * fb['seq_median_s']:8.2f} / {1e3 * fb['par_median_s']:7.2f} ms ="
-                 f" {fb['speedup_median']:5.1f}x (cpu {fb['cpu_speedup_median']:5.1f}x)" if fb else ""), flush=True)
 
     sweep: dict[str, Any] = {}
     if not args.no_sweep:
         length = 2048
         inp = make_inputs(b, dm, n, length)
-        fns = {c: forward_fn(inp, "parallel", c) for c in (8, 16, 24, 32, 48, 64, 128, 256)}
-        for fn in fns.values():
-            fn()
-        times: dict[int, list[float]] = {c: [] for c in fns}
-        for r in range(args.repeats):
-            for c in (list(fns) if r % 2 == 0 else list(fns)[::-1]):
-                t0 = time.perf_counter()
-                fns[c]()
-                times[c].append(time.perf_counter() - t0)
-        sweep = {"length": length, "median_ms": {str(c): 1e3 * statistics.median(t) for c, t in times.items()},
-                 "auto_chunk_size": auto_chunk_size(length)}
+        chunks = (16, 32, 64, 128, 256)
+        times = interleaved({str(c): fwd_bwd_fn(inp, "fused", c) for c in chunks}, args.repeats)
+        sweep = {"length": length, "mode": "forward_backward",
+                 "cpu_median_ms": {c: 1e3 * statistics.median(t["cpu"]) for c, t in times.items()},
+                 "median_ms": {c: 1e3 * statistics.median(t["wall"]) for c, t in times.items()}}
+
+    # targets, on CPU-time ratios (robust to waiting for a core), judged against the A/A noise
+    verdicts: dict[str, Any] = {}
+    if "2048" in results:
+        s = results["2048"]["forward_backward"]
+        ratio, noise = s["speedup"]["sequential"]["cpu"]["median"], noise_band(s)
+        verdicts["fused >= 30x sequential at L=2048, fwd+bwd"] = {
+            "ratio": ratio, "noise": noise,
+            "verdict": "met" if ratio * (1 - noise) >= 30 else ("missed" if ratio * (1 + noise) < 30 else
+                                                               "within noise")}
+    for length, row in results.items():
+        for mode in ("forward", "forward_backward"):
+            s = row[mode]
+            ratio, noise = s["speedup"]["chunked"]["cpu"]["median"], noise_band(s)
+            verdicts[f"fused faster than chunked, L={length}, {mode}"] = {
+                "ratio": ratio, "noise": noise,
+                "verdict": "met" if ratio > 1 + noise else ("missed" if ratio < 1 - noise else "within noise")}
 
     print(f"\nselective scan, float32, B={b} Dm={dm} N={n}, CPU, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} thread(s); medians of {args.repeats} alternated repeats")
-    print("wall-clock medians; 'cpu' = ratio of thread CPU times (robust to waiting for a core)")
-    print(f"{'L':>6} {'chunk':>6} {'seq fwd ms':>11} {'par fwd ms':>11} {'speed-up':>9} {'cpu':>6}"
-          + ("" if args.no_backward else f" {'seq f+b ms':>11} {'par f+b ms':>11} {'speed-up':>9} {'cpu':>6}"))
+          f"{torch.get_num_threads()} thread(s); medians of {args.repeats} interleaved repeats (wall ms), ratios are "
+          f"medians of per-repeat CPU-time ratios")
+    head = f"{'L':>6} {'mode':>8} {'seq ms':>9} {'chunked ms':>11} {'fused ms':>9} {'seq/fused':>10} " \
+           f"{'chunked/fused':>14} {'A/A noise':>10}"
+    print(head)
     for length, row in results.items():
-        f = row["forward"]
-        line = (f"{length:>6} {row['chunk_size']:>6} {1e3 * f['seq_median_s']:>11.2f} {1e3 * f['par_median_s']:>11.2f}"
-                f" {f['speedup_median']:>8.1f}x {f['cpu_speedup_median']:>5.1f}x")
-        if "forward_backward" in row:
-            fb = row["forward_backward"]
-            line += (f" {1e3 * fb['seq_median_s']:>11.2f} {1e3 * fb['par_median_s']:>11.2f}"
-                     f" {fb['speedup_median']:>8.1f}x {fb['cpu_speedup_median']:>5.1f}x")
-        print(line)
+        for mode, label in (("forward", "fwd"), ("forward_backward", "fwd+bwd")):
+            s = row[mode]
+            ms = s["median_ms"]
+            print(f"{length:>6} {label:>8} {ms['sequential']:>9.2f} {ms['chunked']:>11.2f} {ms['fused']:>9.2f} "
+                  f"{s['speedup']['sequential']['cpu']['median']:>9.1f}x "
+                  f"{s['speedup']['chunked']['cpu']['median']:>13.2f}x {100 * noise_band(s):>9.1f}%")
     if sweep:
-        print(f"\nchunk-size sweep, L=2048 forward (auto = {sweep['auto_chunk_size']}): "
-              + ", ".join(f"T={c}: {ms:.2f} ms" for c, ms in sweep["median_ms"].items()))
+        print("\nfused chunk sweep, L=2048 fwd+bwd, CPU ms: "
+              + ", ".join(f"T={c}: {ms:.2f}" for c, ms in sweep["cpu_median_ms"].items()))
+    print("\ntargets:")
+    for name, v in verdicts.items():
+        print(f"  {name}: {v['ratio']:.2f}x (noise +-{100 * v['noise']:.1f}%) -> {v['verdict']}")
 
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps({
-        "what": "selective_scan impl='parallel' (chunked) vs impl='sequential' (Python loop over t), float32, CPU",
+        "what": "selective_scan impl='fused' (C++), 'chunked' (PyTorch), 'sequential' (Python loop over t), float32",
         "torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine(),
         "processor": platform.processor(), "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(),
+        "loadavg_at_end": os.getloadavg() if hasattr(os, "getloadavg") else None,
         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"), "batch": b, "channels": dm, "state": n,
-        "repeats": args.repeats, "results": results, "chunk_sweep": sweep,
+        "repeats": args.repeats, "results": results, "fused_chunk_sweep": sweep, "targets": verdicts,
     }, indent=2) + "\n")
     print(f"wrote {RESULTS}")
 

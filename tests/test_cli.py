@@ -109,7 +109,8 @@ def test_run_writes_the_run_folder(tmp_path: Path) -> None:
     import json
 
     out = tmp_path / "run"
-    r = tricklab_subprocess("run", "budget.steps=40", "eval_every=20", "log_every=10", "progress=true", "--out", str(out))
+    r = tricklab_subprocess("run", "budget.steps=40", "eval_every=20", "log_every=10", "progress=true",
+                            "--out", str(out))
     assert r.returncode == 0, r.stderr
     for name in ("recipe.yaml", "env.json", "metrics.jsonl", "summary.json", "model.safetensors"):
         assert (out / name).is_file(), name

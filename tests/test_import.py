@@ -5,7 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
-OPTIONAL = ["sklearn", "scipy", "matplotlib", "mnist1d", "optuna", "networkx", "rich"]
+OPTIONAL = ["sklearn", "scipy", "matplotlib", "mnist1d", "optuna", "networkx", "rich", "pandas", "pyarrow", "h5py",
+            "PIL", "datasets"]
 
 
 def test_import_loads_no_optional_extra() -> None:

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from tricklab.data import load_dataset
 from tricklab.data.datasets.graphs import GraphDataset, make_synthetic_graphs
-from tricklab.data.graph import Graph
+from tricklab.data.graph import Graph, batch_graphs
 from tricklab.data.graph_loaders import FullBatchGraphLoader, GraphBatchLoader, masked_targets
 from tricklab.data.loader import epoch_permutation
 from tricklab.errors import DataError
@@ -220,3 +220,57 @@ def test_graph_batch_loader_shards_union_equals_single(synthetic: GraphDataset) 
         GraphBatchLoader(graphs, 10, rank=0, world_size=2)
     with pytest.raises(ValueError, match="graph label"):
         GraphBatchLoader([Graph(x=torch.ones(2, 1), edge_index=torch.zeros(2, 0, dtype=torch.long))], 1)
+
+
+# -- sparse node features ----------------------------------------------------------------------------------
+
+
+def _sparse_graph(n: int, seed: int, label: int | None = None) -> tuple[Graph, Graph]:
+    """(sparse, dense) copies of one graph with bag-of-words-like features."""
+    gen = torch.Generator().manual_seed(seed)
+    x = (torch.rand(n, 9, generator=gen) < 0.2).float()
+    ei = torch.randint(0, n, (2, 2 * n), generator=gen)
+    y = torch.tensor([label]) if label is not None else torch.randint(0, 3, (n,), generator=gen)
+    return Graph(x=x.to_sparse(), edge_index=ei, y=y), Graph(x=x, edge_index=ei, y=y)
+
+
+@pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta")
+def test_graph_keeps_sparse_features_coalesced_coo() -> None:
+    sparse, dense = _sparse_graph(7, 0)
+    assert sparse.x.layout == torch.sparse_coo and sparse.x.is_coalesced() and sparse.num_nodes == 7
+    csr = Graph(x=dense.x.to_sparse_csr(), edge_index=dense.edge_index)  # other layouts become COO
+    assert csr.x.layout == torch.sparse_coo and torch.equal(csr.x.to_dense(), dense.x)
+
+
+def test_batch_graphs_with_sparse_features_equals_dense() -> None:
+    """Reference: batch_graphs of the dense copies (a mix of sparse and dense is joined dense)."""
+    pairs = [_sparse_graph(n, s, label=s % 2) for s, n in enumerate([4, 1, 6])]
+    sb = batch_graphs([s for s, _ in pairs])
+    db = batch_graphs([d for _, d in pairs])
+    assert sb.x.layout == torch.sparse_coo and sb.x.is_coalesced()
+    assert torch.equal(sb.x.to_dense(), db.x) and torch.equal(sb.edge_index, db.edge_index)
+    assert torch.equal(sb.batch, db.batch) and torch.equal(sb.y, db.y)
+    mixed = batch_graphs([pairs[0][0], pairs[1][1]])
+    assert mixed.x.layout == torch.strided and torch.equal(mixed.x, batch_graphs([pairs[0][1], pairs[1][1]]).x)
+
+
+def test_neighbor_loader_with_sparse_features_equals_dense() -> None:
+    """Reference: the NeighborLoader over the dense copy, same seed: the same sampled subgraphs and features."""
+    from tricklab.data.graph_loaders import NeighborLoader
+
+    sparse, dense = _sparse_graph(30, 3)
+    for g in (sparse, dense):
+        g.masks["train"] = torch.arange(30) < 20
+    a = NeighborLoader(sparse, "train", 8, [3, 2], seed=1)
+    b = NeighborLoader(dense, "train", 8, [3, 2], seed=1)
+    for (ga, ta), (gb, tb) in zip(a, b):
+        assert ga.x.layout == torch.sparse_coo
+        assert torch.equal(ga.x.to_dense(), gb.x) and torch.equal(ga.edge_index, gb.edge_index)
+        assert torch.equal(ta, tb)
+
+
+def test_fingerprint_of_sparse_features_is_that_of_their_dense_values() -> None:
+    sparse, dense = _sparse_graph(7, 4)
+    fp = [GraphDataset(name="t", graphs=[g], num_classes=3, num_features=9, task="node").fingerprint()
+          for g in (sparse, dense)]
+    assert fp[0] == fp[1]

@@ -49,6 +49,7 @@ def test_cora_sizes_split_and_edges(cora: pl.GraphDataset) -> None:
     g = cora.graph
     assert cora.task == "node" and cora.num_classes == 7 and cora.num_features == 1433
     assert g.x.shape == (2708, 1433) and g.x.dtype == torch.float32
+    assert g.x.layout == torch.sparse_coo and g.x.is_coalesced() and g.x._nnz() == 49216  # 1.27% non-zero
     assert g.y.shape == (2708,) and g.y.dtype == torch.int64 and set(g.y.unique().tolist()) == set(range(7))
     masks = g.masks
     assert {k: int(m.sum()) for k, m in masks.items()} == {"train": 140, "val": 500, "test": 1000}
@@ -68,7 +69,7 @@ def test_cora_sizes_split_and_edges(cora: pl.GraphDataset) -> None:
     assert torch.equal(key, key.sort().values)  # sorted by (source, target)
 
     # Kipf's row normalisation: every Cora node has at least one word, so every row sums to 1.
-    assert torch.allclose(g.x.sum(1), torch.ones(2708), atol=1e-5)
+    assert torch.allclose(g.x.to_dense().sum(1), torch.ones(2708), atol=1e-5)
     assert cora.meta["unlabelled_nodes"] == 0
     assert cora.fingerprint() == load_dataset("planetoid", dataset="cora").fingerprint()
 
@@ -92,7 +93,7 @@ def test_cora_matches_torch_geometric(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(tg, "read_file", read_file)
     ref = tg.read_planetoid_data(str(CORA_DIR), "cora")
     raw = pl.load_planetoid(CORA_DIR, "cora", normalize_features=False)
-    assert torch.equal(raw.x, ref.x)
+    assert torch.equal(raw.x.to_dense(), ref.x)
     assert torch.equal(raw.y, ref.y)
     for k in ("train", "val", "test"):
         assert torch.equal(raw.masks[k], getattr(ref, f"{k}_mask"))
@@ -101,7 +102,7 @@ def test_cora_matches_torch_geometric(monkeypatch: pytest.MonkeyPatch) -> None:
     theirs = (ref.edge_index[0] * n + ref.edge_index[1]).sort().values
     assert torch.equal(ours, theirs)
     # Row normalisation = torch_geometric's NormalizeFeatures on the raw features.
-    normed = pl.load_planetoid(CORA_DIR, "cora").x
+    normed = pl.load_planetoid(CORA_DIR, "cora").x.to_dense()
     assert torch.allclose(normed, ref.x / ref.x.sum(1, keepdim=True).clamp(min=1), atol=1e-7)
 
 
@@ -217,3 +218,42 @@ def test_unpickler_admits_only_format_globals() -> None:
         data = (CORA_DIR / f"ind.cora.{name}").read_bytes()
         used = {tuple(arg.split(" ")) for op, arg, _ in pickletools.genops(data) if op.name == "GLOBAL"}
         assert used <= allowed, used - allowed
+
+
+# -- sparse features and the code-made Planetoid set ---------------------------------------------------------
+
+
+def test_sparse_and_dense_loading_agree(cora: pl.GraphDataset) -> None:
+    """Reference: the dense loading (``sparse_features=False``), itself checked against torch_geometric above."""
+    dense = load_dataset("cora", sparse_features=False)
+    assert dense.graph.x.layout == torch.strided and cora.graph.x.layout == torch.sparse_coo
+    assert torch.equal(cora.graph.x.to_dense(), dense.graph.x)
+    assert cora.fingerprint() == dense.fingerprint()  # the fingerprint hashes the values, not the layout
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_write_planetoid_like_round_trips(tmp_path: Path) -> None:
+    """A small code-made set (CiteSeer's density and split rule): the reader accepts the files (only the
+    format's globals), and sizes, split, density, edge count, homophily and the seed all hold."""
+    pytest.importorskip("scipy.sparse")
+    kw = {"num_nodes": 900, "num_features": 300, "words_per_node": 8.0, "num_edges": 1200, "num_classes": 3,
+          "num_test": 200}
+    pl.write_planetoid_like(tmp_path / "a", "toy", seed=1, **kw)
+    pl.write_planetoid_like(tmp_path / "b", "toy", seed=1, **kw)
+    pl.write_planetoid_like(tmp_path / "c", "toy", seed=2, **kw)
+    for key in pl.PLANETOID_FILES:
+        assert (tmp_path / "a" / f"ind.toy.{key}").read_bytes() == (tmp_path / "b" / f"ind.toy.{key}").read_bytes()
+    ds = load_dataset("planetoid", data_dir=str(tmp_path / "a"), dataset="toy")
+    g = ds.graph
+    assert (g.num_nodes, ds.num_features, ds.num_classes, g.num_edges) == (900, 300, 3, 2400)
+    assert {k: int(m.sum()) for k, m in g.masks.items()} == {"train": 60, "val": 500, "test": 200}
+    assert torch.bincount(g.y[g.masks["train"]]).tolist() == [20, 20, 20]
+    assert g.masks["test"][700:].all()
+    raw = pl.load_planetoid(tmp_path / "a", "toy", normalize_features=False).x.to_dense()
+    assert set(raw.unique().tolist()) == {0.0, 1.0}
+    assert abs(float(raw.sum()) / 900 - 8.0) < 0.5  # words per node ~ Poisson(8)
+    same = (g.y[g.edge_index[0]] == g.y[g.edge_index[1]]).float().mean()
+    assert same > 0.75  # homophily 0.75 + (1 - 0.75) / 3 by chance ~ 0.83
+    assert ds.fingerprint() != load_dataset("planetoid", data_dir=str(tmp_path / "c"), dataset="toy").fingerprint()
+    with pytest.raises(DataError, match="cannot hold"):
+        pl.write_planetoid_like(tmp_path / "d", "toy", num_nodes=600, num_test=200)

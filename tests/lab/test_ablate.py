@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from tricklab.errors import ConfigError, ConflictError, UnknownNameError
-from tricklab.lab.ablate import load_base, make_plan, parse_budget, parse_technique
+from tricklab.cli import parse_budget, parse_technique, parse_variant, plan_ablation
+from tricklab.lab.ablate import load_base
 
 TINY = ["--budget", "60", "eval_every=30", "log_every=10"]
 
@@ -30,7 +31,7 @@ def cli(*args: str) -> tuple[int, str, str]:
 
 
 def test_plan_has_baseline_then_each_technique_and_combos() -> None:
-    plan = make_plan(load_base(None, []), ["ema:decay=0.99", "grad_clip"], ["ema+grad_clip"], [0, 1], "200")
+    plan = plan_ablation(load_base(None, []), ["ema:decay=0.99", "grad_clip"], ["ema+grad_clip"], [0, 1], "200")
     names = [v.name for v in plan.variants]
     assert names == ["baseline", "ema(decay=0.99)", "grad_clip", "ema(decay=0.99)+grad_clip"]
     assert all(v.recipe.budget.steps == 200 for v in plan.variants)  # equal budget
@@ -63,9 +64,9 @@ def test_bad_input_exits_2(tmp_path: Path) -> None:
     assert not any((tmp_path / n).exists() for n in "abcd")
     assert parse_technique("ema:decay=0.5").args == {"decay": 0.5}
     with pytest.raises(UnknownNameError):
-        make_plan(load_base(None, []), ["nope"], [], [0])
+        plan_ablation(load_base(None, []), ["nope"], [], [0])
     with pytest.raises(ConflictError):  # a combination that writes one exclusive slot twice
-        make_plan(load_base(None, []), ["ema", "ema:decay=0.9"], ["ema+ema:decay=0.9"], [0])
+        plan_ablation(load_base(None, []), ["ema", "ema:decay=0.9"], ["ema+ema:decay=0.9"], [0])
 
 
 def _env() -> dict[str, str]:
@@ -153,9 +154,7 @@ def test_store_commands_on_a_missing_folder(tmp_path: Path) -> None:
 
 
 def test_variants_change_recipe_keys_at_equal_budget() -> None:
-    from tricklab.lab.ablate import parse_variant
-
-    plan = make_plan(load_base(None, []), [], [], [0], "100",
+    plan = plan_ablation(load_base(None, []), [], [], [0], "100",
                      ["big_batch:batch_size=1000;optimizer.lr=0.02", "sgd:optimizer.name=sgd"])
     names = [v.name for v in plan.variants]
     assert names == ["baseline", "big_batch", "sgd"]
@@ -163,8 +162,8 @@ def test_variants_change_recipe_keys_at_equal_budget() -> None:
     assert plan.variants[2].recipe.optimizer.name == "sgd"
     assert all(v.recipe.budget.steps == 100 for v in plan.variants)
     with pytest.raises(ConfigError, match="equal budget"):
-        make_plan(load_base(None, []), [], [], [0], None, ["long:budget.steps=99999"])
+        plan_ablation(load_base(None, []), [], [], [0], None, ["long:budget.steps=99999"])
     with pytest.raises(ConfigError, match="NAME:key=value"):
         parse_variant("nocolon")
     with pytest.raises(UnknownNameError):
-        make_plan(load_base(None, []), [], [], [0], None, ["x:optimizer.name=adamx"])
+        plan_ablation(load_base(None, []), [], [], [0], None, ["x:optimizer.name=adamx"])

@@ -9,7 +9,6 @@ corrected EMA written out in NumPy.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import json
@@ -84,7 +83,8 @@ def test_range_test_smoothing_stop_and_exact_restore() -> None:
     model.eval()
     before_model = {k: v.clone() for k, v in model.state_dict().items()}
     before_opt = opt.state_dict()
-    before_state = {k: {n: t.clone() for n, t in s.items() if torch.is_tensor(t)} for k, s in before_opt["state"].items()}
+    before_state = {k: {n: t.clone() for n, t in s.items() if torch.is_tensor(t)}
+                    for k, s in before_opt["state"].items()}
     before_pos = (loader.epoch, loader.batch_index)
     before_rng = torch.get_rng_state().clone()
 
@@ -135,12 +135,11 @@ def test_lr_find_on_mnist1d_default_recipe(tmp_path: Path) -> None:
 
 
 def test_cli_entry_point(tmp_path: Path) -> None:
-    parser = argparse.ArgumentParser(prog="tricklab")
-    sub = parser.add_subparsers(dest="command", required=True)
-    lf.add_parser(sub)
-    args = parser.parse_args(["lr-find", "budget.steps=10", "--out", str(tmp_path / "o"), "--steps", "12",
-                              "--start-lr", "1e-5", "--end-lr", "1"])
-    assert args.func is lf.cmd
+    from tricklab import cli
+
+    args = cli.build_parser().parse_args(["lr-find", "budget.steps=10", "--out", str(tmp_path / "o"), "--steps",
+                                          "12", "--start-lr", "1e-5", "--end-lr", "1"])
+    assert args.func is cli.cmd_lr_find
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         assert args.func(args) == 0

@@ -12,7 +12,8 @@ def test_default_recipe_is_the_paper_model_and_matches_its_file() -> None:
     from pathlib import Path
 
     r = load_recipe(None)
-    assert (r.task, r.model.name, r.batch_size, r.optimizer.name, r.optimizer.lr) == ("mnist1d", "cnn", 100, "adam", 0.01)
+    assert (r.task, r.model.name, r.batch_size, r.optimizer.name, r.optimizer.lr) == (
+        "mnist1d", "cnn", 100, "adam", 0.01)
     assert r.budget.steps == 6000 and r.schedule.name == "cosine"
     assert [t.name for t in r.techniques] == ["label_smoothing"]
     recipes = Path(__file__).resolve().parents[2] / "recipes"

@@ -8,7 +8,7 @@ import pytest
 
 from tricklab.lab.ablate import BASELINE_RECIPE
 from tricklab.lab.recipe import load_recipe, recipe_from_dict
-from tricklab.lab.runner import validate
+from tricklab.lab.build import validate
 
 RECIPES = sorted((Path(__file__).resolve().parents[2] / "recipes").glob("*.yaml"))
 
@@ -34,4 +34,4 @@ def test_digits_recipe_trains(tmp_path: Path) -> None:
 
     r = run(load_recipe(RECIPES[[p.name for p in RECIPES].index("digits-cnn2d.yaml")], ["progress=false"]),
             out=tmp_path / "run")
-    assert r.summary["test"]["accuracy"] > 0.9  # 8x8 digits: a small CNN gets well above 90% in 600 steps
+    assert r.summary.test.value("accuracy") > 0.9  # 8x8 digits: a small CNN gets well above 90% in 600 steps

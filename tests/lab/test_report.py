@@ -1,10 +1,10 @@
 """The ablation report: every plot present as inline SVG, nothing fetched from the network, verdict colours,
 the one-seed note, and (with Debian's chromium) that a real browser renders every plot without a console
-message. The summary here is written by hand in the format of ``tricklab.lab.stats.ablation_summary``."""
+message. The summary here is built with the constructors of ``tricklab.lab.summary``."""
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 import html
 import re
 from pathlib import Path
@@ -15,20 +15,24 @@ import pytest
 pytest.importorskip("matplotlib", reason="the report needs the tricklab[plots] extra")
 
 from tricklab.errors import UserError  # noqa: E402
+from tricklab.lab.format import format_effect, format_p, format_value  # noqa: E402
+from tricklab.lab.metrics import MetricInfo  # noqa: E402
 from tricklab.lab.report import PLOT_NAMES, VERDICT_COLOURS, pareto_front, render_report, write_report  # noqa: E402
+from tricklab.lab.stats import Description, PairedDifference  # noqa: E402
+from tricklab.lab.summary import AblationSetting, AblationSummary, EqualTime, Reliability  # noqa: E402
 
 
-METRICS: list[dict[str, Any]] = [
-    {"key": "accuracy", "label": "test accuracy", "higher_is_better": True, "fmt": ".4f"},
-    {"key": "macro_f1", "label": "macro F1", "higher_is_better": True, "fmt": ".4f"},
-    {"key": "nll", "label": "NLL", "higher_is_better": False, "fmt": ".4f"},
-    {"key": "ece", "label": "ECE", "higher_is_better": False, "fmt": ".4f"},
-    {"key": "brier", "label": "Brier", "higher_is_better": False, "fmt": ".4f"},
-    {"key": "train_seconds", "label": "training time (s)", "higher_is_better": False, "fmt": ".2f"},
-    {"key": "latency_ms", "label": "latency (ms)", "higher_is_better": False, "fmt": ".3f"},
-    {"key": "parameters", "label": "parameters", "higher_is_better": False, "fmt": "d"},
-    {"key": "model_size_bytes", "label": "model size (bytes)", "higher_is_better": False, "fmt": "d"},
-    {"key": "steps_to_target", "label": "steps to target", "higher_is_better": False, "fmt": ".0f"},
+METRICS: list[MetricInfo] = [
+    MetricInfo("accuracy", "test accuracy", True, ".4f"),
+    MetricInfo("macro_f1", "macro F1", True, ".4f"),
+    MetricInfo("nll", "NLL", False, ".4f"),
+    MetricInfo("ece", "ECE", False, ".4f"),
+    MetricInfo("brier", "Brier", False, ".4f"),
+    MetricInfo("train_seconds", "training time (s)", False, ".2f", source="run", kind="timing"),
+    MetricInfo("latency_ms", "latency (ms)", False, ".3f", source="run", kind="timing"),
+    MetricInfo("parameters", "parameters", False, "d", source="run", kind="size"),
+    MetricInfo("model_size_bytes", "model size (bytes)", False, "d", source="run", kind="size"),
+    MetricInfo("steps_to_target", "steps to target", False, ".0f", source="run", kind="steps"),
 ]
 
 BASE_MEANS = {"accuracy": 0.8500, "macro_f1": 0.8400, "nll": 0.4500, "ece": 0.0400, "brier": 0.2200,
@@ -44,62 +48,52 @@ EFFECTS: dict[str, dict[str, tuple[float, str]]] = {
 }
 
 
-def _per(mean: float, n: int) -> dict[str, Any]:
+def _per(mean: float, n: int) -> Description:
     if n < 2:
-        return {"n": n, "mean": mean, "std": None, "ci_low": None, "ci_high": None, "half_width": None}
+        return Description(n, mean, None, None, None, None)
     hw = abs(mean) * 0.01 + 0.001
-    return {"n": n, "mean": mean, "std": hw, "ci_low": mean - hw, "ci_high": mean + hw, "half_width": hw}
+    return Description(n, mean, hw, mean - hw, mean + hw, hw)
 
 
-def make_summary(n_seeds: int = 3) -> dict[str, Any]:
+def _diff(diff: float, verdict: str, n_seeds: int) -> PairedDifference:
+    if n_seeds < 2:
+        return PairedDifference(1, diff, None, None, None, None, None, "cannot tell (1 seed)")
+    hw = 0.4 * abs(diff) if verdict != "no clear effect" else 3 * abs(diff) + 0.001
+    unclear = verdict == "no clear effect"
+    return PairedDifference(n_seeds, diff, hw / 2, diff - hw, diff + hw, 0.3 if unclear else 5.0,
+                            0.71 if unclear else 0.012, verdict)
+
+
+def _equal_time(seconds: float, diff: float, lo: float, hi: float, t: float, p: float, n_seeds: int) -> EqualTime:
+    many = n_seeds > 1
+    d = PairedDifference(n_seeds, diff, None, lo if many else None, hi if many else None, t if many else None,
+                         p if many else None, "no clear effect" if many else "cannot tell (1 seed)")
+    return EqualTime(d, [seconds] * n_seeds, list(range(n_seeds)))
+
+
+def make_summary(n_seeds: int = 3, reliability: bool = True) -> AblationSummary:
     variants = ["baseline", *EFFECTS]
-    seeds = list(range(n_seeds))
-    per_variant: dict[str, Any] = {}
-    paired: dict[str, Any] = {}
-    for v in variants:
-        per_variant[v] = {}
-        for m in METRICS:
-            diff = EFFECTS.get(v, {}).get(m["key"], (0.0, ""))[0]
-            per_variant[v][m["key"]] = _per(BASE_MEANS[m["key"]] + diff, n_seeds)
-    for v in variants[1:]:
-        paired[v] = {}
-        for m in METRICS:
-            diff, verdict = EFFECTS[v].get(m["key"], (0.0005, "no clear effect"))
-            if n_seeds < 2:
-                paired[v][m["key"]] = {"n": 1, "mean_diff": diff, "std_diff": None, "ci_low": None, "ci_high": None,
-                                       "t": None, "p_value": None, "verdict": "cannot tell (1 seed)"}
-                continue
-            hw = 0.4 * abs(diff) if verdict != "no clear effect" else 3 * abs(diff) + 0.001
-            paired[v][m["key"]] = {"n": n_seeds, "mean_diff": diff, "std_diff": hw / 2, "ci_low": diff - hw,
-                                   "ci_high": diff + hw, "t": 5.0 if verdict != "no clear effect" else 0.3,
-                                   "p_value": 0.012 if verdict != "no clear effect" else 0.71, "verdict": verdict}
-    equal_time = {
-        "ema": {"seconds": 18.5, "n": n_seeds, "mean_diff": -0.0040, "ci_low": -0.0090 if n_seeds > 1 else None,
-                "ci_high": 0.0010 if n_seeds > 1 else None, "t": -1.4 if n_seeds > 1 else None,
-                "p_value": 0.29 if n_seeds > 1 else None,
-                "verdict": "no clear effect" if n_seeds > 1 else "cannot tell (1 seed)"},
-        "label_smoothing": {"seconds": 19.9, "n": n_seeds, "mean_diff": 0.0010, "ci_low": -0.0030 if n_seeds > 1 else None,
-                            "ci_high": 0.0050 if n_seeds > 1 else None, "t": 0.5 if n_seeds > 1 else None,
-                            "p_value": 0.66 if n_seeds > 1 else None,
-                            "verdict": "no clear effect" if n_seeds > 1 else "cannot tell (1 seed)"},
-    }
+    per_variant = {v: {m.key: _per(BASE_MEANS[m.key] + EFFECTS.get(v, {}).get(m.key, (0.0, ""))[0], n_seeds)
+                       for m in METRICS} for v in variants}
+    paired = {v: {m.key: _diff(*EFFECTS[v].get(m.key, (0.0005, "no clear effect")), n_seeds) for m in METRICS}
+              for v in variants[1:]}
     edges = [i / 15 for i in range(16)]
-    reliability = {}
+    rel = {}
     for k, v in enumerate(variants):
         conf = [None if i < 5 else (edges[i] + edges[i + 1]) / 2 for i in range(15)]  # low bins empty
         acc = [None if c is None else max(0.0, c - 0.05 + 0.02 * k) for c in conf]
-        reliability[v] = {"bin_edges": edges, "confidence": conf, "accuracy": acc,
-                          "count": [0 if c is None else 10 * i for i, c in enumerate(conf)]}
-    return {
-        "variants": variants,
-        "metrics": copy.deepcopy(METRICS),
-        "seeds": {v: list(seeds) for v in variants},
-        "per_variant": per_variant,
-        "paired": paired,
-        "equal_time": equal_time,
-        "per_class_f1": {v: [0.9 - 0.03 * c + 0.01 * k for c in range(10)] for k, v in enumerate(variants)},
-        "reliability": reliability,
-    }
+        rel[v] = Reliability(edges, conf, acc, [0 if c is None else 10 * i for i, c in enumerate(conf)])
+    return AblationSummary(
+        variants=variants,
+        metrics=list(METRICS),
+        seeds={v: list(range(n_seeds)) for v in variants},
+        per_variant=per_variant,
+        paired=paired,
+        equal_time={"ema": _equal_time(18.5, -0.0040, -0.0090, 0.0010, -1.4, 0.29, n_seeds),
+                    "label_smoothing": _equal_time(19.9, 0.0010, -0.0030, 0.0050, 0.5, 0.66, n_seeds)},
+        per_class_f1={v: [0.9 - 0.03 * c + 0.01 * k for c in range(10)] for k, v in enumerate(variants)},
+        reliability=rel if reliability else {},
+    )
 
 
 def make_curves(variants: list[str], n_seeds: int = 3) -> dict[str, list[list[dict[str, Any]]]]:
@@ -111,7 +105,8 @@ def make_curves(variants: list[str], n_seeds: int = 3) -> dict[str, list[list[di
             for i in range(1, 11):
                 step = 100 * i
                 # per-seed speed differs, so the seconds axis needs the interpolation onto a common grid
-                row: dict[str, Any] = {"step": step, "epoch": step // 40, "seconds": step * (0.02 + 0.001 * seed + 0.002 * k),
+                row: dict[str, Any] = {"step": step, "epoch": step // 40,
+                                       "seconds": step * (0.02 + 0.001 * seed + 0.002 * k),
                                        "lr": 0.01, "train_loss": 2.0 / (1 + 0.3 * i) + 0.01 * seed}
                 if i % 2 == 0:
                     row.update({"eval_accuracy": 0.5 + 0.035 * i + 0.005 * k, "eval_loss": 1.0 / i})
@@ -121,17 +116,17 @@ def make_curves(variants: list[str], n_seeds: int = 3) -> dict[str, list[list[di
     return curves
 
 
-SETTING: dict[str, Any] = {
-    "task": "mnist1d", "model": "cnn", "budget": {"steps": 1000}, "seeds": [0, 1, 2],
-    "machine": {"cpu": "test cpu", "threads": 1, "torch": "2.13.0", "python": "3.11"},
-    "recipe_hash": "abc123", "baseline_recipe": {"task": "mnist1d", "model": {"name": "cnn"}, "note": "<b>&"},
-}
+SETTING = AblationSetting(
+    task="mnist1d", model="cnn", budget={"steps": 1000}, seeds=[0, 1, 2],
+    machine={"cpu": "test cpu", "threads": 1, "torch": "2.13.0", "python": "3.11"},
+    recipe_hash="abc123", baseline_recipe={"task": "mnist1d", "model": {"name": "cnn"}, "note": "<b>&"},
+)
 
 
 @pytest.fixture(scope="module")
 def page() -> str:
     summary = make_summary()
-    return render_report(summary, make_curves(summary["variants"]), SETTING)
+    return render_report(summary, make_curves(summary.variants), SETTING)
 
 
 def _figures(text: str) -> dict[str, str]:
@@ -157,8 +152,8 @@ def test_page_references_nothing_on_the_network(page: str) -> None:
 
 
 def test_verdict_cells_are_coloured_by_verdict(page: str) -> None:
-    cells = re.findall(r'<td class="verdict" data-verdict="([^"]*)" title="([^"]*)" style="background-color:(#[0-9a-f]+)">'
-                       r"([^<]*)</td>", page)
+    cells = re.findall(r'<td class="verdict" data-verdict="([^"]*)" title="([^"]*)" '
+                       r'style="background-color:(#[0-9a-f]+)">([^<]*)</td>', page)
     summary = make_summary()
     # 2 techniques x 10 metrics in the verdict table, plus 2 equal-time cells
     assert len(cells) == 2 * len(METRICS) + 2
@@ -171,9 +166,9 @@ def test_verdict_cells_are_coloured_by_verdict(page: str) -> None:
     assert {"helps", "hurts", "no clear effect"} <= seen
     assert VERDICT_COLOURS["helps"] != VERDICT_COLOURS["hurts"] != VERDICT_COLOURS["no clear effect"]
     # the first row is ema: accuracy helps with its exact numbers
-    d = summary["paired"]["ema"]["accuracy"]
+    d = summary.paired["ema"]["accuracy"]
     assert cells[0][0] == "helps"
-    assert cells[0][3] == f"{d['mean_diff']:+.4f} [{d['ci_low']:.4f}, {d['ci_high']:.4f}]"
+    assert cells[0][3] == f"{d.mean_diff:+.4f} [{d.ci_low:.4f}, {d.ci_high:.4f}]"
 
 
 def test_text_is_escaped_and_setting_shown(page: str) -> None:
@@ -184,7 +179,7 @@ def test_text_is_escaped_and_setting_shown(page: str) -> None:
 
 def test_one_seed_summary_says_intervals_cannot_be_computed() -> None:
     summary = make_summary(n_seeds=1)
-    text = render_report(summary, make_curves(summary["variants"], n_seeds=1), SETTING)
+    text = render_report(summary, make_curves(summary.variants, n_seeds=1), SETTING)
     assert 'class="note seed-note"' in text and "cannot be computed" in text
     assert set(_figures(text)) == set(PLOT_NAMES)  # one curve per variant still draws, without a band
     assert "cannot tell (1 seed)" in text
@@ -192,8 +187,7 @@ def test_one_seed_summary_says_intervals_cannot_be_computed() -> None:
 
 
 def test_plots_without_data_are_left_out_with_a_note() -> None:
-    summary = make_summary()
-    del summary["reliability"]
+    summary = make_summary(reliability=False)
     text = render_report(summary, {}, SETTING)  # no curves either
     assert set(_figures(text)) == {"verdict", "pareto", "per-class-f1"}
     assert "No data for the reliability plot" in text
@@ -207,12 +201,12 @@ def test_pareto_front_keeps_only_undominated_points() -> None:
 def test_write_report_is_atomic_and_leaves_no_temp(tmp_path: Path) -> None:
     summary = make_summary()
     (tmp_path / "report.html").write_text("old")
-    path = write_report(tmp_path, summary, make_curves(summary["variants"]), SETTING)
+    path = write_report(tmp_path, summary, make_curves(summary.variants), SETTING)
     assert path == tmp_path / "report.html" and path.read_text().startswith("<!DOCTYPE html>")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report.html"]
     # a failing render must keep the previous report in place
-    with pytest.raises(KeyError):
-        write_report(tmp_path, {"metrics": []}, {}, SETTING)
+    with pytest.raises(ValueError, match="no variants"):
+        write_report(tmp_path, AblationSummary([], [], {}, {}, {}), {}, SETTING)
     assert path.read_text().startswith("<!DOCTYPE html>")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report.html"]
 
@@ -245,7 +239,7 @@ def test_console_check_catches_a_console_error(tmp_path: Path, browser) -> None:
 
 def test_chromium_renders_every_plot_without_console_messages(tmp_path: Path, browser) -> None:
     summary = make_summary()
-    path = write_report(tmp_path / "out", summary, make_curves(summary["variants"]), SETTING)
+    path = write_report(tmp_path / "out", summary, make_curves(summary.variants), SETTING)
     rendered, expected, console = browser.plots(path)
     assert expected >= 8
     assert rendered == expected
@@ -255,7 +249,7 @@ def test_chromium_renders_every_plot_without_console_messages(tmp_path: Path, br
 def test_browser_check_fails_when_a_plot_is_missing_its_svg(tmp_path: Path, browser) -> None:
     # the counter must notice a figure whose drawing is gone, or the test above could never fail
     summary = make_summary()
-    text = render_report(summary, make_curves(summary["variants"]), SETTING)
+    text = render_report(summary, make_curves(summary.variants), SETTING)
     broken = re.sub(r'(<figure class="plot" data-plot="pareto">)<svg.*?</svg>', r"\1", text, count=1, flags=re.S)
     assert broken != text
     path = tmp_path / "broken.html"
@@ -265,12 +259,44 @@ def test_browser_check_fails_when_a_plot_is_missing_its_svg(tmp_path: Path, brow
 
 
 def test_averaging_table_shows_averaged_against_final_weights() -> None:
-    summary = make_summary()
-    v = summary["variants"][1]
-    summary["averaging"] = {v: {"accuracy": {"n": 3, "mean_diff": 0.0123, "ci_low": 0.0021, "ci_high": 0.0225,
-                                             "verdict": "helps", "p_value": 0.03}}}
-    text = render_report(summary, make_curves(summary["variants"]), SETTING)
+    v = make_summary().variants[1]
+    helps = PairedDifference(3, 0.0123, None, 0.0021, 0.0225, None, 0.03, "helps")
+    summary = dataclasses.replace(make_summary(), averaging={v: {"accuracy": helps}})
+    text = render_report(summary, make_curves(summary.variants), SETTING)
     table = re.search(r'<table class="averaging">(.*?)</table>', text, re.S)
     assert table is not None and html.escape(v) in table.group(1)
     assert "+0.0123" in table.group(1) and VERDICT_COLOURS["helps"] in table.group(1)
-    assert '<table class="averaging">' not in render_report(make_summary(), make_curves(summary["variants"]), SETTING)
+    assert '<table class="averaging">' not in render_report(make_summary(), make_curves(summary.variants), SETTING)
+
+
+def _table_rows(page: str, name: str) -> list[list[str]]:
+    """The cell texts of each body row of ``<table class="name">`` (markup stripped, entities decoded)."""
+    table = re.search(rf'<table class="{name}">(.*?)</table>', page, re.S)
+    assert table is not None, name
+    rows = re.findall(r"<tr>(.*?)</tr>", table.group(1), re.S)[1:]  # the first row is the header
+    return [[html.unescape(re.sub(r"<[^>]+>", "", c)) for c in re.findall(r"<td[^>]*>(.*?)</td>", r, re.S)]
+            for r in rows]
+
+
+def test_tables_show_the_summary_numbers(page: str) -> None:
+    # every cell of the three tables, against the summary's numbers formatted with the metric's spec
+    summary = make_summary()
+    verdicts = _table_rows(page, "verdicts")
+    assert [r[0] for r in verdicts] == summary.techniques
+    for row, tech in zip(verdicts, summary.techniques):
+        for cell, m in zip(row[1:], summary.metrics, strict=True):
+            d = summary.paired[tech][m.key]
+            assert cell == format_effect(d.mean_diff, d.ci_low, d.ci_high, m.fmt), (tech, m.key)
+    per_variant = _table_rows(page, "per-variant")
+    assert [r[0] for r in per_variant] == summary.variants
+    for row, v in zip(per_variant, summary.variants):
+        assert row[1] == "3"
+        for cell, m in zip(row[2:], summary.metrics, strict=True):
+            s = summary.per_variant[v][m.key]
+            assert cell == f"{format_value(s.mean, m.fmt)} ± {format_value(s.half_width, m.fmt)}", (v, m.key)
+    equal = _table_rows(page, "equal-time")
+    for row, tech in zip(equal, ["ema", "label_smoothing"], strict=True):
+        eq = summary.equal_time[tech]
+        d = eq.difference
+        assert row == [tech, format_value(eq.seconds, ".1f"), str(d.n), format_effect(d.mean_diff, d.ci_low, d.ci_high,
+                       ".4f"), format_value(d.t, ".3g"), format_p(d.p_value), d.verdict]

@@ -71,15 +71,17 @@ def test_induction_heads_run_reports_the_longer_test_sets(tmp_path: Path) -> Non
                                 "budget.steps=3", "eval_every=null", "progress=false",
                                 "data.args={seq_len: 16, num_train: 64, num_test: 32, test_seq_lens: [32, 64]}"])
     r = run(recipe, out=tmp_path / "ih")
-    extra = r.summary["extra_tests"]
+    extra = r.summary.extra_tests
     assert set(extra) == {"len32", "len64"}
     for m in extra.values():
-        assert 0.0 <= m["accuracy"] <= 1.0 and m["scored_positions"] == 32  # one scored position per sequence
-    assert r.summary["test"]["scored_positions"] == 32 and "bpc" in r.summary["test"]
+        # one scored position per sequence
+        assert 0.0 <= m.value("accuracy") <= 1.0 and m.value("scored_positions") == 32
+    assert r.summary.test.value("scored_positions") == 32 and r.summary.test.value("bpc") is not None
 
-    from tricklab.lab.stats import metric_value
+    from tricklab.lab.analysis import metrics_for
 
-    assert metric_value(r.summary, "extra:len64:accuracy") == extra["len64"]["accuracy"]
+    (len64,) = [m for m in metrics_for([r.summary]) if m.key == "extra:len64:accuracy"]
+    assert r.summary.value(len64) == extra["len64"].value("accuracy")
 
 
 def test_shakespeare_run_keeps_a_seeded_sample(tmp_path: Path) -> None:
@@ -89,19 +91,25 @@ def test_shakespeare_run_keeps_a_seeded_sample(tmp_path: Path) -> None:
                  "data.args={block_size: 32, max_train_windows: 64, test_fraction: 0.01}"]
     a = run(load_recipe(None, overrides), out=tmp_path / "a").summary
     b = run(load_recipe(None, overrides), out=tmp_path / "b").summary
-    sample = a["sample"]
-    assert sample["text"].startswith(sample["prompt"]) and len(sample["text"]) == len(sample["prompt"]) + 300
-    assert sample == b["sample"]  # same seed, same weights -> the same text
-    assert a["test"]["bpc"] == pytest.approx(a["test"]["nll"] / math.log(2.0))
+    sample = a.sample
+    assert sample is not None
+    assert sample.text.startswith(sample.prompt) and len(sample.text) == len(sample.prompt) + 300
+    assert sample == b.sample  # same seed, same weights -> the same text
+    assert a.test.value("bpc") == pytest.approx(a.test.value("nll") / math.log(2.0))
 
 
 def test_report_shows_samples_escaped_and_in_variant_order() -> None:
-    from tricklab.lab.report import _samples_section
+    pytest.importorskip("matplotlib", reason="the report needs the tricklab[plots] extra")
+    from tricklab.lab.report import render_report
+    from tricklab.lab.summary import AblationSetting, AblationSummary, SeededSample, TextSample
 
-    summary = {"variants": ["gpt", "lstm"],
-               "samples": {"lstm": {"seed": 0, "prompt": "A", "text": "A <b>&", "temperature": 0.8, "top_k": 10},
-                           "gpt": {"seed": 0, "prompt": "A", "text": "A two", "temperature": 0.8, "top_k": 10}}}
-    html = _samples_section(summary)
-    assert html.index("<h3>gpt</h3>") < html.index("<h3>lstm</h3>")
-    assert "A &lt;b&gt;&amp;" in html and "<b>&" not in html
-    assert _samples_section({"variants": ["gpt"], "samples": {}}) == ""
+    def page(samples: dict[str, SeededSample]) -> str:
+        summary = AblationSummary(["gpt", "lstm"], [], {"gpt": [0], "lstm": [0]}, {}, {}, samples=samples)
+        return render_report(summary, {}, AblationSetting(task="shakespeare-char", model="gpt"))
+
+    html = page({"lstm": SeededSample(0, TextSample("A", "A <b>&", 0.8, 10)),
+                 "gpt": SeededSample(0, TextSample("A", "A two", 0.8, 10))})
+    section = html[html.index("<h2>Samples</h2>"):]
+    assert section.index("<h3>gpt</h3>") < section.index("<h3>lstm</h3>")
+    assert "A &lt;b&gt;&amp;" in section and "<b>&" not in html
+    assert "<h2>Samples</h2>" not in page({})

@@ -91,7 +91,8 @@ def test_gcn_edge_weight_gradient_matches_pyg() -> None:
     ours, theirs = GCNConv(5, 3).to(DT), pyg.GCNConv(5, 3).to(DT)
     copy_(theirs.lin.weight, ours.weight)
     wa, wb = w.clone().requires_grad_(True), w.clone().requires_grad_(True)
-    check_same(ours, theirs, [(ours.weight, theirs.lin.weight)], lambda v: ours(v, ei, wa), lambda v: theirs(v, ei, wb), x)
+    check_same(ours, theirs, [(ours.weight, theirs.lin.weight)], lambda v: ours(v, ei, wa),
+               lambda v: theirs(v, ei, wb), x)
     torch.testing.assert_close(wa.grad, wb.grad)
 
 

@@ -156,7 +156,8 @@ def test_propagate_matches_dense_and_handles_empty_graph() -> None:
     gen = torch.Generator().manual_seed(4)
     ei = torch.randint(0, 5, (2, 11), generator=gen)
     x = torch.randn(6, 2, generator=gen, dtype=torch.float64)
-    dense = torch.zeros(6, 6, dtype=torch.float64).index_put_((ei[1], ei[0]), torch.ones(11, dtype=torch.float64), accumulate=True)
+    dense = torch.zeros(6, 6, dtype=torch.float64).index_put_((ei[1], ei[0]), torch.ones(11, dtype=torch.float64),
+                                                              accumulate=True)
     torch.testing.assert_close(propagate(x, ei), dense @ x)
     empty = torch.empty(2, 0, dtype=torch.long)
     assert propagate(x, empty).abs().sum() == 0 and propagate(x, empty, reduce="max").shape == (6, 2)

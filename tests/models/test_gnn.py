@@ -13,8 +13,8 @@ from tricklab.layers.graph import sample_neighbors
 from tricklab.layers.graph_ops import global_pool
 from tricklab.models import MODELS, build_model
 
-NODE_MODELS = [("gcn", {}), ("gat", {}), ("graphsage", {}), ("graphsage", {"aggr": "max"}),
-               ("graphsage", {"aggr": "lstm"})]
+NODE_MODELS = [("gcn", {}), ("gat", {}), ("gat", {"protocol": "paper"}), ("graphsage", {}),
+               ("graphsage", {"aggr": "max"}), ("graphsage", {"aggr": "lstm"})]
 GRAPH_MODELS = [("gcn_graph", {}), ("gcn_graph", {"pool": "max"}), ("gated_gnn", {}), ("gated_gnn", {"hidden": 4})]
 
 
@@ -107,6 +107,45 @@ def test_graphsage_on_sampled_neighbourhoods_matches_full_graph() -> None:
                                            g.num_nodes)
     sub = Graph(x=g.x[nodes], edge_index=edge_indices[0])
     torch.testing.assert_close(model(sub, edge_indices)[:3], model(g)[seeds])
+
+
+def test_gat_paper_protocol_settings() -> None:
+    """Velickovic et al.'s code: per-head input dropout, dropout 0.6 on projected features, attention biases
+    (two per head per layer: 8 + 8 + 1 + 1 parameters more than the pyg protocol), per-head init."""
+    paper, pyg = build_model("gat", (1433,), 7, protocol="paper"), build_model("gat", (1433,), 7)
+    for conv in (paper.conv1, paper.conv2):
+        assert conv.independent_head_dropout and conv.input_dropout == 0.6 and conv.feature_dropout == 0.6
+        assert conv.dropout == 0.6 and conv.per_head_init and conv.att_src_bias is not None
+    assert not pyg.conv1.independent_head_dropout and pyg.conv1.feature_dropout == 0.0
+    n_paper, n_pyg = (sum(p.numel() for p in m.parameters()) for m in (paper, pyg))
+    assert n_paper - n_pyg == 18
+    with pytest.raises(ConfigError, match="protocol"):
+        build_model("gat", (12,), 3, protocol="dgl")
+
+
+@pytest.mark.parametrize("name,kw", NODE_MODELS + GRAPH_MODELS)
+def test_sparse_features_give_the_dense_results(name: str, kw: dict) -> None:
+    """Reference: the same model on the dense features (float64, eval mode): outputs and every parameter's
+    gradient. gcn and gat keep the features sparse, the others densify them."""
+    torch.manual_seed(0)
+    model = build_model(name, (12,), 3, **kw).double().eval()
+    g = node_graph() if (name, kw) in NODE_MODELS else graph_batch()
+    keep = torch.rand(g.x.shape, generator=torch.Generator().manual_seed(1)) < 0.3  # mostly zeros, as bag-of-words
+    dense = Graph(x=(g.x * keep).double(), edge_index=g.edge_index, y=g.y, batch=g.batch, num_graphs=g.num_graphs)
+    sparse = Graph(x=dense.x.to_sparse(), edge_index=g.edge_index, y=g.y, batch=g.batch, num_graphs=g.num_graphs)
+    out_d = model(dense)
+    grads_d = torch.autograd.grad(out_d.square().sum(), list(model.parameters()), allow_unused=True)
+    out_s = model(sparse)
+    grads_s = torch.autograd.grad(out_s.square().sum(), list(model.parameters()), allow_unused=True)
+    torch.testing.assert_close(out_s, out_d)
+    for a, b in zip(grads_s, grads_d):
+        if a is None or b is None:
+            assert a is None and b is None
+        else:
+            torch.testing.assert_close(a, b)
+    model.train()
+    out = model(sparse)  # dropout on the non-zeros: runs, finite, and differs from eval
+    assert torch.isfinite(out).all()
 
 
 def test_bad_arguments_raise_config_error() -> None:

@@ -1,11 +1,14 @@
-"""Tests for the recurrent language models (tricklab.models.seq_lm): LSTM LM and Mamba LM.
+"""Tests for the recurrent language models (tricklab.models.seq_lm): LSTM LM, Mamba LM and the hybrid.
 
 References:
 * LSTM LM: the LSTM equations written out as a slow per-step loop (Hochreiter & Schmidhuber 1997, torch's gate
   order i, f, g, o): i, f, o = sigmoid(.), g = tanh(.), c' = f c + i g, h' = o tanh(c'); outputs and gradients;
 * both: the recurrent ``step`` path (one token at a time) equals the parallel ``forward`` (outputs and
   gradients, float64); ``torch.autograd.gradcheck`` (finite differences) on a tiny Mamba LM;
-* causality: perturbing token j leaves every logit before j unchanged.
+* causality: perturbing token j leaves every logit before j unchanged;
+* hybrid: its attention layer is GPT's block (checked against GPT's own forward on the same weights through the
+  KV-cache path in test_generate.py) and its Mamba layers are MambaLayer;
+* bfloat16 autocast: the float32 forward and backward of the same model, within the stated tolerances.
 """
 
 from __future__ import annotations
@@ -18,7 +21,11 @@ import torch
 
 from tricklab.data.datasets import text as tx
 from tricklab.errors import ConfigError
-from tricklab.models.seq_lm import LSTMLM, MambaLM, lstm_lm, mamba_lm
+from tricklab.layers.attention import TransformerBlock
+from tricklab.layers.ssm import MambaLayer
+from tricklab.models import build_model
+from tricklab.models.gpt import gpt, lm_loss
+from tricklab.models.seq_lm import LSTMLM, HybridLM, MambaLM, hybrid_lm, lstm_lm, mamba_lm
 
 TEXT_FILE = next((d / tx.FILE_NAME for d in tx.default_dirs() if (d / tx.FILE_NAME).is_file()), None)
 needs_text = pytest.mark.skipif(TEXT_FILE is None and not os.environ.get("CI"),
@@ -33,6 +40,11 @@ def tiny_lstm() -> LSTMLM:
 def tiny_mamba(selective: bool = True) -> MambaLM:
     torch.manual_seed(0)
     return mamba_lm((8,), 11, d_model=8, n_layer=2, d_state=4, selective=selective)  # type: ignore[return-value]
+
+
+def tiny_hybrid() -> HybridLM:
+    torch.manual_seed(0)
+    return hybrid_lm((8,), 11, d_model=8, n_layer=3, d_state=4, n_heads=2)  # type: ignore[return-value]
 
 
 def lstm_reference(m: LSTMLM, x: torch.Tensor) -> torch.Tensor:
@@ -68,8 +80,11 @@ def test_lstm_matches_slow_equations_outputs_and_grads() -> None:
         torch.testing.assert_close(g, g_ref, rtol=1e-9, atol=1e-10)
 
 
-@pytest.mark.parametrize("make", [tiny_lstm, tiny_mamba, lambda: tiny_mamba(False)], ids=["lstm", "mamba", "s4ish"])
+@pytest.mark.parametrize("make", [tiny_lstm, tiny_mamba, lambda: tiny_mamba(False), tiny_hybrid],
+                         ids=["lstm", "mamba", "s4ish", "hybrid"])
 def test_step_path_equals_forward_outputs_and_grads(make: object) -> None:
+    """Reference: the parallel forward. Stepping token by token, and prefilling 3 tokens then stepping, give the
+    same logits and embedding gradients (float64)."""
     m = make().double().eval()  # type: ignore[operator]
     x = torch.randint(0, 11, (2, 8), generator=torch.Generator().manual_seed(2))
     full = m(x)
@@ -83,9 +98,19 @@ def test_step_path_equals_forward_outputs_and_grads(make: object) -> None:
     w = torch.randn_like(full)
     torch.testing.assert_close(torch.autograd.grad((stepped * w).sum(), m.emb.weight)[0],
                                torch.autograd.grad((full * w).sum(), m.emb.weight)[0], rtol=1e-7, atol=1e-9)
+    full = m(x)  # a fresh graph
+    pre, state = m.forward_with_state(x[:, :3], m.init_state(2))
+    rest = []
+    for t in range(3, 8):
+        logits, state = m.step(x[:, t], state)
+        rest.append(logits)
+    mixed = torch.cat([pre, torch.stack(rest, 1)], 1)
+    torch.testing.assert_close(mixed, full, rtol=1e-8, atol=1e-9)
+    torch.testing.assert_close(torch.autograd.grad((mixed * w).sum(), m.emb.weight)[0],
+                               torch.autograd.grad((full * w).sum(), m.emb.weight)[0], rtol=1e-7, atol=1e-9)
 
 
-@pytest.mark.parametrize("make", [tiny_lstm, tiny_mamba], ids=["lstm", "mamba"])
+@pytest.mark.parametrize("make", [tiny_lstm, tiny_mamba, tiny_hybrid], ids=["lstm", "mamba", "hybrid"])
 def test_is_causal(make: object) -> None:
     m = make().eval()  # type: ignore[operator]
     x = torch.randint(0, 11, (2, 8), generator=torch.Generator().manual_seed(3))
@@ -114,6 +139,54 @@ def test_mamba_lm_gradcheck_and_structure() -> None:
     assert flags and not any(flags)  # the ablation reaches every Mamba mixer
 
 
+def test_hybrid_structure() -> None:
+    """Reference: the definition. One pre-LN causal TransformerBlock at n_layer // 2 (or attn_layer), MambaLayer
+    elsewhere, tied head; built through the registry; its attention block computes GPT's block (same weights)."""
+    m = build_model("hybrid_lm", (16,), 11, d_model=8, n_layer=4, d_state=4, n_heads=2)
+    assert isinstance(m, HybridLM) and m.attn_layer == 2 and m.head.weight is m.emb.weight
+    kinds = [type(layer) for layer in m.layers]
+    assert kinds == [MambaLayer, MambaLayer, TransformerBlock, MambaLayer]
+    block = m.layers[2]
+    assert block.norm_first and block.causal
+    assert hybrid_lm((16,), 11, d_model=8, n_layer=3, n_heads=2, attn_layer=0).layers[0].causal
+    g = gpt((16,), 11, n_layer=1, d_model=8, n_heads=2, dropout=0.0)
+    g.blocks[0].load_state_dict(block.state_dict())
+    h = torch.randn(2, 16, 8)
+    torch.testing.assert_close(block(h), g.blocks[0](h))
+    with pytest.raises(ConfigError, match="attn_layer"):
+        hybrid_lm((8,), 11, n_layer=2, attn_layer=2)
+    with pytest.raises(ConfigError, match="divisible"):
+        hybrid_lm((8,), 11, d_model=10, n_heads=4)
+
+
+@pytest.mark.parametrize("name", ["mamba_lm", "hybrid_lm"])
+def test_bfloat16_autocast_close_to_float32(name: str) -> None:
+    """Reference: the float32 forward and backward of the same model. Under torch.autocast("cpu", bfloat16) the
+    projections run in bfloat16 and the scan in float32 (it upcasts its inputs); stated tolerances, about 3x the
+    errors measured over 3 seeds (logits 0.7%, gradients <= 2%): logits within 2% (relative norm), the loss within
+    1e-3, every parameter gradient within 5% (relative norm), gradients all together within 2%."""
+    torch.manual_seed(0)
+    m = build_model(name, (64,), 65, d_model=64, n_layer=3, d_state=16)
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randint(0, 65, (4, 64), generator=g), torch.randint(0, 65, (4, 64), generator=g)
+    logits32 = m(x)
+    loss32 = lm_loss(logits32, y)
+    grads32 = torch.autograd.grad(loss32, list(m.parameters()))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits16 = m(x)
+    assert logits16.dtype == torch.bfloat16
+    loss16 = lm_loss(logits16.float(), y)
+    grads16 = torch.autograd.grad(loss16, list(m.parameters()))
+
+    def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+        return float((a.detach().float() - b.detach()).norm() / b.detach().norm())
+
+    assert rel(logits16, logits32) < 2e-2
+    assert abs(loss16.item() - loss32.item()) < 1e-3
+    assert max(rel(a, b) for a, b in zip(grads16, grads32)) < 5e-2
+    assert rel(torch.cat([a.flatten() for a in grads16]), torch.cat([b.flatten() for b in grads32])) < 2e-2
+
+
 def test_bad_arguments_raise() -> None:
     with pytest.raises(ConfigError, match="tie_weights"):
         lstm_lm((8,), 11, d_model=6, hidden_size=7, tie_weights=True)
@@ -121,18 +194,22 @@ def test_bad_arguments_raise() -> None:
         mamba_lm((8,), 11, selective="yes")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="int64"):
         tiny_lstm()(torch.zeros(2, 8))
-    with pytest.raises(ValueError, match="state has"):
+    with pytest.raises(ValueError, match="list of 2 per-layer states"):
         tiny_mamba().step(torch.zeros(2, dtype=torch.long), [])
+    with pytest.raises(ValueError, match="list of 3 per-layer states"):
+        tiny_hybrid().forward_with_state(torch.zeros(2, 3, dtype=torch.long), None)  # type: ignore[arg-type]
     assert tiny_lstm()(torch.zeros(1, 3, dtype=torch.long)).shape == (1, 3, 11)
 
 
 @needs_text
-@pytest.mark.parametrize("name", ["lstm_lm", "mamba_lm"])
+@pytest.mark.parametrize("name", ["lstm_lm", "mamba_lm", "hybrid_lm"])
 def test_training_on_a_slice_of_shakespeare_reduces_the_loss(name: str, train_lm: Callable[..., list[float]]) -> None:
     ds = tx.load_shakespeare_char(block_size=32, max_train_windows=256)
     torch.manual_seed(0)
     factory = {"lstm_lm": lambda: lstm_lm(ds.input_shape, ds.num_classes, d_model=32, hidden_size=64,
                                           num_layers=1, dropout=0.0),
-               "mamba_lm": lambda: mamba_lm(ds.input_shape, ds.num_classes, d_model=32, n_layer=1, d_state=8)}
+               "mamba_lm": lambda: mamba_lm(ds.input_shape, ds.num_classes, d_model=32, n_layer=1, d_state=8),
+               "hybrid_lm": lambda: hybrid_lm(ds.input_shape, ds.num_classes, d_model=32, n_layer=2, d_state=8,
+                                              n_heads=2)}
     losses = train_lm(factory[name](), ds, steps=30, lr=1e-2)
     assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 0.5, losses

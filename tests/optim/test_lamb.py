@@ -29,6 +29,22 @@ def test_matches_pytorch_optimizer_lamb(weight_decay: float, their_foreach: bool
     assert max(float((a - b).detach().abs().max()) for a, b in zip(ours_p, make_params(0))) > 0.1  # it moved
 
 
+@pytest.mark.parametrize("our_foreach", [True, False])
+def test_no_clamp_matches_pytorch_optimizer_lamb_without_clamp(our_foreach: bool) -> None:
+    """Reference: pytorch_optimizer.Lamb with its clamp of ||x|| (a class attribute, 10) set to infinity on the
+    instance, against our max_weight_norm=None; one tensor has norm > 10 so the clamp would matter."""
+    ours_p = make_params(0)
+    with torch.no_grad():
+        ours_p[0].mul_(5.0)
+    theirs_p = clone_params(ours_p)
+    ours = LAMB(ours_p, lr=0.02, weight_decay=0.01, bias_correction=False, max_weight_norm=None,
+                foreach=our_foreach)
+    theirs = pytorch_optimizer.Lamb(theirs_p, lr=0.02, weight_decay=0.01, weight_decouple=False, adam_debias=True)
+    theirs.clamp = float("inf")
+    feed([(ours, ours_p), (theirs, theirs_p)], steps=40)
+    assert_close(ours_p, theirs_p, rtol=1e-5, atol=1e-6)
+
+
 def _numpy_lamb(x: list[np.ndarray], grads: list[list[np.ndarray]], lr: float, b1: float, b2: float, eps: float,
                 wd: float, clamp: float) -> list[np.ndarray]:
     """You et al. 2020, Algorithm 2, in float64: m, v, bias correction, r = m_hat/(sqrt(v_hat)+eps) + wd x,

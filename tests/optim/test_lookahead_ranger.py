@@ -10,6 +10,7 @@ import pytest
 import torch
 from optim_helpers import assert_close, assert_equal, clone_params, feed, make_params
 
+import tricklab.optim.lookahead as lookahead_mod
 import tricklab.optim.radam as radam_mod
 from tricklab.optim import Lookahead, Ranger
 from tricklab.optim.radam import RAdam, rectification
@@ -33,6 +34,18 @@ def test_lookahead_matches_pytorch_optimizer(inner: str, k: int, alpha: float) -
     theirs = pytorch_optimizer.Lookahead(make(theirs_p), k=k, alpha=alpha)
     feed([(ours, ours_p), (theirs, theirs_p)], steps=61)
     assert_close(ours_p, theirs_p, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_lookahead_foreach_equals_per_tensor_sync(k: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reference: the per-tensor sync (foreach=False), bit-identical, with the CPU multi-tensor sync cut into
+    several runs."""
+    monkeypatch.setattr(lookahead_mod, "CHUNK_NUMEL", 30)
+    a = make_params(2)
+    b = clone_params(a)
+    oa = Lookahead(torch.optim.SGD(a, lr=0.05, momentum=0.9), k=k, alpha=0.7)
+    ob = Lookahead(torch.optim.SGD(b, lr=0.05, momentum=0.9), k=k, alpha=0.7, foreach=False)
+    feed([(oa, a), (ob, b)], steps=12, check=lambda t: assert_equal(a, b))
 
 
 def test_lookahead_slow_weight_rule() -> None:
@@ -60,7 +73,8 @@ def test_lookahead_slow_weight_rule() -> None:
 
 @pytest.mark.parametrize("weight_decay", [0.0, 0.01])
 @pytest.mark.parametrize("use_gc", [True, False])
-def test_ranger_matches_pytorch_optimizer(weight_decay: float, use_gc: bool) -> None:
+@pytest.mark.parametrize("foreach", [True, False])
+def test_ranger_matches_pytorch_optimizer(weight_decay: float, use_gc: bool, foreach: bool) -> None:
     """Reference: pytorch_optimizer.Ranger with degenerated_to_sgd=True. Its default (False) takes the
     first ~5 steps (before the variance is rectifiable) with step size -lr/(1-beta1^t), i.e. *up* the
     gradient; torch.optim.RAdam (our inner optimizer) takes x -= lr * m_hat there, which is what their
@@ -68,10 +82,21 @@ def test_ranger_matches_pytorch_optimizer(weight_decay: float, use_gc: bool) -> 
     weight decay."""
     ours_p = make_params(0)
     theirs_p = clone_params(ours_p)
-    ours = Ranger(ours_p, lr=0.01, weight_decay=weight_decay, use_gc=use_gc)
+    ours = Ranger(ours_p, lr=0.01, weight_decay=weight_decay, use_gc=use_gc, foreach=foreach)
     theirs = pytorch_optimizer.Ranger(theirs_p, lr=0.01, weight_decay=weight_decay, use_gc=use_gc,
-                                      degenerated_to_sgd=True)
+                                      degenerated_to_sgd=True, foreach=foreach)
     feed([(ours, ours_p), (theirs, theirs_p)], steps=60)
+    assert_close(ours_p, theirs_p, rtol=1e-5, atol=1e-6)
+
+
+def test_ranger_other_options_match_pytorch_optimizer() -> None:
+    """Reference: pytorch_optimizer.Ranger with the same k, alpha, betas and eps (k=1: a sync every step)."""
+    ours_p = make_params(3)
+    theirs_p = clone_params(ours_p)
+    kw = {"lr": 0.01, "k": 1, "alpha": 0.8, "betas": (0.9, 0.99), "eps": 1e-8}
+    ours = Ranger(ours_p, **kw)
+    theirs = pytorch_optimizer.Ranger(theirs_p, degenerated_to_sgd=True, **kw)
+    feed([(ours, ours_p), (theirs, theirs_p)], steps=40)
     assert_close(ours_p, theirs_p, rtol=1e-5, atol=1e-6)
 
 
@@ -102,6 +127,33 @@ def test_ranger_is_radam_plus_gc_plus_lookahead() -> None:
         radam.step()
         hand_step(t)
     assert_close(a, b, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("foreach", [True, False])
+def test_ranger_fused_sync_equals_lookahead_over_radam(foreach: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reference: the unfused composition, our Lookahead(RAdam(decoupled decay, GC)) stepping RAdam then
+    syncing every k steps. Ranger syncs each run right after its RAdam update; bit-identical over 30 steps (5
+    syncs), with runs of a few tensors and some tensors without a gradient on some steps (RAdam skips them, the
+    sync still covers them)."""
+    monkeypatch.setattr(radam_mod, "CHUNK_NUMEL", 30)
+    monkeypatch.setattr(lookahead_mod, "CHUNK_NUMEL", 30)
+    a = make_params(7)
+    b = clone_params(a)
+    ours = Ranger(a, lr=0.02, weight_decay=0.01, k=6, alpha=0.5, foreach=foreach)
+    ref = Lookahead(RAdam(b, lr=0.02, betas=(0.95, 0.999), eps=1e-5, weight_decay=0.01, decoupled_weight_decay=True,
+                          foreach=foreach, centralize=True), k=6, alpha=0.5, foreach=foreach)
+    g = torch.Generator().manual_seed(4)
+    for t in range(30):
+        for i, (p, q) in enumerate(zip(a, b)):
+            if (t + i) % 4 == 0:
+                p.grad = q.grad = None
+            else:
+                gr = torch.randn(p.shape, generator=g)
+                p.grad, q.grad = gr.clone(), gr.clone()
+        ours.step()
+        ref.step()
+        assert_equal(a, b)
+    assert ours.base.after_update is None
 
 
 @pytest.mark.parametrize("cls", ["lookahead", "ranger"])
@@ -256,10 +308,10 @@ def test_ranger_step_allocates_no_parameter_sized_tensors() -> None:
         p.grad = torch.randn_like(p)
     opt = Ranger(ps, lr=0.01, weight_decay=0.01, k=2)
     opt.step()
-    bufs = [opt.base._scratch[p].data_ptr() for p in ps]
+    bufs = [v.data_ptr() for _, _, views in opt.base._runs[0][2] for v in views]
     for _ in range(2):  # one plain step and one sync step
         with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
             opt.step()
         sizes = [e.cpu_memory_usage for e in prof.events() if e.cpu_memory_usage > 0]
         assert max(sizes, default=0) <= 64 * 4  # a 64-row mean
-    assert [opt.base._scratch[p].data_ptr() for p in ps] == bufs
+    assert [v.data_ptr() for _, _, views in opt.base._runs[0][2] for v in views] == bufs

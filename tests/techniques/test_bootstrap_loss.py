@@ -67,7 +67,7 @@ def test_soft_targets_from_a_mixer_are_accepted() -> None:
 
 
 def test_declarations_and_invalid_arguments() -> None:
-    assert BootstrapLoss.name == "bootstrap_loss" and "loss" in BootstrapLoss.writes
+    assert BootstrapLoss.name == "bootstrap_loss" and "loss_fn" in BootstrapLoss.writes
     assert plan([BootstrapLoss()]).order["loss"] == (0,)
     assert BootstrapLoss().state_dict() == {}
     with pytest.raises(ValueError, match="mode"):

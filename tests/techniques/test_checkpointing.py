@@ -97,7 +97,7 @@ def test_resume_mid_epoch_is_bit_identical_to_uninterrupted_run(tmp_path) -> Non
     resumed, model, opt, ema = _trainer(tmp_path, model_seed=99)
     torch.manual_seed(7)
     st = resumed.fit(resume_from=tmp_path)
-    assert st.extras["resumed_from"].endswith("step-00000012.json")
+    assert st.resumed_from.endswith("step-00000012.json")
     assert st.step == 17
     for (k, a), b in zip(model.state_dict().items(), ref_model.state_dict().values()):
         assert torch.equal(a, b), k

@@ -36,7 +36,7 @@ SHAPES = [(24, 40), (24, 1, 8, 8)]  # MNIST-1D-like signals and small images
 def test_declarations_and_defaults() -> None:
     t = CutMix(num_classes=3)
     assert (t.name, t.alpha, t.prob, t.seed) == ("cutmix", 1.0, 1.0, 0)
-    assert t.writes == {"batch.inputs", "batch.targets"}
+    assert t.writes == {"batch.inputs.mixed", "batch.targets"}
     assert set(t.handled_events()) == {"fit_start", "batch_start"}
     plan([t])
 

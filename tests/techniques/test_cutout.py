@@ -23,7 +23,7 @@ from tricklab.train import plan
 def test_declarations_and_order() -> None:
     t = Cutout()
     assert (t.name, t.size, t.prob, t.fill) == ("cutout", None, 1.0, 0.0)
-    assert t.writes == {"batch.inputs"} and set(t.handled_events()) == {"batch_start"}
+    assert t.writes == {"batch.inputs.erased"} and set(t.handled_events()) == {"batch_start"}
     # geometric transforms first, then cutout, then batch mixing (whatever the list order)
     p = plan([Mixup(num_classes=3), t, RandomFlip()])
     assert [p.names[i] for i in p.order["batch_start"]] == ["random_flip", "cutout", "mixup"]

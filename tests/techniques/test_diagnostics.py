@@ -266,7 +266,7 @@ def test_state_dict_round_trip_through_checkpoint_format() -> None:
 
 
 def test_declarations_and_bad_arguments() -> None:
-    assert Diagnostics.writes == frozenset() and {"params", "grads"} <= Diagnostics.reads
+    assert Diagnostics.writes == frozenset() and {"params", "grads.recomputed"} <= Diagnostics.reads
     plan([Diagnostics()])
     # raw gradients: diagnostics runs before a gradient writer such as grad_clip (declared ``before``)
     p = plan([GradClip(max_norm=1.0), Diagnostics()])

@@ -17,7 +17,7 @@ from tricklab.data import InMemoryLoader
 from tricklab.layers.dropout import DropBlock
 from tricklab.techniques import Checkpointing, GradAccumulation
 from tricklab.techniques.dropblock_schedule import DropBlockSchedule, find_drop_blocks, scheduled_drop_prob
-from tricklab.train import Technique, Trainer, plan
+from tricklab.train import Technique, Trainer, TrainState, plan
 
 
 class Net(nn.Module):
@@ -157,7 +157,8 @@ def test_state_dict_keeps_targets_not_the_partly_raised_rates() -> None:
     assert model.db1.drop_prob < 0.2
     fresh = DropBlockSchedule()
     fresh.load_state_dict(sd)
-    state = SimpleNamespace(raw_model=model, step=2, max_steps=4, max_epochs=None, accum_steps=1)
+    state = TrainState(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+                       loss_fn=torch.nn.functional.cross_entropy, device=torch.device("cpu"), step=2, max_steps=4)
     fresh.on_fit_start(state)  # does not re-read targets from the (modified) model
     assert fresh.state_dict() == sd
     fresh.on_batch_start(state)

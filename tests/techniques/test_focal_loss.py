@@ -13,7 +13,7 @@ from loss_helpers import fd_grad, np_log_softmax  # tests/losses (put on sys.pat
 from torch import nn
 
 from tricklab.data import InMemoryLoader
-from tricklab.techniques.focal_loss import FocalLoss
+from tricklab.techniques.focal_loss import FocalLossTechnique
 from tricklab.train import Technique, Trainer, plan
 from tricklab.train.events import EXCLUSIVE_SLOTS
 
@@ -33,7 +33,7 @@ def test_loss_and_grad_match_numpy(soft: bool) -> None:
     t_np = t.numpy() if soft else np.eye(3)[y.numpy()]
     alpha = [0.5, 1.0, 2.0]
     state = SimpleNamespace(outputs=z, targets=t, loss=None)
-    FocalLoss(gamma=2.0, alpha=alpha).on_loss(state)
+    FocalLossTechnique(gamma=2.0, alpha=alpha).on_loss(state)
     (grad,) = torch.autograd.grad(state.loss, z)
     zn = z.detach().numpy()
     assert float(state.loss.detach()) == pytest.approx(np_soft_focal(zn, t_np, 2.0, np.array(alpha)), rel=1e-12)
@@ -67,7 +67,7 @@ def _run(techniques, steps=4):
 def test_in_trainer_the_loss_is_replaced_before_backward() -> None:
     """A pure reader of 'loss' runs after the technique and sees the focal loss (NumPy reference)."""
     probe = LossProbe()
-    _run([probe, FocalLoss(gamma=2.0)], steps=3)
+    _run([probe, FocalLossTechnique(gamma=2.0)], steps=3)
     assert len(probe.seen) == 3
     for got, ref in probe.seen:
         assert got == pytest.approx(ref, rel=1e-5)
@@ -75,7 +75,7 @@ def test_in_trainer_the_loss_is_replaced_before_backward() -> None:
 
 def test_gamma_zero_trains_exactly_like_cross_entropy() -> None:
     """Reference: the trainer's default loss F.cross_entropy; same seed and data give the same weights."""
-    a, b = _run([FocalLoss(gamma=0.0)]), _run([])
+    a, b = _run([FocalLossTechnique(gamma=0.0)]), _run([])
     for pa, pb in zip(a.parameters(), b.parameters()):
         torch.testing.assert_close(pa, pb, rtol=1e-6, atol=1e-7)
 
@@ -86,13 +86,14 @@ def test_refuses_another_loss_replacer() -> None:
     from tricklab.techniques.bootstrap_loss import BootstrapLoss
 
     with pytest.raises(ConflictError, match="focal_loss"):
-        plan([FocalLoss(), BootstrapLoss()])
+        plan([FocalLossTechnique(), BootstrapLoss()])
 
 
 def test_declarations_and_state() -> None:
-    assert FocalLoss.name == "focal_loss" and "loss" in FocalLoss.writes and "batch.targets" in FocalLoss.reads
-    assert plan([FocalLoss()]).order["loss"] == (0,)
-    t = FocalLoss()
+    t = FocalLossTechnique
+    assert t.name == "focal_loss" and "loss_fn" in t.writes and "batch.targets" in t.reads
+    assert plan([FocalLossTechnique()]).order["loss"] == (0,)
+    t = FocalLossTechnique()
     assert t.state_dict() == {}
     t.load_state_dict({})
 
@@ -101,10 +102,10 @@ def test_declarations_and_state() -> None:
                                         ({"alpha": [1.0, -1.0]}, ValueError), ({"alpha": "x"}, TypeError)])
 def test_invalid_arguments(kwargs, exc) -> None:
     with pytest.raises(exc):
-        FocalLoss(**kwargs)
+        FocalLossTechnique(**kwargs)
 
 
 def test_wrong_alpha_length_is_reported_at_the_loss() -> None:
     state = SimpleNamespace(outputs=torch.randn(2, 3), targets=torch.tensor([0, 1]), loss=None)
     with pytest.raises(ValueError, match=r"shape \(3,\)"):
-        FocalLoss(alpha=[1.0, 2.0]).on_loss(state)
+        FocalLossTechnique(alpha=[1.0, 2.0]).on_loss(state)

@@ -11,7 +11,7 @@ from torch import nn
 
 from tricklab.data import InMemoryLoader
 from tricklab.optim import centralize_
-from tricklab.techniques import GradClip
+from tricklab.techniques import GradClip, MixedPrecision
 from tricklab.techniques.grad_centralization import GradCentralization
 from tricklab.train import Technique, Trainer, plan
 
@@ -94,6 +94,9 @@ def test_in_trainer_the_step_sees_centralized_gradients() -> None:
 def test_declarations_order_and_stateless() -> None:
     p = plan([GradClip(), GradCentralization()])
     assert [p.names[i] for i in p.order["after_backward"]] == ["grad_centralization", "grad_clip"]
-    assert GradCentralization.reads == {"grads"} and GradCentralization.writes == {"grads"}
-    assert "mixed_precision" in GradCentralization.after
+    assert GradCentralization.reads == {"skip_step"} and GradCentralization.writes == {"grads.transformed"}
+    # after the loss scaler's check of the raw gradients, derived from the gradient stages (no names)
+    p = plan([GradCentralization(), MixedPrecision()])
+    assert [p.names[i] for i in p.order["after_backward"]] == ["mixed_precision", "grad_centralization"]
+    assert not GradCentralization.after and not GradCentralization.before
     assert GradCentralization().state_dict() == {}

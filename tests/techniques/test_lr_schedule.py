@@ -57,7 +57,7 @@ def test_cosine_matches_torch_cosine_annealing() -> None:
         assert lrs[t] == pytest.approx(ref.get_last_lr(), rel=1e-9, abs=1e-12), t
         opt.step()
         ref.step()
-    assert [r["lr"] for r in st.history] == [l[0] for l in lrs]  # the logged lr is the one used
+    assert [r["lr"] for r in st.history] == [group_lrs[0] for group_lrs in lrs]  # the logged lr is the one used
 
 
 def test_cosine_with_min_factor_matches_eta_min() -> None:

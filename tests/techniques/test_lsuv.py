@@ -116,8 +116,9 @@ def test_lsuv_skips_when_resumed_without_done_flag() -> None:
 
     model = _model()
     before = [p.detach().clone() for p in model.parameters()]
-    for state in (SimpleNamespace(step=5, extras={}, raw_model=model, inputs=torch.randn(4, 6), world_size=1),
-                  SimpleNamespace(step=0, extras={"resumed_from": "x"}, raw_model=model, inputs=torch.randn(4, 6),
+    for state in (SimpleNamespace(step=5, resumed_from=None, raw_model=model, inputs=torch.randn(4, 6),
+                                  world_size=1),
+                  SimpleNamespace(step=0, resumed_from="x", raw_model=model, inputs=torch.randn(4, 6),
                                   world_size=1)):
         t = LSUV()
         t.on_batch_start(state)
@@ -138,7 +139,7 @@ def test_lsuv_state_dict_round_trip() -> None:
 
 
 def test_lsuv_declarations_and_bad_arguments() -> None:
-    assert LSUV.writes == frozenset({"params"})
+    assert LSUV.writes == frozenset({"params", "rng"})
     plan([LSUV()])
     for kwargs in ({"tol": 0}, {"tol": -1.0}, {"max_iters": 0}, {"max_iters": 2.5}, {"tol": True}):
         with pytest.raises(ValueError):

@@ -60,7 +60,7 @@ class ChoiceProbe(Technique):
 def test_declarations_and_defaults() -> None:
     t = Mix(num_classes=3)
     assert (t.name, t.mixup_alpha, t.cutmix_alpha, t.switch_prob, t.prob) == ("mix", 0.2, 1.0, 0.5, 1.0)
-    assert t.writes == {"batch.inputs", "batch.targets"}
+    assert t.writes == {"batch.inputs.mixed", "batch.targets"}
     assert set(t.handled_events()) == {"fit_start", "batch_start"}
     plan([t])
 

@@ -34,7 +34,7 @@ def replay(raw: list[tuple[torch.Tensor, torch.Tensor]], alpha: float, prob: flo
 def test_declarations_and_defaults() -> None:
     t = Mixup(num_classes=3)
     assert (t.name, t.alpha, t.prob, t.seed) == ("mixup", 0.2, 1.0, 0)
-    assert t.writes == {"batch.inputs", "batch.targets"} and t.reads == {"batch.inputs", "batch.targets"}
+    assert t.writes == {"batch.inputs.mixed", "batch.targets"} and t.reads == {"batch.targets"}
     assert set(t.handled_events()) == {"fit_start", "batch_start"}
     plan([t])
 

@@ -25,7 +25,7 @@ def test_declarations_defaults_and_order() -> None:
     t = RandomErasing()
     # Zhong et al. 2020: p = 0.5, s_l = 0.02, s_h = 0.4, r_1 = 0.3, random values
     assert (t.name, t.p, t.scale, t.ratio, t.fill) == ("random_erasing", 0.5, (0.02, 0.4), 0.3, "random")
-    assert t.writes == {"batch.inputs"} and set(t.handled_events()) == {"batch_start"}
+    assert t.writes == {"batch.inputs.erased"} and set(t.handled_events()) == {"batch_start"}
     p = plan([CutMix(num_classes=3), t, RandomShift()])
     assert [p.names[i] for i in p.order["batch_start"]] == ["random_shift", "random_erasing", "cutmix"]
 

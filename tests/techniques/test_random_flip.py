@@ -22,7 +22,7 @@ from tricklab.train import plan
 def test_declarations_and_defaults() -> None:
     t = RandomFlip()
     assert (t.name, t.p, t.vertical) == ("random_flip", 0.5, False)
-    assert t.writes == {"batch.inputs"} and set(t.handled_events()) == {"batch_start"}
+    assert t.writes == {"batch.inputs.geometric"} and set(t.handled_events()) == {"batch_start"}
     plan([t])
 
 

@@ -15,6 +15,7 @@ import torch
 from augment_helpers import check_eval_untouched, check_resume_is_exact, check_state_dict, fit
 
 from tricklab.data import augment as A
+from tricklab.techniques.mixup import Mixup
 from tricklab.techniques.random_shift import RandomShift
 from tricklab.train import plan
 
@@ -22,8 +23,10 @@ from tricklab.train import plan
 def test_declarations_and_defaults() -> None:
     t = RandomShift()
     assert (t.name, t.max_shift, t.mode) == ("random_shift", None, "zeros")
-    assert t.writes == {"batch.inputs"} and set(t.handled_events()) == {"batch_start"}
-    assert "mixup" in t.before
+    assert t.writes == {"batch.inputs.geometric"} and set(t.handled_events()) == {"batch_start"}
+    # runs before a batch mixer, derived from the input stages (geometric before mixed), not named
+    p = plan([Mixup(num_classes=3), t])
+    assert [p.names[i] for i in p.order["batch_start"]] == ["random_shift", "mixup"]
     plan([t])
 
 

@@ -23,7 +23,7 @@ from tricklab.data.loader import epoch_permutation
 from tricklab.errors import ConflictError
 from tricklab.techniques import EMA
 from tricklab.techniques.swa import SWA, recompute_bn_, swa_update_
-from tricklab.train import Technique, Trainer, plan
+from tricklab.train import Technique, Trainer, TrainState, plan
 
 
 def _data(n: int = 64, d: int = 5, c: int = 3, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -199,7 +199,8 @@ def test_swa_before_start_evaluates_trained_weights() -> None:
 def test_swa_skipped_steps_and_start_resolution() -> None:
     model = nn.Linear(3, 2)
     swa = SWA(start_fraction=0.5)
-    state = SimpleNamespace(raw_model=model, max_steps=10, max_epochs=None, skip_step=True, step=6)
+    state = TrainState(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), loss_fn=F.cross_entropy,
+                       device=torch.device("cpu"), max_steps=10, skip_step=True, step=6)
     swa.on_fit_start(state)
     assert swa._start == 5
     swa.on_after_step(state)
@@ -208,10 +209,11 @@ def test_swa_skipped_steps_and_start_resolution() -> None:
     swa.on_after_step(state)
     assert swa.n_averaged == 1
     # epoch budget: 0.5 * 2 epochs * 4 batches = step 4
-    s2 = SimpleNamespace(raw_model=model, max_steps=None, max_epochs=2, accum_steps=1,
-                         extras={"trainer": SimpleNamespace(loader=[0] * 4)})
+    s2 = TrainState(model=model, optimizer=state.optimizer, loss_fn=F.cross_entropy, device=torch.device("cpu"),
+                    max_epochs=2, batches_per_epoch=4)
     assert SWA(start_fraction=0.5).resolve_start(s2) == 4
-    s3 = SimpleNamespace(raw_model=model, max_steps=None, max_epochs=None)
+    s3 = TrainState(model=model, optimizer=state.optimizer, loss_fn=F.cross_entropy, device=torch.device("cpu"),
+                    max_seconds=5.0, batches_per_epoch=4)
     with pytest.raises(ValueError, match="start_step"):
         SWA().resolve_start(s3)
 
@@ -255,7 +257,9 @@ def test_swa_state_dict_round_trip() -> None:
     sd["average"][0].add_(1.0)  # the loaded copy does not alias the source
     assert not torch.equal(fresh.average[0], sd["average"][0])
     wrong = SWA()
-    wrong.on_fit_start(SimpleNamespace(raw_model=nn.Sequential(nn.Linear(5, 3), nn.Linear(3, 3)), max_steps=4))
+    two = nn.Sequential(nn.Linear(5, 3), nn.Linear(3, 3))
+    wrong.on_fit_start(TrainState(model=two, optimizer=torch.optim.SGD(two.parameters(), lr=0.1),
+                                  loss_fn=F.cross_entropy, device=torch.device("cpu"), max_steps=4))
     with pytest.raises(ValueError, match="tensors"):
         wrong.load_state_dict(sd)
 

@@ -14,7 +14,7 @@ from torch import nn
 
 from tricklab.data import InMemoryLoader
 from tricklab.techniques.bootstrap_loss import BootstrapLoss
-from tricklab.techniques.focal_loss import FocalLoss
+from tricklab.techniques.focal_loss import FocalLossTechnique
 from tricklab.techniques.label_smoothing import LabelSmoothing
 from tricklab.techniques.weight_penalty import WeightPenalty, penalized_parameters, weight_penalty
 from tricklab.train import Trainer, plan
@@ -87,7 +87,7 @@ def test_l1_in_trainer_one_step_closed_form() -> None:
 
 
 def test_runs_after_the_loss_replacers_whatever_the_list_order() -> None:
-    for replacer in (LabelSmoothing(), FocalLoss(), BootstrapLoss()):
+    for replacer in (LabelSmoothing(), FocalLossTechnique(), BootstrapLoss()):
         p = plan([WeightPenalty(l2=0.1), replacer])
         assert [p.names[i] for i in p.order["loss"]] == [replacer.name, "weight_penalty"]
 

@@ -27,7 +27,8 @@ def _nested() -> dict:
     model(torch.randn(4, 3)).sum().backward()
     opt.step()
     return {"model": model.state_dict(), "optimizer": opt.state_dict(), "rng": get_rng_state(),
-            "tuple": (1, 2.5, "x", None), "nan": float("nan"), "inf": float("inf"), "bf16": torch.ones(2, dtype=torch.bfloat16),
+            "tuple": (1, 2.5, "x", None), "nan": float("nan"), "inf": float("inf"),
+            "bf16": torch.ones(2, dtype=torch.bfloat16),
             "int_keys": {0: "a", 3: [1, 2]}, "dtype": torch.float32}
 
 

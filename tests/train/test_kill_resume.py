@@ -33,7 +33,8 @@ def _env() -> dict[str, str]:
 
 
 def _newest_step(out: Path) -> int:
-    steps = [int(p.stem.split("-")[1]) for p in (out / "checkpoints").glob("step-*.json")] if (out / "checkpoints").is_dir() else []
+    folder = out / "checkpoints"
+    steps = [int(p.stem.split("-")[1]) for p in folder.glob("step-*.json")] if folder.is_dir() else []
     return max(steps, default=0)
 
 

@@ -7,8 +7,8 @@ resumable, seed-determined order; :class:`StreamingLoader` gives the same order 
 
 from __future__ import annotations
 
-from tricklab.data.base import DATASETS, ArrayDataset, cache_dir, load_dataset
-from tricklab.data.datasets import GraphDataset, read_idx  # also registers the built-in data sets
+from tricklab.data.base import DATASETS, ArrayDataset, cache_dir
+from tricklab.data.datasets import GraphDataset, load_dataset, read_idx  # also registers the built-in data sets
 from tricklab.data.graph import Graph, batch_graphs
 from tricklab.data.graph_loaders import FullBatchGraphLoader, GraphBatchLoader
 from tricklab.data.loader import (

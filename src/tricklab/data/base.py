@@ -3,7 +3,8 @@
 Every data set tricklab ships is small enough to live in memory as a handful of tensors, so the common
 currency is :class:`ArrayDataset`: train/test (and optionally validation) tensors plus the facts a model
 builder needs (number of classes, per-sample input shape). Data sets register a loader function in
-:data:`DATASETS`; :func:`load_dataset` is the one entry point recipes and the CLI use.
+:data:`DATASETS`; :func:`tricklab.data.datasets.load_dataset` (also ``tricklab.data.load_dataset``) is the one
+entry point recipes and the CLI use.
 """
 
 from __future__ import annotations
@@ -21,10 +22,15 @@ from torch import Tensor
 
 from tricklab.registry import Registry
 
-__all__ = ["ArrayDataset", "DATASETS", "load_dataset", "cache_dir"]
+__all__ = ["ArrayDataset", "DATASETS", "FLOAT_TARGET_KINDS", "TARGET_KINDS", "cache_dir"]
 
 DATASETS: Registry[Callable[..., "ArrayDataset"]] = Registry("dataset")
 """Name -> loader function ``f(data_dir: str | None = None, **kwargs) -> ArrayDataset``."""
+
+# What ``meta["target_kind"]`` may say (absent means "multiclass"). Class ids are int64; regression targets and
+# multi-label indicator rows (N, C) of 0/1 are float32, the dtype MSE and BCE-with-logits losses take.
+TARGET_KINDS = ("multiclass", "binary", "multilabel", "regression")
+FLOAT_TARGET_KINDS = frozenset({"multilabel", "regression"})
 
 # Order matters for the fingerprint, so it is fixed here rather than derived from dataclass fields.
 _ARRAY_FIELDS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
@@ -32,11 +38,16 @@ _ARRAY_FIELDS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
 
 @dataclass
 class ArrayDataset:
-    """A classification data set held as tensors: features float32, labels int64.
+    """A data set held as tensors: features float32 (or int64 token ids), labels int64.
 
     ``input_shape`` is the shape of one sample (``(40,)`` for MNIST-1D, ``(1, 28, 28)`` for Fashion-MNIST),
     so a model can be built without looking at the tensors. ``x_val``/``y_val`` are ``None`` until
     :meth:`with_validation` carves a split out of the training set.
+
+    ``meta["target_kind"]`` (one of :data:`TARGET_KINDS`; absent means ``"multiclass"``) says what the targets
+    are: int64 class ids for ``multiclass``/``binary``, float32 for ``regression`` (``num_classes`` is then the
+    number of outputs) and ``multilabel`` ((N, C) 0/1 indicators). ``source_digest`` is a hash of the files the
+    arrays were read from (see :mod:`tricklab.data.files`); when set, it is part of :meth:`fingerprint`.
     """
 
     name: str
@@ -51,10 +62,16 @@ class ArrayDataset:
     y_val: Tensor | None = None
     # Free-form facts (source, split seed...) that are shown to the user but are not part of the data.
     meta: dict[str, Any] = field(default_factory=dict)
+    # SHA-256 of the source files' bytes and of the options that read them; None for data made by code.
+    source_digest: str | None = None
 
     def __post_init__(self) -> None:
         # Checked once here so every consumer can rely on the shapes instead of re-validating them.
         self.input_shape = tuple(int(s) for s in self.input_shape)
+        kind = self.meta.get("target_kind", "multiclass")
+        if kind not in TARGET_KINDS:
+            raise ValueError(f"{self.name}: meta['target_kind'] must be one of {TARGET_KINDS}, got {kind!r}")
+        y_dtype = torch.float32 if kind in FLOAT_TARGET_KINDS else torch.int64
         for split in ("train", "val", "test"):
             x, y = getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
             if (x is None) != (y is None):
@@ -70,8 +87,9 @@ class ArrayDataset:
                     f"{self.name}: x_{split} samples have shape {tuple(x.shape[1:])}, "
                     f"expected input_shape {self.input_shape}"
                 )
-            if y.dtype != torch.int64:
-                raise ValueError(f"{self.name}: y_{split} must be int64, got {y.dtype}")
+            if y.dtype != y_dtype:
+                want = str(y_dtype).removeprefix("torch.")
+                raise ValueError(f"{self.name}: y_{split} must be {want} for {kind} targets, got {y.dtype}")
         if self.class_names is not None and len(self.class_names) != self.num_classes:
             raise ValueError(
                 f"{self.name}: {len(self.class_names)} class names for {self.num_classes} classes"
@@ -90,11 +108,13 @@ class ArrayDataset:
         return 0 if self.x_val is None else int(self.x_val.shape[0])
 
     def fingerprint(self) -> str:
-        """SHA-256 hex digest of every array's bytes, shape and dtype.
+        """SHA-256 hex digest of every array's bytes, shape and dtype (and of ``source_digest`` when set).
 
         Two data sets with equal fingerprints hold bit-identical tensors; a run records it so a resumed or
         compared run can tell that its data changed. The name and metadata are left out on purpose: the
-        same arrays under another name are the same data.
+        same arrays under another name are the same data. Data read from files also mixes in the digest of
+        those files, so a changed byte changes the fingerprint even where it does not change an array (a
+        column that is dropped, a category that maps to the same code).
         """
         h = hashlib.sha256()
         for key in _ARRAY_FIELDS:
@@ -107,6 +127,9 @@ class ArrayDataset:
             h.update(repr((tuple(t.shape), str(t.dtype))).encode())
             # view(uint8) reads the raw bytes of any dtype (bfloat16 included) without a numpy round trip.
             h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        if self.source_digest is not None:  # left out when None so fingerprints of built-in sets do not move
+            h.update(b"source_digest")
+            h.update(self.source_digest.encode())
         return h.hexdigest()
 
     def with_validation(self, fraction: float, seed: int) -> ArrayDataset:
@@ -146,9 +169,11 @@ class ArrayDataset:
     def summary(self) -> str:
         """One line for logs: name, split sizes, shape, classes."""
         val = f", val {self.num_val}" if self.x_val is not None else ""
+        kind = self.meta.get("target_kind", "multiclass")
+        what = {"regression": "regression outputs", "multilabel": "labels"}.get(kind, "classes")
         return (
             f"{self.name}: train {self.num_train}{val}, test {self.num_test}, "
-            f"input {self.input_shape}, {self.num_classes} classes"
+            f"input {self.input_shape}, {self.num_classes} {what}"
         )
 
 
@@ -164,18 +189,3 @@ def cache_dir() -> Path:
     if xdg:
         return Path(xdg).expanduser() / "tricklab"
     return Path.home() / ".cache" / "tricklab"
-
-
-def load_dataset(name: str, data_dir: str | None = None, **kwargs: Any) -> ArrayDataset:
-    """Load the registered data set ``name``.
-
-    ``data_dir`` overrides where a data set looks for its files (Fashion-MNIST) or keeps its cache
-    (MNIST-1D); data sets that need no files ignore it. Extra keyword arguments go to the loader.
-    Unknown names raise :class:`~tricklab.errors.UnknownNameError` with the closest registered names.
-    """
-    # Importing the datasets package registers the built-in loaders; done here so that importing
-    # tricklab.data.base alone stays cheap and free of circular imports.
-    import tricklab.data.datasets  # noqa: F401
-
-    loader = DATASETS.get(name)
-    return loader(data_dir=data_dir, **kwargs)

@@ -20,7 +20,8 @@ class Graph:
     """One graph, or several batched into one disconnected graph (``batch`` maps nodes to graphs).
 
     Attributes:
-        x: (N, F) node features.
+        x: (N, F) node features: dense, or a sparse COO tensor (bag-of-words features; kept coalesced, so its
+            entries are sorted by (node, feature); other sparse layouts are converted to COO).
         edge_index: (2, E) int64, sources in row 0, targets in row 1.
         y: node labels (N,), or graph labels (G,) for graph-level tasks; optional.
         batch: (N,) int64 graph id per node when batched (None for a single graph).
@@ -38,6 +39,8 @@ class Graph:
     def __post_init__(self) -> None:
         if self.x.ndim != 2:
             raise ValueError(f"Graph.x must be (num_nodes, num_features), got shape {tuple(self.x.shape)}")
+        if self.x.layout != torch.strided and not (self.x.layout == torch.sparse_coo and self.x.is_coalesced()):
+            self.x = self.x.to_sparse_coo().coalesce()
         if self.edge_index.ndim != 2 or self.edge_index.shape[0] != 2:
             raise ValueError(f"Graph.edge_index must be (2, num_edges), got shape {tuple(self.edge_index.shape)}")
         if self.edge_index.dtype != torch.long:
@@ -67,20 +70,23 @@ class Graph:
 
 def batch_graphs(graphs: Sequence[Graph]) -> Graph:
     """Join graphs into one disconnected graph: node features concatenated, edge indices offset by the
-    number of nodes before each graph, ``batch[i]`` = index of node i's graph, graph labels stacked."""
+    number of nodes before each graph, ``batch[i]`` = index of node i's graph, graph labels stacked.
+    Features stay sparse when every graph's are sparse (a mix is joined dense)."""
     if not graphs:
         raise ValueError("batch_graphs needs at least one graph")
+    sparse = all(g.x.layout != torch.strided for g in graphs)
     xs, edges, batch, ys = [], [], [], []
     offset = 0
     for g_id, g in enumerate(graphs):
-        xs.append(g.x)
+        xs.append(g.x if sparse or g.x.layout == torch.strided else g.x.to_dense())
         edges.append(g.edge_index + offset)
         batch.append(torch.full((g.num_nodes,), g_id, dtype=torch.long, device=g.x.device))
         if g.y is not None:
             ys.append(g.y.reshape(-1))
         offset += g.num_nodes
     y = torch.cat(ys) if len(ys) == len(graphs) else None
-    return Graph(x=torch.cat(xs), edge_index=torch.cat(edges, dim=1), y=y, batch=torch.cat(batch),
+    x = torch.cat(xs).coalesce() if sparse else torch.cat(xs)
+    return Graph(x=x, edge_index=torch.cat(edges, dim=1), y=y, batch=torch.cat(batch),
                  num_graphs=len(graphs))
 
 

@@ -192,7 +192,7 @@ class NeighborLoader(_ShardedEpochOrder):
         node_ids, edges = sample_neighbors(g.edge_index, seeds, self.fanouts, generator=gen, num_nodes=g.num_nodes)
         targets = torch.full((node_ids.numel(),), self.ignore_index, dtype=torch.long)
         targets[: seeds.numel()] = g.y[seeds]
-        sub = Graph(x=g.x[node_ids], edge_index=edges[0], y=g.y[node_ids])
+        sub = Graph(x=g.x.index_select(0, node_ids), edge_index=edges[0], y=g.y[node_ids])  # sparse x too
         self._batch_index += 1
         return sub, targets
 

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from tricklab.errors import UserError
-from tricklab.evaluate.metrics import _check_probs, _check_targets
+from tricklab.evaluate._checks import _check_probs, _check_targets
 
 __all__ = ["softmax_probs", "reliability_diagram", "expected_calibration_error"]
 

@@ -235,7 +235,8 @@ def convergence_speed(
         if reached:
             missing = [k for k in ("step", "seconds") if k not in row]
             if missing:
-                raise UserError(f"history[{i}] reaches the threshold but lacks key(s) {missing}; rows need 'step' and 'seconds'")
+                raise UserError(f"history[{i}] reaches the threshold but lacks key(s) {missing}; "
+                                "rows need 'step' and 'seconds'")
             step = row["step"]
             return {
                 "step": int(step) if float(step).is_integer() else float(step),

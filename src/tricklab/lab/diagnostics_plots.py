@@ -2,8 +2,8 @@
 
 :func:`diagnostic_figures` turns one run's records into inline SVG figures: per-layer activation std over
 steps, dead-unit fraction over steps, per-layer gradient norm over steps (log scale) and the activation
-histograms of the last recorded step. matplotlib (the ``plots`` extra) draws them, headless, with the report's
-own figure helpers so that the SVG is deterministic and embeddable.
+histograms of the last recorded step. matplotlib (the ``plots`` extra) draws them, headless, with the figure
+helpers of :mod:`tricklab.lab.plots` so that the SVG is deterministic and embeddable.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from tricklab.lab.report import _mpl_text, _new_figure, _svg
+from tricklab.lab.plots import mpl_text, new_figure, svg
 
 __all__ = ["diagnostic_figures"]
 
@@ -50,13 +50,13 @@ def _lines(name: str, series: dict[str, tuple[list[Any], list[Any]]], ylabel: st
         return None
     from matplotlib import colormaps
 
-    fig = _new_figure(6.4, 3.6)
+    fig = new_figure(6.4, 3.6)
     ax = fig.subplots()
     cmap = colormaps["viridis"]
     for i, (label, (xs, ys)) in enumerate(drawn.items()):
         # colour by depth (dark = input side, yellow = output side): trends with depth read at a glance
         colour = cmap(0.9 * i / max(1, len(drawn) - 1))
-        ax.plot(xs, ys, marker="o", markersize=2.5, linewidth=1.2, color=colour, label=_mpl_text(label))
+        ax.plot(xs, ys, marker="o", markersize=2.5, linewidth=1.2, color=colour, label=mpl_text(label))
     if log:
         ax.set_yscale("log")
     if ylim is not None:
@@ -65,7 +65,7 @@ def _lines(name: str, series: dict[str, tuple[list[Any], list[Any]]], ylabel: st
     ax.set_ylabel(ylabel)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=6, ncols=2 if len(drawn) > 6 else 1, loc="best")
-    return name, _svg(fig), caption
+    return name, svg(fig), caption
 
 
 def _histograms(records: dict[str, Any]) -> tuple[str, str, str] | None:
@@ -75,7 +75,7 @@ def _histograms(records: dict[str, Any]) -> tuple[str, str, str] | None:
         return None
     ncols = min(4, len(names))
     nrows = math.ceil(len(names) / ncols)
-    fig = _new_figure(2.2 * ncols, 1.8 * nrows)
+    fig = new_figure(2.2 * ncols, 1.8 * nrows)
     axes = fig.subplots(nrows, ncols, squeeze=False)
     for i, name in enumerate(names):
         ax = axes[i // ncols][i % ncols]
@@ -87,12 +87,12 @@ def _histograms(records: dict[str, Any]) -> tuple[str, str, str] | None:
             continue
         width = (hi - lo) / len(counts)
         ax.bar([lo + (j + 0.5) * width for j in range(len(counts))], counts, width=width, color="#4c72b0")
-        ax.set_title(_mpl_text(f"{name} ({entry.get('kind', '')})"), fontsize=7)
+        ax.set_title(mpl_text(f"{name} ({entry.get('kind', '')})"), fontsize=7)
         ax.tick_params(labelsize=6)
     for j in range(len(names), nrows * ncols):
         axes[j // ncols][j % ncols].set_axis_off()
     step = layers[names[0]]["steps"][-1]
-    return ("activation_histograms", _svg(fig),
+    return ("activation_histograms", svg(fig),
             f"Activation histograms at step {step} (the last record), one panel per layer output; bins span "
             f"each layer's own min..max.")
 

@@ -26,7 +26,6 @@ the test measures the optimizer on the task's loss.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import math
@@ -38,10 +37,20 @@ import numpy as np
 import torch
 from torch import nn
 
-from tricklab.errors import ConfigError, UserError
+from tricklab.data import InMemoryLoader, load_dataset
+from tricklab.errors import ConfigError
+from tricklab.io import atomic_write_text
+from tricklab.lab.build import validate
+from tricklab.lab.plots import matplotlib_or_hint
 from tricklab.lab.recipe import Recipe
+from tricklab.models import build_model
+from tricklab.optim import create_optimizer
+from tricklab.train.reproducibility import get_rng_state, seed_everything, set_rng_state
 
-__all__ = ["add_parser", "cmd", "lr_find", "lr_range_test", "suggest"]
+__all__ = ["SUGGESTIONS", "build_for_recipe", "lr_find", "lr_range_test", "suggest"]
+
+#: The suggestions, in the order they are printed, with their names for people.
+SUGGESTIONS: dict[str, str] = {"steepest": "steepest descent", "valley": "valley", "min_div10": "min loss / 10"}
 
 
 def _check(start_lr: float, end_lr: float, num_steps: int, smooth: float, diverge: float) -> None:
@@ -84,60 +93,82 @@ def suggest(lrs: Any, smoothed: Any) -> dict[str, float | None]:
     }
 
 
-def lr_range_test(model: nn.Module, optimizer: torch.optim.Optimizer, loader: Any,
-                  loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], *, start_lr: float = 1e-7,
-                  end_lr: float = 10.0, num_steps: int = 100, smooth: float = 0.98, diverge: float = 4.0,
-                  device: torch.device | str = "cpu") -> dict[str, Any]:
-    """Run the sweep on ``model`` / ``optimizer`` with batches from ``loader`` (the InMemoryLoader position
-    API), then restore all of them. Returns lrs, raw and smoothed losses (up to the stop) and suggestions."""
-    from tricklab.train.reproducibility import get_rng_state, set_rng_state
+class _Snapshot:
+    """Model weights and mode, optimizer state, loader position and global RNGs, to put back after the test."""
 
-    _check(start_lr, end_lr, num_steps, smooth, diverge)
-    device = torch.device(device)
-    saved_model = copy.deepcopy(model.state_dict())
-    saved_opt = copy.deepcopy(optimizer.state_dict())
-    saved_loader = loader.state_dict() if hasattr(loader, "state_dict") else None
-    saved_rng = get_rng_state()
-    was_training = model.training
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, loader: Any) -> None:
+        self.model, self.optimizer, self.loader = model, optimizer, loader
+        self.model_state = copy.deepcopy(model.state_dict())
+        self.optimizer_state = copy.deepcopy(optimizer.state_dict())
+        self.loader_state = loader.state_dict() if hasattr(loader, "state_dict") else None
+        self.rng = get_rng_state()
+        self.training = model.training
+
+    def restore(self) -> None:
+        self.model.load_state_dict(self.model_state)
+        self.optimizer.load_state_dict(self.optimizer_state)
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.loader_state is not None:
+            self.loader.load_state_dict(self.loader_state)
+        set_rng_state(self.rng)
+        self.model.train(self.training)
+
+
+def _step(model: nn.Module, optimizer: torch.optim.Optimizer, loader: Any,
+          loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], device: torch.device) -> float:
+    """One optimizer step on the loader's next batch (a new epoch when the last one is used up)."""
+    if loader.batch_index >= len(loader):
+        loader.start_next_epoch()
+    x, y = loader.next_batch()
+    loss = loss_fn(model(x.to(device)), y.to(device))
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return float(loss.detach())
+
+
+def _sweep(model: nn.Module, optimizer: torch.optim.Optimizer, loader: Any,
+           loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], start_lr: float, end_lr: float,
+           num_steps: int, smooth: float, diverge: float, device: torch.device
+           ) -> tuple[list[float], list[float], list[float], bool]:
+    """(lrs, losses, smoothed losses, stopped early) of the exponential sweep (module docstring)."""
     # keep the groups' lr ratios: group g gets lr_i * base_g / base_0
     bases = [float(g["lr"]) for g in optimizer.param_groups]
     ratios = [b / bases[0] if bases[0] > 0 else 1.0 for b in bases]
     lrs: list[float] = []
     losses: list[float] = []
     smoothed: list[float] = []
-    avg, best, stopped = 0.0, math.inf, False
+    avg, best = 0.0, math.inf
+    model.train()
+    for i in range(num_steps):
+        lr = start_lr * (end_lr / start_lr) ** (i / (num_steps - 1))
+        for g, r in zip(optimizer.param_groups, ratios):
+            g["lr"] = lr * r
+        value = _step(model, optimizer, loader, loss_fn, device)
+        avg = smooth * avg + (1.0 - smooth) * value
+        sm = avg / (1.0 - smooth ** (i + 1))  # bias correction: a_i underestimates early on (a_{-1} = 0)
+        lrs.append(lr)
+        losses.append(value)
+        smoothed.append(sm)
+        if not math.isfinite(sm) or (i > 0 and sm > diverge * best):
+            return lrs, losses, smoothed, True
+        best = min(best, sm)
+    return lrs, losses, smoothed, False
+
+
+def lr_range_test(model: nn.Module, optimizer: torch.optim.Optimizer, loader: Any,
+                  loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], *, start_lr: float = 1e-7,
+                  end_lr: float = 10.0, num_steps: int = 100, smooth: float = 0.98, diverge: float = 4.0,
+                  device: torch.device | str = "cpu") -> dict[str, Any]:
+    """Run the sweep on ``model`` / ``optimizer`` with batches from ``loader`` (the InMemoryLoader position
+    API), then restore all of them. Returns lrs, raw and smoothed losses (up to the stop) and suggestions."""
+    _check(start_lr, end_lr, num_steps, smooth, diverge)
+    snapshot = _Snapshot(model, optimizer, loader)
     try:
-        model.train()
-        for i in range(num_steps):
-            lr = start_lr * (end_lr / start_lr) ** (i / (num_steps - 1))
-            for g, r in zip(optimizer.param_groups, ratios):
-                g["lr"] = lr * r
-            if loader.batch_index >= len(loader):
-                loader.start_next_epoch()
-            x, y = loader.next_batch()
-            x, y = x.to(device), y.to(device)
-            loss = loss_fn(model(x), y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            value = float(loss.detach())
-            avg = smooth * avg + (1.0 - smooth) * value
-            sm = avg / (1.0 - smooth ** (i + 1))  # bias correction: a_i underestimates early on (a_{-1} = 0)
-            lrs.append(lr)
-            losses.append(value)
-            smoothed.append(sm)
-            if not math.isfinite(sm) or (i > 0 and sm > diverge * best):
-                stopped = True
-                break
-            best = min(best, sm)
+        lrs, losses, smoothed, stopped = _sweep(model, optimizer, loader, loss_fn, start_lr, end_lr, num_steps,
+                                                smooth, diverge, torch.device(device))
     finally:
-        model.load_state_dict(saved_model)
-        optimizer.load_state_dict(saved_opt)
-        optimizer.zero_grad(set_to_none=True)
-        if saved_loader is not None:
-            loader.load_state_dict(saved_loader)
-        set_rng_state(saved_rng)
-        model.train(was_training)
+        snapshot.restore()
     # the point that triggered the stop is past the divergence: suggest from the curve before it
     usable = len(smoothed) - 1 if stopped else len(smoothed)
     return {
@@ -148,14 +179,8 @@ def lr_range_test(model: nn.Module, optimizer: torch.optim.Optimizer, loader: An
 
 
 def build_for_recipe(recipe: Recipe) -> tuple[nn.Module, torch.optim.Optimizer, Any, Any, torch.device]:
-    """Model, optimizer, training loader, loss and device exactly as ``tricklab.lab.runner.run`` builds them
+    """Model, optimizer, training loader, loss and device as ``tricklab.lab.runner.set_up`` builds them
     (one process)."""
-    from tricklab.data import InMemoryLoader, load_dataset
-    from tricklab.lab.runner import validate
-    from tricklab.models import build_model
-    from tricklab.optim import create_optimizer
-    from tricklab.train.reproducibility import seed_everything
-
     task = validate(recipe)
     device = torch.device(recipe.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -174,9 +199,7 @@ def build_for_recipe(recipe: Recipe) -> tuple[nn.Module, torch.optim.Optimizer, 
 
 
 def _plot(result: dict[str, Any], out_dir: Path) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
+    matplotlib_or_hint("the learning-rate range test")  # headless Agg, or the install hint
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.0, 3.6))
@@ -231,37 +254,5 @@ def lr_find(recipe: Recipe, out_dir: str | Path, start_lr: float = 1e-7, end_lr:
     result["recipe"] = recipe.to_dict()
     result["recipe_hash"] = recipe.hash()
     result["files"] = [str(p) for p in _plot(result, out)]
-    (out / "lr_find.json").write_text(json.dumps(_json_safe(result), indent=2), encoding="utf-8")
+    atomic_write_text(out / "lr_find.json", json.dumps(_json_safe(result), indent=2))
     return result
-
-
-# ------------------------------------------------------------------------------------------------- CLI
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Add ``lr-find`` to the ``tricklab`` sub-commands (its default ``func`` is :func:`cmd`)."""
-    p = subparsers.add_parser("lr-find", help="learning-rate range test (Smith 2017): plot loss vs lr, suggest an lr")
-    p.add_argument("recipe", nargs="?", help="recipe YAML file (omit for the embedded default)")
-    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. optimizer.name=sgd")
-    p.add_argument("--out", type=Path, default=Path("runs/lr-find"), help="output folder (default runs/lr-find)")
-    p.add_argument("--start-lr", type=float, default=1e-7, help="first lr of the sweep (default 1e-7)")
-    p.add_argument("--end-lr", type=float, default=10.0, help="last lr of the sweep (default 10)")
-    p.add_argument("--steps", type=int, default=100, help="optimizer steps in the sweep (default 100)")
-    p.add_argument("--data-dir", default=None, help="folder holding the data set's files")
-    p.set_defaults(func=cmd)
-    return p
-
-
-def cmd(args: argparse.Namespace) -> int:
-    from tricklab.lab.recipe import load_recipe, recipe_arguments
-
-    recipe = load_recipe(*recipe_arguments(args.recipe, args.overrides, getattr(args, "data_dir", None)))
-    if args.steps < 3:
-        raise UserError(f"--steps must be at least 3, got {args.steps}")
-    result = lr_find(recipe, args.out, start_lr=args.start_lr, end_lr=args.end_lr, num_steps=args.steps)
-    print(f"lr range test: {len(result['lrs'])} steps from {args.start_lr:g} to {result['lrs'][-1]:.3g}"
-          + (" (stopped: the loss diverged)" if result["stopped_early"] else ""))
-    names = {"steepest": "steepest descent", "valley": "valley", "min_div10": "min loss / 10"}
-    for key, label in names.items():
-        lr = result["suggestions"][key]
-        print(f"  {label:>16}: {'n/a' if lr is None else f'{lr:.3g}'}")
-    print(f"plot: {args.out / 'lr_find.png'}  data: {args.out / 'lr_find.json'}")
-    return 0

@@ -6,6 +6,7 @@ error says where (file and line for YAML syntax, the dotted key for a bad value)
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import hashlib
@@ -131,6 +132,64 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
+def _bad(value: Any, tp: Any, where: str) -> ConfigError:
+    return ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r} ({type(value).__name__})")
+
+
+def _to_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise ValueError
+
+
+def _to_int(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        return int(value)
+    raise ValueError
+
+
+def _to_float(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        return float(value)  # "1e-3" (PyYAML reads it as a string)
+    raise ValueError
+
+
+def _to_str(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    raise ValueError
+
+
+# numbers written as strings (from overrides) are parsed; a ValueError means "not this type"
+_SCALARS: dict[Any, Any] = {bool: _to_bool, int: _to_int, float: _to_float, str: _to_str}
+
+
+def _coerce_union(value: Any, tp: Any, where: str) -> Any:
+    args = typing.get_args(tp)
+    if value is None and type(None) in args:
+        return None
+    for a in args:
+        if a is type(None):
+            continue
+        try:
+            return coerce(value, a, where)
+        except ConfigError:
+            continue
+    raise _bad(value, tp, where)
+
+
 def coerce(value: Any, tp: Any, where: str) -> Any:
     """Check ``value`` against the annotation ``tp`` (int, float, bool, str, None, unions, lists, dicts,
     dataclasses); numbers written as strings (from overrides) are parsed. Raises ConfigError naming ``where``."""
@@ -138,67 +197,26 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
         return value
     origin = typing.get_origin(tp)
     if origin in (Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for a in args:
-            if a is type(None):
-                continue
-            try:
-                return coerce(value, a, where)
-            except ConfigError as e:
-                errors.append(e)
-        raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r} ({type(value).__name__})")
+        return _coerce_union(value, tp, where)
     if dataclasses.is_dataclass(tp):
         return build_dataclass(tp, value, where)
-    bad = ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r} ({type(value).__name__})")
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false"):
-            return value.lower() == "true"
-        raise bad
-    if tp is int:
-        if isinstance(value, bool):
-            raise bad
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                return int(value)
-            except ValueError:
-                raise bad from None
-        raise bad
-    if tp is float:
-        if isinstance(value, bool):
-            raise bad
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)  # "1e-3" (PyYAML reads it as a string)
-            except ValueError:
-                raise bad from None
-        raise bad
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise bad
+    if tp in _SCALARS:
+        try:
+            return _SCALARS[tp](value)
+        except ValueError:
+            raise _bad(value, tp, where) from None
     if origin in (list, tuple) or tp in (list, tuple):
         if not isinstance(value, (list, tuple)):
-            raise bad
+            raise _bad(value, tp, where)
         (item,) = typing.get_args(tp)[:1] or (Any,)
         return [coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
     if origin is dict or tp is dict:
         if not isinstance(value, dict):
-            raise bad
+            raise _bad(value, tp, where)
         return dict(value)
     if isinstance(tp, type) and isinstance(value, tp):
         return value
-    raise bad
+    raise _bad(value, tp, where)
 
 
 def _closest(key: str, options: list[str]) -> str:
@@ -329,8 +347,6 @@ def recipe_arguments(recipe: str | None, overrides: list[str] | tuple[str, ...],
 def load_recipe(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
     """Read a recipe file (or the embedded default :data:`DEFAULT_RECIPE` when ``path`` is None) and apply
     overrides."""
-    import copy
-
     data: dict[str, Any] = copy.deepcopy(DEFAULT_RECIPE) if path is None else {}
     if path is not None:
         p = Path(path)

@@ -1,21 +1,19 @@
-"""Statistics for ablations: Student-t intervals over seeds, paired seed-by-seed differences against the
-baseline, the verdict rule, and the equal-wall-clock comparison. Pure Python (``math`` only): scipy is a
-test oracle, not a run-time dependency. The formulas and references are in ``docs/lab-statistics.md``.
+"""Statistics for ablations: the Student t distribution, t intervals over seeds, paired seed-by-seed
+differences against the baseline and the verdict rule. Pure Python (``math`` only): scipy is a test oracle,
+not a run-time dependency. The formulas and references are in ``docs/lab-statistics.md``.
+
+What is measured and how runs are matched lives in :mod:`tricklab.lab.analysis`; this module only computes.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
-import re
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
-if TYPE_CHECKING:
-    from tricklab.lab.store import Store
-
-__all__ = [
-    "METRICS", "ablation_summary", "describe", "metric_value", "paired", "t_cdf", "t_ppf", "value_at_time",
-]
+__all__ = ["Description", "PairedDifference", "describe", "paired", "t_cdf", "t_ppf"]
 
 # ---------------------------------------------------------------------------------------------------------
 # Student t distribution
@@ -200,25 +198,68 @@ def _check_confidence(confidence: float) -> float:
     return confidence
 
 
-def describe(values: Sequence[float], confidence: float = 0.95) -> dict:
+@dataclass(frozen=True)
+class Description:
+    """Mean and Student-t interval of one metric over seeds (see :func:`describe`).
+
+    ``missing`` counts the seeds that ran but have no usable value (the analysis fills it in); ``note`` says
+    why the spread is unknown when there are fewer than 2 values."""
+
+    n: int
+    mean: float | None
+    std: float | None
+    ci_low: float | None
+    ci_high: float | None
+    half_width: float | None
+    note: str | None = None
+    missing: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """Paired comparison treatment - baseline over seeds (see :func:`paired`)."""
+
+    n: int
+    mean_diff: float | None
+    std_diff: float | None
+    ci_low: float | None
+    ci_high: float | None
+    t: float | None
+    p_value: float | None
+    verdict: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"n", "mean_diff", "std_diff", "ci_low", "ci_high", "t", "p_value", "verdict"}``."""
+        return dataclasses.asdict(self)
+
+    @property
+    def half_width(self) -> float | None:
+        """Half the width of the (symmetric) interval; None without one."""
+        if self.ci_low is None or self.ci_high is None:
+            return None
+        return (self.ci_high - self.ci_low) / 2
+
+
+def describe(values: Sequence[float], confidence: float = 0.95) -> Description:
     """Mean and Student-t confidence interval over seeds:
 
         mean +- t_{(1+c)/2, n-1} * s / sqrt(n),   s the sample standard deviation (ddof = 1).
 
-    Returns ``{"n", "mean", "std", "ci_low", "ci_high", "half_width"}``; with fewer than 2 values the spread
-    is unknown, so std and the interval are None (never an invented number) and ``"note"`` says why."""
+    With fewer than 2 values the spread is unknown, so std and the interval are None (never an invented
+    number) and ``note`` says why."""
     confidence = _check_confidence(confidence)
     xs = _floats(values, "values")
     n = len(xs)
     if n == 0:
-        return {"n": 0, "mean": None, "std": None, "ci_low": None, "ci_high": None, "half_width": None,
-                "note": "no values"}
+        return Description(0, None, None, None, None, None, note="no values")
     mean, std = _mean_std(xs)
     if std is None:
-        return {"n": n, "mean": mean, "std": None, "ci_low": None, "ci_high": None, "half_width": None,
-                "note": "interval needs at least 2 seeds"}
+        return Description(n, mean, None, None, None, None, note="interval needs at least 2 seeds")
     half = t_ppf((1.0 + confidence) / 2.0, n - 1) * std / math.sqrt(n)
-    return {"n": n, "mean": mean, "std": std, "ci_low": mean - half, "ci_high": mean + half, "half_width": half}
+    return Description(n, mean, std, mean - half, mean + half, half)
 
 
 def _verdict(ci_low: float, ci_high: float, higher_is_better: bool) -> str:
@@ -232,7 +273,7 @@ def _verdict(ci_low: float, ci_high: float, higher_is_better: bool) -> str:
 
 
 def paired(treatment: Sequence[float], baseline: Sequence[float], higher_is_better: bool,
-           confidence: float = 0.95) -> dict:
+           confidence: float = 0.95) -> PairedDifference:
     """Paired comparison over seeds: d_i = treatment_i - baseline_i (same seed i in both lists),
 
         mean_d +- t_{(1+c)/2, n-1} * s_d / sqrt(n),   t = mean_d / (s_d / sqrt(n)),
@@ -246,9 +287,7 @@ def paired(treatment: Sequence[float], baseline: Sequence[float], higher_is_bett
     0, the interval is [0, 0], t = 0, p = 1.0, 'no clear effect'; otherwise the interval collapses to the
     mean, t = +-inf, p = 0.0 and the verdict follows the sign of the mean (the seeds agree exactly; whether
     that is meaningful is for the reader: it usually means a deterministic metric such as the parameter
-    count).
-
-    Returns ``{"n", "mean_diff", "std_diff", "ci_low", "ci_high", "t", "p_value", "verdict"}``."""
+    count)."""
     confidence = _check_confidence(confidence)
     tr, ba = _floats(treatment, "treatment"), _floats(baseline, "baseline")
     if len(tr) != len(ba):
@@ -257,248 +296,18 @@ def paired(treatment: Sequence[float], baseline: Sequence[float], higher_is_bett
     d = [a - b for a, b in zip(tr, ba)]
     n = len(d)
     if n < 2:
-        return {"n": n, "mean_diff": d[0] if n else None, "std_diff": None, "ci_low": None, "ci_high": None,
-                "t": None, "p_value": None, "verdict": f"cannot tell ({n} seed{'' if n == 1 else 's'})"}
+        return PairedDifference(n, d[0] if n else None, None, None, None, None, None,
+                                f"cannot tell ({n} seed{'' if n == 1 else 's'})")
     mean, std = _mean_std(d)
     assert std is not None
     if std == 0.0:
         if mean == 0.0:
-            return {"n": n, "mean_diff": 0.0, "std_diff": 0.0, "ci_low": 0.0, "ci_high": 0.0, "t": 0.0,
-                    "p_value": 1.0, "verdict": "no clear effect"}
-        return {"n": n, "mean_diff": mean, "std_diff": 0.0, "ci_low": mean, "ci_high": mean,
-                "t": math.copysign(math.inf, mean), "p_value": 0.0,
-                "verdict": _verdict(mean, mean, higher_is_better)}
+            return PairedDifference(n, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0, "no clear effect")
+        return PairedDifference(n, mean, 0.0, mean, mean, math.copysign(math.inf, mean), 0.0,
+                                _verdict(mean, mean, higher_is_better))
     se = std / math.sqrt(n)
     half = t_ppf((1.0 + confidence) / 2.0, n - 1) * se
     t = mean / se
     p = _t_tail2(t, float(n - 1))
     lo, hi = mean - half, mean + half
-    return {"n": n, "mean_diff": mean, "std_diff": std, "ci_low": lo, "ci_high": hi, "t": t, "p_value": p,
-            "verdict": _verdict(lo, hi, higher_is_better)}
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Metrics of a run
-# ---------------------------------------------------------------------------------------------------------
-
-# fmt is a format spec for format(value, fmt)
-METRICS: list[dict[str, Any]] = [
-    {"key": "accuracy", "label": "Test accuracy", "higher_is_better": True, "fmt": ".4f"},
-    {"key": "macro_f1", "label": "Test macro F1", "higher_is_better": True, "fmt": ".4f"},
-    {"key": "nll", "label": "Test NLL", "higher_is_better": False, "fmt": ".4f"},
-    {"key": "ece", "label": "Test ECE", "higher_is_better": False, "fmt": ".4f"},
-    {"key": "brier", "label": "Test Brier score", "higher_is_better": False, "fmt": ".4f"},
-    {"key": "train_seconds", "label": "Training time (s)", "higher_is_better": False, "fmt": ".2f"},
-    {"key": "latency_ms", "label": "Inference latency, median (ms)", "higher_is_better": False, "fmt": ".3f"},
-    {"key": "parameters", "label": "Parameters", "higher_is_better": False, "fmt": ",.0f"},
-    {"key": "model_size_bytes", "label": "Model size (bytes)", "higher_is_better": False, "fmt": ",.0f"},
-    {"key": "steps_to_target", "label": "Steps to target accuracy", "higher_is_better": False, "fmt": ",.0f"},
-    # per-token tasks only (language models): bits per token, nll / ln 2
-    {"key": "bpc", "label": "Test bits per token (per character for text)", "higher_is_better": False, "fmt": ".4f", "optional": True},
-]
-
-#: metrics on a data set's further test sets (summary["extra_tests"][name]), keyed "extra:<name>:<metric>"
-EXTRA_METRICS: tuple[str, ...] = ("accuracy",)
-
-# where each metric sits in a run's summary.json (see tricklab.lab.runner.run)
-_PATHS: dict[str, tuple[str, ...]] = {
-    "accuracy": ("test", "accuracy"),
-    "macro_f1": ("test", "macro_f1"),
-    "nll": ("test", "nll"),
-    "ece": ("test", "ece"),
-    "brier": ("test", "brier"),
-    "train_seconds": ("train_seconds",),
-    "latency_ms": ("inference_latency", "median_ms"),
-    "parameters": ("parameters",),
-    "model_size_bytes": ("model_size_bytes",),
-    "steps_to_target": ("convergence", "step"),
-    "bpc": ("test", "bpc"),
-}
-
-
-def metric_value(summary: Mapping[str, Any], key: str) -> float | None:
-    """The value of metric ``key`` (one of :data:`METRICS`) in a run's summary.json dict; None when the run
-    does not have it (e.g. ``steps_to_target`` when the target accuracy was never reached)."""
-    if key.startswith("extra:"):
-        path: tuple[str, ...] = ("extra_tests", *key.split(":")[1:])
-    elif key not in _PATHS:
-        raise KeyError(f"unknown metric {key!r}; known: {', '.join(_PATHS)}")
-    else:
-        path = _PATHS[key]
-    node: Any = summary
-    for part in path:
-        if not isinstance(node, Mapping) or node.get(part) is None:
-            return None
-        node = node[part]
-    if isinstance(node, bool) or not isinstance(node, (int, float)):
-        return None
-    return float(node)
-
-
-# The trainer writes row["seconds"] rounded to 6 decimals (round(train_seconds, 6)) while summary
-# train_seconds is unrounded, so a run's own last evaluation can sit up to 0.5e-6 s after its train_seconds.
-_SECONDS_ROUNDING = 5e-7
-
-
-def value_at_time(history: Sequence[Mapping[str, Any]], seconds: float, key: str = "eval_accuracy",
-                  tolerance: float = _SECONDS_ROUNDING) -> float | None:
-    """The value of ``key`` in the last history row (in history order) that has it and whose
-    ``row["seconds"] <= seconds + tolerance`` (the tolerance absorbs the 6-decimal rounding of the logged
-    seconds); None when no such row exists (nothing evaluated by then)."""
-    out: float | None = None
-    limit = float(seconds) + tolerance
-    for row in history:
-        s, v = row.get("seconds"), row.get(key)
-        if s is None or v is None or isinstance(v, bool):
-            continue
-        if float(s) <= limit and not math.isnan(float(v)):
-            out = float(v)
-    return out
-
-
-# ---------------------------------------------------------------------------------------------------------
-# The ablation summary
-# ---------------------------------------------------------------------------------------------------------
-
-
-def _usable(x: float | None) -> bool:
-    # a NaN metric (e.g. the NLL of a diverged run) cannot enter a mean; it is counted as missing
-    return x is not None and not math.isnan(x)
-
-
-def ablation_summary(store: Store, baseline: str = "baseline", confidence: float = 0.95) -> dict:
-    """Everything a report needs, read from the 'done' runs of ``store`` (see docs/lab-statistics.md).
-
-    Runs are matched by seed; when a (variant, seed) has several done runs the newest (highest id) is used.
-    Missing values (a metric absent from a summary or NaN, the target never reached) are left out: ``n`` counts
-    the seeds that have the value and ``"missing"`` the done seeds that do not.
-    """
-    done = store.runs(status="done")
-    by_variant: dict[str, dict[int, Any]] = {}
-    first_seen: list[str] = []
-    for r in done:
-        if r.variant not in by_variant:
-            by_variant[r.variant] = {}
-            first_seen.append(r.variant)
-        by_variant[r.variant][r.seed] = r  # ordered by id: the newest run of a seed wins
-
-    listed = store.get_meta("variants") or []
-    variants = [baseline]
-    for v in list(listed) + first_seen:
-        if v not in variants:
-            variants.append(v)
-
-    all_runs = [r for runs in by_variant.values() for r in runs.values()]
-    # optional metrics only where some run has them (bits per character for language models); further test
-    # sets (e.g. longer sequences) become metrics of their own
-    metrics = [dict(m) for m in METRICS
-               if not m.get("optional") or any(metric_value(r.summary or {}, m["key"]) is not None for r in all_runs)]
-    # natural order, so len64 comes before len128
-    extra_names = sorted({n for r in all_runs for n in ((r.summary or {}).get("extra_tests") or {})},
-                         key=lambda n: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", n)])
-    for name in extra_names:
-        for k in EXTRA_METRICS:
-            metrics.append({"key": f"extra:{name}:{k}", "label": f"{name} {k}", "higher_is_better": True,
-                            "fmt": ".4f"})
-    seeds = {v: sorted(by_variant.get(v, {})) for v in variants}
-    base_runs = by_variant.get(baseline, {})
-
-    per_variant: dict[str, dict[str, dict]] = {}
-    for v in variants:
-        runs = by_variant.get(v, {})
-        per_variant[v] = {}
-        for m in metrics:
-            vals = [metric_value(runs[s].summary or {}, m["key"]) for s in seeds[v]]
-            present = [x for x in vals if _usable(x)]
-            per_variant[v][m["key"]] = {**describe(present, confidence), "missing": len(vals) - len(present)}
-
-    histories: dict[int, list[dict]] = {}
-
-    def history(run: Any) -> list[dict]:
-        if run.id not in histories:
-            histories[run.id] = store.steps(run.id)
-        return histories[run.id]
-
-    paired_out: dict[str, dict[str, dict]] = {}
-    equal_time: dict[str, dict] = {}
-    for v in variants:
-        if v == baseline:
-            continue
-        runs = by_variant.get(v, {})
-        common = [s for s in seeds[v] if s in base_runs]
-        paired_out[v] = {}
-        for m in metrics:
-            tr: list[float] = []
-            ba: list[float] = []
-            for s in common:
-                a = metric_value(runs[s].summary or {}, m["key"])
-                b = metric_value(base_runs[s].summary or {}, m["key"])
-                if _usable(a) and _usable(b):
-                    tr.append(a)
-                    ba.append(b)
-            paired_out[v][m["key"]] = paired(tr, ba, m["higher_is_better"], confidence)
-
-        # equal wall-clock time: per seed T = min(train_seconds of both runs); compare eval accuracy at T
-        t_list: list[float] = []
-        used: list[int] = []
-        tr, ba = [], []
-        for s in common:
-            ta = metric_value(runs[s].summary or {}, "train_seconds")
-            tb = metric_value(base_runs[s].summary or {}, "train_seconds")
-            if ta is None or tb is None:
-                continue
-            t = min(ta, tb)
-            a = value_at_time(history(runs[s]), t)
-            b = value_at_time(history(base_runs[s]), t)
-            if a is None or b is None:
-                continue
-            t_list.append(t)
-            used.append(s)
-            tr.append(a)
-            ba.append(b)
-        equal_time[v] = {"seconds": t_list, "seeds": used, "key": "eval_accuracy",
-                         **paired(tr, ba, True, confidence)}
-
-    per_class: dict[str, list[float] | None] = {}
-    reliability: dict[str, dict | None] = {}
-    samples: dict[str, dict] = {}  # language models: the first seed's text sample
-    diagnostics: dict[str, dict] = {}  # the diagnostics technique's records, first seed
-    for v in variants:
-        runs = by_variant.get(v, {})
-        lists = [((runs[s].summary or {}).get("test") or {}).get("per_class_f1") for s in seeds[v]]
-        lists = [x for x in lists if x is not None]
-        if lists:
-            if len({len(x) for x in lists}) != 1:
-                raise ValueError(f"variant {v!r}: per-class F1 lists of different lengths across seeds")
-            per_class[v] = [math.fsum(float(x[i]) for x in lists) / len(lists) for i in range(len(lists[0]))]
-        else:
-            per_class[v] = None
-        first = runs[seeds[v][0]] if seeds[v] else None
-        reliability[v] = ((first.summary or {}).get("test") or {}).get("reliability") if first else None
-        if first is not None and (first.summary or {}).get("sample"):
-            samples[v] = {"seed": seeds[v][0], **first.summary["sample"]}
-        if first is not None and (first.summary or {}).get("diagnostics"):
-            diagnostics[v] = {"seed": seeds[v][0], "records": first.summary["diagnostics"]}
-
-    # weight averaging (EMA, SWA): the averaged weights against the same run's final trained weights, seed by
-    # seed; only runs whose summary holds both (the runner records "test_trained_weights" for them)
-    averaging: dict[str, dict[str, dict]] = {}
-    for v in variants:
-        runs = by_variant.get(v, {})
-        pairs = [((runs[s].summary or {}).get("test") or {}, (runs[s].summary or {}).get("test_trained_weights"))
-                 for s in seeds[v]]
-        pairs = [(a, b) for a, b in pairs if b]
-        if not pairs:
-            continue
-        averaging[v] = {}
-        for m in metrics:
-            if m["key"] not in ("accuracy", "macro_f1", "nll", "ece", "brier"):
-                continue
-            av = [float(a[m["key"]]) for a, b in pairs if _usable(a.get(m["key"])) and _usable(b.get(m["key"]))]
-            tw = [float(b[m["key"]]) for a, b in pairs if _usable(a.get(m["key"])) and _usable(b.get(m["key"]))]
-            averaging[v][m["key"]] = paired(av, tw, m["higher_is_better"], confidence)
-
-    return {"variants": variants, "metrics": metrics, "seeds": seeds, "per_variant": per_variant,
-            "paired": paired_out, "equal_time": equal_time, "per_class_f1": per_class,
-            "reliability": reliability, "averaging": averaging, "samples": samples,
-            "diagnostics": diagnostics}
+    return PairedDifference(n, mean, std, lo, hi, t, p, _verdict(lo, hi, higher_is_better))

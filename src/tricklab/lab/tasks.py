@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import math
-
 import torch
 import torch.nn.functional as F
 
+from tricklab.evaluate import classification_metrics
 from tricklab.registry import Registry
 
 #: target id that marks "no prediction here" in per-token targets (as F.cross_entropy's ignore_index)
@@ -58,8 +58,6 @@ class Task:
         return token_cross_entropy if self.kind == "token" else F.cross_entropy
 
     def metric_fn(self, num_classes: int) -> Callable[[torch.Tensor, torch.Tensor], dict[str, Any]]:
-        from tricklab.evaluate import classification_metrics
-
         def metrics(logits: torch.Tensor, targets: torch.Tensor) -> dict[str, Any]:
             if self.kind == "token":
                 logits, targets = scored_positions(logits, targets)

@@ -23,10 +23,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tricklab.layers.graph_ops import (
+    SparsePlan,
     add_remaining_self_loops,
     add_self_loops as _add_loops,
     csr_adjacency,
+    dropout_linear,
     gcn_norm,
+    is_sparse,
     propagate,
     remove_self_loops,
     scatter,
@@ -35,6 +38,18 @@ from tricklab.layers.graph_ops import (
 )
 
 SageAggr = Literal["mean", "max", "lstm"]
+
+
+def _sparse_plans(module: nn.Module, x: Tensor) -> dict[int, SparsePlan] | None:
+    """The module's cache of :class:`SparsePlan` s (by number of heads) for sparse features ``x``, kept while the
+    same tensor comes back unmodified (full-batch training passes the same features every epoch)."""
+    if not is_sparse(x):
+        return None
+    c = module.__dict__.get("_plan_cache")
+    if c is None or c[0] is not x or c[1] != x._version:
+        c = (x, x._version, {})
+        module.__dict__["_plan_cache"] = c
+    return c[2]
 
 
 def _glorot_(t: Tensor) -> Tensor:
@@ -58,11 +73,15 @@ def gcn_conv(
     normalize: bool = True,
     norm: tuple[Tensor, Tensor] | None = None,
     adjacency: tuple[Tensor, Tensor] | None = None,
+    input_dropout: float = 0.0,
+    training: bool = False,
+    plans: dict[int, SparsePlan] | None = None,
 ) -> Tensor:
     """Graph convolution (Kipf & Welling 2017, eq. 2):  X' = D^-1/2 (A + I) D^-1/2 X W^T + b.
 
     Args:
-        x: (N, F_in); weight: (F_out, F_in) (``nn.Linear`` layout); bias: (F_out,).
+        x: (N, F_in), dense or sparse (a sparse COO tensor: bag-of-words features; the product X W^T then
+            touches only the non-zeros); weight: (F_out, F_in) (``nn.Linear`` layout); bias: (F_out,).
         edge_weight: (E,) edge weights of A (default 1).
         add_self_loops: use A + I (one loop per node, existing loops replaced).
         normalize: apply the symmetric D^-1/2 . D^-1/2 scaling; without it the (weighted) sum over incoming edges.
@@ -70,21 +89,29 @@ def gcn_conv(
             module's cache in full-batch transductive training where the graph never changes).
         adjacency: the same propagation matrix as a CSR pair from :func:`csr_adjacency` (used instead of ``norm``;
             constant edge weights): sparse-dense products instead of gather + scatter, faster once built.
+        input_dropout: dropout on ``x`` (active if ``training``); on sparse x, on its non-zeros only.
+        plans: a cache of :class:`~tricklab.layers.graph_ops.SparsePlan` s of sparse x (see ``GCNConv``).
     """
     n = x.shape[0]
+    sparse = is_sparse(x)
     if adjacency is not None:
-        prop = lambda v: spmm(adjacency, v)  # noqa: E731
-        out = prop(F.linear(x, weight)) if weight.shape[0] <= weight.shape[1] else F.linear(prop(x), weight)
-        return out + bias if bias is not None else out
-    if norm is None:
-        norm = gcn_propagation_coefficients(edge_index, n, edge_weight, add_self_loops, normalize, x.dtype)
-    ei, coeff = norm
-    # Â X W = (Â X) W = Â (X W): multiply by W first when it shrinks the features (Kipf's 1433 -> 16 on Cora),
-    # so that the gather/scatter moves E x F_out numbers instead of E x F_in.
-    if weight.shape[0] <= weight.shape[1]:
-        out = propagate(F.linear(x, weight), ei, coeff, n)
+        def prop(v: Tensor) -> Tensor:
+            return spmm(adjacency, v)
     else:
-        out = F.linear(propagate(x, ei, coeff, n), weight)
+        if norm is None:
+            norm = gcn_propagation_coefficients(edge_index, n, edge_weight, add_self_loops, normalize,
+                                                weight.dtype if sparse else x.dtype)
+        ei, coeff = norm
+
+        def prop(v: Tensor) -> Tensor:
+            return propagate(v, ei, coeff, n)
+    # Â X W = (Â X) W = Â (X W): multiply by W first when it shrinks the features (Kipf's 1433 -> 16 on Cora),
+    # so that the propagation moves N x F_out numbers instead of N x F_in; sparse X always goes first through W
+    if sparse or weight.shape[0] <= weight.shape[1]:
+        out = prop(dropout_linear(x, weight, dropout=input_dropout, training=training, plans=plans))
+    else:
+        x = F.dropout(x, input_dropout, training) if input_dropout > 0.0 else x
+        out = F.linear(prop(x), weight)
     return out + bias if bias is not None else out
 
 
@@ -99,7 +126,8 @@ def gcn_propagation_coefficients(
     """(edge_index', coeff (E',)) of the GCN propagation matrix for the given options (see :func:`gcn_conv`)."""
     if normalize:
         return gcn_norm(edge_index, num_nodes, edge_weight, add_self_loops, dtype)
-    w = edge_weight if edge_weight is not None else torch.ones(edge_index.shape[1], dtype=dtype, device=edge_index.device)
+    w = (edge_weight if edge_weight is not None
+         else torch.ones(edge_index.shape[1], dtype=dtype, device=edge_index.device))
     if add_self_loops:
         edge_index, w = add_remaining_self_loops(edge_index, num_nodes, w, 1.0)
         assert w is not None
@@ -114,6 +142,10 @@ class GCNConv(nn.Module):
     the edge_index tensor object and its in-place version counter (and the edge_weight object), so calling the
     layer on a different graph rebuilds it instead of silently reusing a stale normalisation; edge weights that
     require a gradient bypass the cache.
+
+    ``input_dropout`` drops the layer's input (on sparse features, their non-zeros only). Sparse features keep
+    the structure of their product with the weight (:class:`~tricklab.layers.graph_ops.SparsePlan`) while the
+    same feature tensor comes back unmodified.
     """
 
     def __init__(
@@ -125,10 +157,12 @@ class GCNConv(nn.Module):
         normalize: bool = True,
         bias: bool = True,
         cached: bool = False,
+        input_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         self.in_channels, self.out_channels = in_channels, out_channels
         self.add_self_loops, self.normalize, self.cached = add_self_loops, normalize, cached
+        self.input_dropout = input_dropout
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels))
         self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
         self._cache: tuple[Tensor, int, Tensor | None, int, tuple[Tensor, Tensor], tuple[Tensor, Tensor]] | None = None
@@ -141,22 +175,24 @@ class GCNConv(nn.Module):
         self._cache = None
 
     def forward(self, x: Tensor, edge_index: Tensor, edge_weight: Tensor | None = None) -> Tensor:
+        drop = {"input_dropout": self.input_dropout, "training": self.training, "plans": _sparse_plans(self, x)}
         if not self.cached or (edge_weight is not None and edge_weight.requires_grad):
             return gcn_conv(x, edge_index, self.weight, self.bias, edge_weight=edge_weight,
-                            add_self_loops=self.add_self_loops, normalize=self.normalize)
+                            add_self_loops=self.add_self_loops, normalize=self.normalize, **drop)
+        dtype = self.weight.dtype if is_sparse(x) else x.dtype
         c = self._cache
         if not (c is not None and c[0] is edge_index and c[1] == edge_index._version and c[2] is edge_weight
-                and c[3] == x.shape[0] and c[4][1].dtype == x.dtype and c[4][1].device == x.device):
+                and c[3] == x.shape[0] and c[4][1].dtype == dtype and c[4][1].device == x.device):
             norm = gcn_propagation_coefficients(edge_index, x.shape[0], edge_weight, self.add_self_loops,
-                                                self.normalize, x.dtype)
+                                                self.normalize, dtype)
             # the normalised matrix as CSR (and its transpose, for the backward pass), built once per graph
             c = (edge_index, edge_index._version, edge_weight, x.shape[0], norm, csr_adjacency(*norm, x.shape[0]))
             self._cache = c
-        return gcn_conv(x, edge_index, self.weight, self.bias, adjacency=c[5])
+        return gcn_conv(x, edge_index, self.weight, self.bias, adjacency=c[5], **drop)
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, add_self_loops={self.add_self_loops}, "
-                f"normalize={self.normalize}, cached={self.cached}")
+                f"normalize={self.normalize}, cached={self.cached}, input_dropout={self.input_dropout}")
 
 
 # ================================================================================================ GAT
@@ -174,6 +210,11 @@ def gat_conv(
     training: bool = False,
     add_self_loops: bool = True,
     return_attention: bool = False,
+    input_dropout: float = 0.0,
+    independent_head_dropout: bool = False,
+    feature_dropout: float = 0.0,
+    att_bias: Tensor | None = None,
+    plans: dict[int, SparsePlan] | None = None,
 ) -> Tensor | tuple[Tensor, tuple[Tensor, Tensor]]:
     """Graph attention (Velickovic et al. 2018, eqs. 1-6), H heads of C channels.
 
@@ -183,24 +224,38 @@ def gat_conv(
     self loop);  h'_i = sum_j alpha_ij h_j.  Heads are concatenated (N, H*C) or averaged (N, C), then + bias.
 
     Args:
+        x: (N, F_in), dense or sparse (a sparse COO tensor; W x then touches only its non-zeros).
         weight: (H*C, F_in) (``nn.Linear`` layout, head-major rows); att_src, att_dst: (H, C); bias: (H*C,) or (C,).
         dropout: dropout on the normalised attention coefficients (the paper's 0.6 on Cora), active if ``training``.
         add_self_loops: remove existing loops and add one per node, so each node attends to itself once.
         return_attention: also return ``(edge_index', alpha (E', H))``.
+        input_dropout: dropout on ``x`` (on sparse x, on its non-zeros only); ``independent_head_dropout``: each
+            head draws its own mask, as each attention head of Velickovic et al.'s code drops its own input
+            (otherwise one mask shared by the heads, torch_geometric's usual model).
+        feature_dropout: dropout on the projected features W_k h_j where they are aggregated (after the scores
+            are computed from them), as their code does.
+        att_bias: (H,) a bias inside the LeakyReLU, e_ij = LeakyReLU(a_src . h_j + a_dst . h_i + b_k) (their code's
+            attention is two 1x1 convolutions with biases; b is the sum of the two).
+        plans: a cache of :class:`~tricklab.layers.graph_ops.SparsePlan` s of sparse x (see ``GATConv``).
     """
     n = x.shape[0]
     heads, channels = att_src.shape
-    h = F.linear(x, weight).view(n, heads, channels)  # (N, H, C)
+    h = dropout_linear(x, weight, heads=heads, dropout=input_dropout, training=training,
+                       independent_heads=independent_head_dropout, plans=plans).view(n, heads, channels)  # (N, H, C)
     score_src = (h * att_src).sum(-1)  # (N, H): a_src . W h_j
     score_dst = (h * att_dst).sum(-1)  # (N, H): a_dst . W h_i
     if add_self_loops:
         edge_index, _ = remove_self_loops(edge_index)
         edge_index, _ = _add_loops(edge_index, n)
     src, dst = edge_index[0], edge_index[1]
-    e = F.leaky_relu(score_src.index_select(0, src) + score_dst.index_select(0, dst), negative_slope)  # (E, H)
+    e = score_src.index_select(0, src) + score_dst.index_select(0, dst)  # (E, H)
+    if att_bias is not None:
+        e = e + att_bias
+    e = F.leaky_relu(e, negative_slope)
     alpha = segment_softmax(e, dst, n)  # (E, H), sums to 1 over the incoming edges of each node
     alpha_used = F.dropout(alpha, dropout, training) if dropout > 0 else alpha
-    out = propagate(h, edge_index, alpha_used.unsqueeze(-1), n)  # (N, H, C)
+    msg = F.dropout(h, feature_dropout, training) if feature_dropout > 0 else h
+    out = propagate(msg, edge_index, alpha_used.unsqueeze(-1), n)  # (N, H, C)
     out = out.reshape(n, heads * channels) if concat else out.mean(1)
     if bias is not None:
         out = out + bias
@@ -208,7 +263,15 @@ def gat_conv(
 
 
 class GATConv(nn.Module):
-    """Velickovic et al. (2018) multi-head graph attention layer; see :func:`gat_conv`."""
+    """Velickovic et al. (2018) multi-head graph attention layer; see :func:`gat_conv`.
+
+    ``input_dropout``, ``independent_head_dropout``, ``feature_dropout`` and ``attention_bias`` as in
+    :func:`gat_conv` (``attention_bias`` adds two (H,) parameters, the biases of the two attention 1x1
+    convolutions of Velickovic et al.'s code). ``per_head_init``: Glorot bounds per head, as their code
+    initialises each head's (F_in -> C) projection and (C -> 1) attention vectors separately (otherwise one
+    bound over all heads' rows, torch_geometric's). Sparse features keep the structure of their product with the
+    weight (:class:`~tricklab.layers.graph_ops.SparsePlan`) while the same feature tensor comes back unmodified.
+    """
 
     def __init__(
         self,
@@ -221,30 +284,58 @@ class GATConv(nn.Module):
         dropout: float = 0.0,
         add_self_loops: bool = True,
         bias: bool = True,
+        input_dropout: float = 0.0,
+        independent_head_dropout: bool = False,
+        feature_dropout: float = 0.0,
+        attention_bias: bool = False,
+        per_head_init: bool = False,
     ) -> None:
         super().__init__()
         self.in_channels, self.out_channels, self.heads = in_channels, out_channels, heads
-        self.concat, self.negative_slope, self.dropout, self.add_self_loops = concat, negative_slope, dropout, add_self_loops
+        self.concat, self.negative_slope, self.dropout = concat, negative_slope, dropout
+        self.add_self_loops = add_self_loops
+        self.input_dropout, self.independent_head_dropout = input_dropout, independent_head_dropout
+        self.feature_dropout, self.per_head_init = feature_dropout, per_head_init
         self.weight = nn.Parameter(torch.empty(heads * out_channels, in_channels))
         self.att_src = nn.Parameter(torch.empty(heads, out_channels))
         self.att_dst = nn.Parameter(torch.empty(heads, out_channels))
+        self.att_src_bias = nn.Parameter(torch.empty(heads)) if attention_bias else None
+        self.att_dst_bias = nn.Parameter(torch.empty(heads)) if attention_bias else None
         self.bias = nn.Parameter(torch.empty(heads * out_channels if concat else out_channels)) if bias else None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        _glorot_(self.weight)
-        _glorot_(self.att_src)
-        _glorot_(self.att_dst)
-        if self.bias is not None:
-            nn.init.zeros_(self.bias)
+        if self.per_head_init:  # per head: W_k (C, F_in) and a_k (1, C), as separate 1x1 convolutions
+            h, c = self.heads, self.out_channels
+            _glorot_(self.weight.data.view(h, c, self.in_channels))
+            _glorot_(self.att_src.data.view(h, 1, c))
+            _glorot_(self.att_dst.data.view(h, 1, c))
+        else:
+            _glorot_(self.weight)
+            _glorot_(self.att_src)
+            _glorot_(self.att_dst)
+        for b in (self.bias, self.att_src_bias, self.att_dst_bias):
+            if b is not None:
+                nn.init.zeros_(b)
 
-    def forward(self, x: Tensor, edge_index: Tensor, return_attention: bool = False) -> Tensor | tuple[Tensor, tuple[Tensor, Tensor]]:
+    def forward(self, x: Tensor, edge_index: Tensor,
+                return_attention: bool = False) -> Tensor | tuple[Tensor, tuple[Tensor, Tensor]]:
+        att_bias = (self.att_src_bias + self.att_dst_bias) if self.att_src_bias is not None else None
         return gat_conv(x, edge_index, self.weight, self.att_src, self.att_dst, self.bias, concat=self.concat,
                         negative_slope=self.negative_slope, dropout=self.dropout, training=self.training,
-                        add_self_loops=self.add_self_loops, return_attention=return_attention)
+                        add_self_loops=self.add_self_loops, return_attention=return_attention,
+                        input_dropout=self.input_dropout, independent_head_dropout=self.independent_head_dropout,
+                        feature_dropout=self.feature_dropout, att_bias=att_bias, plans=_sparse_plans(self, x))
 
     def extra_repr(self) -> str:
-        return f"{self.in_channels}, {self.out_channels}, heads={self.heads}, concat={self.concat}, dropout={self.dropout}"
+        extra = "".join(f", {k}={getattr(self, k)}" for k in ("input_dropout", "feature_dropout")
+                        if getattr(self, k))
+        if self.independent_head_dropout:
+            extra += ", independent_head_dropout=True"
+        if self.att_src_bias is not None:
+            extra += ", attention_bias=True"
+        return (f"{self.in_channels}, {self.out_channels}, heads={self.heads}, concat={self.concat}, "
+                f"dropout={self.dropout}{extra}")
 
 
 # ================================================================================================ GraphSAGE

@@ -14,6 +14,7 @@ import warnings
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 Reduce = Literal["sum", "mean", "max"]
@@ -62,7 +63,8 @@ def add_remaining_self_loops(
 
 
 # --------------------------------------------------------------------------------------------- degrees
-def degree(index: Tensor, num_nodes: int, edge_weight: Tensor | None = None, dtype: torch.dtype | None = None) -> Tensor:
+def degree(index: Tensor, num_nodes: int, edge_weight: Tensor | None = None,
+           dtype: torch.dtype | None = None) -> Tensor:
     """(N,) number (or weighted sum) of entries of ``index`` per node: in-degree for ``edge_index[1]``."""
     if edge_weight is None:
         return torch.bincount(index, minlength=num_nodes).to(dtype or torch.get_default_dtype())
@@ -103,7 +105,8 @@ def _norm_dim(dim: int, ndim: int) -> int:
 
 
 def scatter_sum(src: Tensor, index: Tensor, dim: int = 0, dim_size: int | None = None) -> Tensor:
-    """out[.., k, ..] = sum of src[.., e, ..] over the e with index[e] = k, along ``dim``; index is 1-D (src.shape[dim],)."""
+    """out[.., k, ..] = sum of src[.., e, ..] over the e with index[e] = k, along ``dim``; index is 1-D
+    (src.shape[dim],)."""
     dim = _norm_dim(dim, src.ndim)
     size = list(src.shape)
     size[dim] = int(index.max()) + 1 if dim_size is None and index.numel() else (dim_size or 0)
@@ -272,3 +275,150 @@ def spmm(adjacency: tuple[Tensor, Tensor], x: Tensor) -> Tensor:
 
 
 __all__ += ["csr_adjacency", "spmm"]
+
+
+# --------------------------------------------------------------------------------------------- sparse features
+# Bag-of-words node features (Planetoid: 1-2% non-zero) are kept as a sparse COO (N, F) tensor. A layer's first
+# product x W^T then touches only the non-zeros, and dropout on the input draws one Bernoulli per non-zero
+# instead of N x F (dropout leaves a zero a zero, so this is the same distribution over the same outputs).
+
+
+def is_sparse(x: Tensor) -> bool:
+    """True for a sparse (COO or compressed) tensor."""
+    return x.layout != torch.strided
+
+
+def to_dense_features(x: Tensor) -> Tensor:
+    """``x`` as a dense tensor (for layers without a sparse path)."""
+    return x.to_dense() if is_sparse(x) else x
+
+
+def _csr(crow: Tensor, col: Tensor, values: Tensor, shape: tuple[int, int]) -> Tensor:
+    with warnings.catch_warnings():  # "sparse CSR support is in beta": CSR x dense products are stable
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(crow, col, values, shape, check_invariants=False)
+
+
+class SparsePlan:
+    """The CSR structure of a sparse (N, F) matrix X and of its transpose, for X W^T with a gradient for W.
+
+    With ``heads = H > 1`` it is the structure of the (N H, F H) matrix B whose row n H + k holds row n of X in
+    the columns f H + k: B times W^T viewed as (F H, C) gives, in row n H + k, row n of X times head k's weight
+    (C, F), i.e. (N, H C) per-head products in one sparse product, each head with its own copy of the values
+    (so dropout on B's values is independent per head, as in Velickovic et al.'s code where each attention head
+    drops its input on its own). ``values`` are X's values in B's entry order; ``perm`` orders B's entries as
+    B^T's CSR needs them (for the backward product). Built without sorting beyond one stable argsort of X's
+    columns.
+    """
+
+    def __init__(self, x: Tensor, heads: int = 1) -> None:
+        if x.ndim != 2:
+            raise ValueError(f"sparse features must be (num_nodes, num_features), got shape {tuple(x.shape)}")
+        x = (x.to_sparse_coo() if x.layout != torch.sparse_coo else x).coalesce()  # sorted by (row, col)
+        n, f = x.shape
+        h = int(heads)
+        row, col = x.indices()
+        dev = row.device
+        count = torch.bincount(row, minlength=n)  # non-zeros per row of X
+        start = torch.cumsum(count, 0) - count
+        count_t = torch.bincount(col, minlength=f)  # per column
+        start_t = torch.cumsum(count_t, 0) - count_t
+        order_t = torch.argsort(col, stable=True)  # X^T's entry order: by (col, row)
+        rank_t = torch.empty_like(order_t)
+        rank_t[order_t] = torch.arange(order_t.numel(), device=dev)
+        rank_t = rank_t - start_t[col]  # position of each entry inside its column
+        e = torch.arange(row.numel(), device=dev)
+        k = torch.arange(h, device=dev).view(h, 1)  # (H, 1): entry (e, k) of B is X's entry e in head k
+        pos = h * start[row] + k * count[row] + (e - start[row])  # (H, nnz) position in B's CSR order
+        pos_t = h * start_t[col] + k * count_t[col] + rank_t  # position in B^T's CSR order
+        nnz = h * row.numel()
+        self.shape, self.heads, self.dtype = (int(n), int(f)), h, x.dtype
+        self.crow = torch.cat([count.new_zeros(1), torch.cumsum(count.repeat_interleave(h), 0)])
+        self.col = torch.empty(nnz, dtype=torch.long, device=dev)
+        self.col[pos.reshape(-1)] = (col * h + k).reshape(-1)
+        self.values = torch.empty(nnz, dtype=x.dtype, device=dev)
+        self.values[pos.reshape(-1)] = x.values().expand(h, -1).reshape(-1)
+        self.crow_t = torch.cat([count_t.new_zeros(1), torch.cumsum(count_t.repeat_interleave(h), 0)])
+        self.col_t = torch.empty(nnz, dtype=torch.long, device=dev)
+        self.col_t[pos_t.reshape(-1)] = (row * h + k).reshape(-1)
+        self.perm = torch.empty(nnz, dtype=torch.long, device=dev)
+        self.perm[pos_t.reshape(-1)] = pos.reshape(-1)
+
+
+class _SparseLinear(torch.autograd.Function):
+    """out = B W^T (see :class:`SparsePlan`); dL/dW = (B^T dL/dout)^T. B is constant (no gradient)."""
+
+    @staticmethod
+    def forward(ctx, plan: SparsePlan, values: Tensor, weight: Tensor) -> Tensor:  # type: ignore[override]
+        n, f = plan.shape
+        h = plan.heads
+        wt = weight.t().contiguous().view(f * h, weight.shape[0] // h)  # row f H + k = head k's column f
+        out = torch.sparse.mm(_csr(plan.crow, plan.col, values, (n * h, f * h)), wt)  # (N H, C)
+        ctx.plan = plan
+        ctx.save_for_backward(values)
+        return out.view(n, weight.shape[0])
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[None, None, Tensor]:  # type: ignore[override]
+        plan: SparsePlan = ctx.plan
+        (values,) = ctx.saved_tensors
+        n, f = plan.shape
+        h = plan.heads
+        g = grad.contiguous().view(n * h, grad.shape[1] // h)
+        bt = _csr(plan.crow_t, plan.col_t, values[plan.perm], (f * h, n * h))
+        return None, None, torch.sparse.mm(bt, g).view(f, grad.shape[1]).t()
+
+
+def sparse_linear(
+    x: Tensor, weight: Tensor, *, heads: int = 1, dropout: float = 0.0, training: bool = False,
+    plan: SparsePlan | None = None, values: Tensor | None = None,
+) -> Tensor:
+    """X W^T for a sparse (N, F) ``x`` and a dense (out, F) ``weight``, touching only the non-zeros.
+
+    ``dropout`` (active if ``training``) drops the non-zeros of X only. With ``heads = H > 1`` the weight's rows are
+    H heads of out / H rows each and every head gets its own dropout mask (without dropout the heads share X and
+    one product is used). ``plan``: a :class:`SparsePlan` of ``x`` for these heads, built once and reused when the
+    same features come back every epoch (the layers cache it); ``values``: the plan's values with dropout already
+    applied (for tests that fix the mask). The gradient flows to ``weight`` only: sparse features are data.
+    """
+    if weight.shape[0] % heads:
+        raise ValueError(f"weight has {weight.shape[0]} rows, not a multiple of heads={heads}")
+    if x.requires_grad:
+        raise ValueError("sparse features cannot require a gradient (the sparse path differentiates the weight only); "
+                         "pass x.to_dense() to differentiate the features")
+    drop = dropout > 0.0 and training
+    h = heads if (drop or values is not None) else 1  # without dropout every head reads the same X
+    if plan is None or plan.heads != h:
+        plan = SparsePlan(x, h)
+    if values is None:
+        values = F.dropout(plan.values, dropout, True) if drop else plan.values
+    return _SparseLinear.apply(plan, values.to(weight.dtype), weight)
+
+
+def dropout_linear(
+    x: Tensor, weight: Tensor, *, heads: int = 1, dropout: float = 0.0, training: bool = False,
+    independent_heads: bool = False, plans: dict[int, SparsePlan] | None = None,
+) -> Tensor:
+    """F.linear(dropout(x), weight) without bias, for sparse or dense ``x``; ``independent_heads``: each of the
+    ``heads`` blocks of weight rows sees its own dropout of x (Velickovic et al.'s GAT code), else one shared mask.
+
+    Sparse x goes through :func:`sparse_linear` (``plans``: a dict heads -> :class:`SparsePlan` to reuse and fill).
+    Dense x with independent masks draws an (H, N, F) mask and runs one batched product.
+    """
+    h = heads if (independent_heads and dropout > 0.0 and training) else 1
+    if is_sparse(x):
+        plan = None
+        if plans is not None:
+            plan = plans.get(h)
+            if plan is None:
+                plan = plans[h] = SparsePlan(x, h)
+        return sparse_linear(x, weight, heads=h, dropout=dropout, training=training, plan=plan)
+    if h == 1:
+        return F.linear(F.dropout(x, dropout, training) if dropout > 0.0 else x, weight)
+    n, f = x.shape
+    xs = F.dropout(x.unsqueeze(0).expand(h, n, f), dropout, True)  # (H, N, F): an independent mask per head
+    out = torch.bmm(xs, weight.view(h, -1, f).transpose(1, 2))  # (H, N, C)
+    return out.transpose(0, 1).reshape(n, weight.shape[0])
+
+
+__all__ += ["SparsePlan", "dropout_linear", "is_sparse", "sparse_linear", "to_dense_features"]

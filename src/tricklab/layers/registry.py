@@ -14,7 +14,7 @@ from tricklab.registry import Registry
 #: family modules under tricklab.layers that declare LAYER_SPECS, in documentation order
 FAMILIES: tuple[str, ...] = (
     "activations", "norms", "init", "conv", "deform", "dropout", "attention", "positional", "halting",
-    "recurrent", "ssm", "graph",
+    "recurrent", "ssm", "graph", "bayesian",
 )
 
 LAYERS: Registry[LayerSpec] = Registry("layer")

@@ -1,7 +1,9 @@
 """Selective state-space models: Mamba (Gu & Dao, 2023, "Mamba: Linear-Time Sequence Modeling with Selective
 State Spaces", arXiv:2312.00752; COLM 2024), in pure PyTorch.
 
-Functional core: :func:`selective_scan` (the S6 recurrence, a sequential reference and a chunked parallel scan).
+Functional core: :func:`selective_scan` (the S6 recurrence) with three implementations: a fused C++ CPU kernel
+(``_selective_scan_cpu.cpp``, built once and cached, see ``_scan_kernel.py``), a chunked parallel scan in pure
+PyTorch (any device; the fallback) and a sequential reference (a Python loop over t).
 Modules: :class:`Mamba` (the mixer: in_proj, causal depthwise conv, SiLU, selective SSM, SiLU gate, out_proj) and
 :class:`MambaLayer` (pre-norm residual block around it). Both have a constant-memory recurrent ``step`` for
 generation.
@@ -26,12 +28,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from tricklab.layers import _scan_kernel
 from tricklab.layers.spec import LayerSpec
 
 MambaState = tuple[Tensor, Tensor]
 """(conv_state (B, E, d_conv - 1): the last d_conv - 1 conv inputs; ssm_state (B, E, N): h_{t-1})."""
 
-_IMPLS = ("parallel", "sequential")
+ScanImpl = Literal["auto", "fused", "chunked", "parallel", "sequential"]
+_IMPLS = ("auto", "fused", "chunked", "parallel", "sequential")  # "parallel": the chunked scan's old name
 _LOG2E = 1.0 / math.log(2.0)
 
 
@@ -78,7 +82,7 @@ def selective_scan(
     z: Tensor | None = None,
     delta_bias: Tensor | None = None,
     delta_softplus: bool = True,
-    impl: Literal["parallel", "sequential"] = "parallel",
+    impl: ScanImpl = "auto",
     chunk_size: int | None = None,
     initial_state: Tensor | None = None,
     return_last_state: bool = False,
@@ -95,8 +99,12 @@ def selective_scan(
         z: optional (B, Dm, L) gate, ``y *= silu(z)`` (applied after the skip, as in Mamba's block).
         delta_bias: optional (Dm,) added to delta before the softplus.
         delta_softplus: apply ``softplus`` to ``delta (+ bias)`` (Mamba: yes; it makes delta > 0).
-        impl: ``"parallel"`` (chunked scan, default) or ``"sequential"`` (the reference: a Python loop over t).
-        chunk_size: parallel path only; ``None`` picks :func:`auto_chunk_size` (L).
+        impl: ``"auto"`` (default): the fused CPU kernel for CPU tensors when it builds, else (other devices, or
+            the build failed: one warning per process) the chunked scan. ``"fused"``: the C++ kernel, an error
+            if it cannot be built. ``"chunked"`` (alias ``"parallel"``): the chunked parallel scan in PyTorch.
+            ``"sequential"``: the reference, a Python loop over t.
+        chunk_size: chunked path: the chunk length (``None``: :func:`auto_chunk_size` (L)); fused path: the
+            number of steps between the states saved for the backward (``None``: 64).
         initial_state: optional (B, Dm, N) h_0 (zeros if None), e.g. a state carried from a previous segment.
         return_last_state: also return h_L, (B, Dm, N).
 
@@ -105,7 +113,8 @@ def selective_scan(
 
     Discretisation (paper eq. 4): ``Abar = exp(delta A)`` is the zero-order hold; ``Bbar = (delta A)^-1 (exp(delta A)
     - I) delta B`` is replaced by its first-order (Euler) form ``delta B``, as in the paper's released kernels.
-    Half-precision inputs are computed in float32 and the output cast back.
+    Half-precision inputs (e.g. under bfloat16 autocast) are computed and accumulated in float32 and the output
+    cast back.
     """
     u = _check_tensor("u", u, 3)
     delta = _check_tensor("delta", delta, 3)
@@ -144,22 +153,47 @@ def selective_scan(
 
     u, delta, A, B, C = u.to(cdt), delta.to(cdt), A.to(cdt), B.to(cdt), C.to(cdt)
     D, z, delta_bias, initial_state = cast(D), cast(z), cast(delta_bias), cast(initial_state)
-
-    if delta_bias is not None:
-        delta = delta + delta_bias[:, None]
-    if delta_softplus:
-        delta = F.softplus(delta)
     h0 = initial_state if initial_state is not None else u.new_zeros(b, dm, n)
-    if impl == "sequential":
-        y, h_last = _scan_sequential(u, delta, A, B, C, h0)
+    impl = _resolve_impl(impl, u)
+
+    if impl == "fused":  # bias, softplus, skip and gate are fused into the kernel too
+        y, h_last = _scan_kernel.fused_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, h0, chunk_size)
     else:
-        y, h_last = _scan_chunked(u, delta, A, B, C, h0, chunk_size or auto_chunk_size(length))
-    if D is not None:
-        y = y + D[:, None] * u
-    if z is not None:
-        y = y * F.silu(z)
+        if delta_bias is not None:
+            delta = delta + delta_bias[:, None]
+        if delta_softplus:
+            delta = F.softplus(delta)
+        if impl == "sequential":
+            y, h_last = _scan_sequential(u, delta, A, B, C, h0)
+        else:
+            y, h_last = _scan_chunked(u, delta, A, B, C, h0, chunk_size or auto_chunk_size(length))
+        if D is not None:
+            y = y + D[:, None] * u
+        if z is not None:
+            y = y * F.silu(z)
     y = y.to(out_dtype)
     return (y, h_last.to(out_dtype)) if return_last_state else y
+
+
+def _resolve_impl(impl: str, u: Tensor) -> str:
+    """The implementation to run: "sequential", "fused" or "chunked" (see :func:`selective_scan`'s ``impl``)."""
+    if impl in ("chunked", "parallel"):
+        return "chunked"
+    if impl == "sequential":
+        return impl
+    on_cpu = u.device.type == "cpu"
+    if impl == "fused":
+        if not on_cpu:
+            raise ValueError(f"selective_scan: impl='fused' is a CPU kernel but the tensors are on {u.device}; use "
+                             f"impl='chunked' (or 'auto', which picks it off the CPU)")
+        _scan_kernel.load()  # raises FusedScanUnavailable with the reason
+        return "fused"
+    if not on_cpu:
+        return "chunked"
+    if _scan_kernel.fused_available():
+        return "fused"
+    _scan_kernel.warn_fallback_once()
+    return "chunked"
 
 
 def _scan_sequential(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
@@ -270,6 +304,61 @@ def _scan_chunked(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, h0:
 # ----------------------------------------------------------------------------------------------------------------
 # modules
 # ----------------------------------------------------------------------------------------------------------------
+def selective_step(
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    h: Tensor,
+    D: Tensor | None = None,
+    z: Tensor | None = None,
+    delta_bias: Tensor | None = None,
+    delta_softplus: bool = True,
+    selective: bool = True,
+    impl: Literal["auto", "fused", "torch"] = "auto",
+) -> tuple[Tensor, Tensor]:
+    """One step of the selective scan (generation): ``h' = exp(delta A) h + delta u B``, ``y = C . h' (+ D u)
+    (* silu(z))``. Equals ``selective_scan`` on a length-1 sequence from state ``h``.
+
+    Args:
+        u, delta, z: (B, Dm); A: (Dm, N); h: (B, Dm, N); D, delta_bias: (Dm,).
+        B, C: (B, N) this step's values if ``selective``, else the time-invariant (Dm, N).
+        impl: ``"torch"``: a handful of differentiable tensor ops. ``"auto"``: the fused kernel's one-call step
+            when nothing needs a gradient and the tensors are float32/float64 on the CPU (about 2x faster per
+            token, ``benchmarks/mamba_efficiency.py``), else the tensor ops. ``"fused"``: the kernel, or an error.
+
+    Returns:
+        (y (B, Dm) in u's dtype, new state (B, Dm, N) in h's dtype); half precision is computed in float32.
+    """
+    if impl not in ("auto", "fused", "torch"):
+        raise ValueError(f"selective_step: impl must be 'auto', 'fused' or 'torch', got {impl!r}")
+    out_dtype, state_dtype = u.dtype, h.dtype
+    cdt = torch.promote_types(u.dtype, torch.float32)
+    if impl != "torch":
+        tensors = [t for t in (h, u, delta, A, B, C, D, z, delta_bias) if t is not None]
+        plain = u.device.type == "cpu" and not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
+        if impl == "fused" or (plain and _scan_kernel.fused_available()):
+            if not plain:
+                raise ValueError("selective_step: impl='fused' is a CPU kernel without autograd; use impl='torch'")
+            cast = [None if t is None else t.to(cdt) for t in (h, u, delta, A, B, C, D, z, delta_bias)]
+            y, h_new = _scan_kernel.fused_step(*cast, delta_softplus, selective)  # type: ignore[arg-type]
+            return y.to(out_dtype), h_new.to(state_dtype)
+    u, delta, A, B, C, h = (t.to(cdt) for t in (u, delta, A, B, C, h))
+    if delta_bias is not None:
+        delta = delta + delta_bias.to(cdt)
+    if delta_softplus:
+        delta = F.softplus(delta)
+    b_t, c_t = (B[:, None, :], C[:, None, :]) if selective else (B, C)  # broadcast against h (B, Dm, N)
+    h = torch.exp(delta[..., None] * A) * h + (delta * u)[..., None] * b_t  # (B, Dm, N), eq. 2a with eq. 4
+    y = (h * c_t).sum(-1)  # (B, Dm), eq. 2b
+    if D is not None:
+        y = y + D.to(cdt) * u
+    if z is not None:
+        y = y * F.silu(z.to(cdt))
+    return y.to(out_dtype), h.to(state_dtype)
+
+
 def _inverse_softplus(x: Tensor) -> Tensor:
     # softplus(y) = x  <=>  y = x + log(1 - exp(-x)); expm1 keeps it exact for small x (dt ~ 1e-3)
     return x + torch.log(-torch.expm1(-x))
@@ -320,7 +409,7 @@ class Mamba(nn.Module):
         dt_init_floor: float = 1e-4,
         bias: bool = False,
         conv_bias: bool = True,
-        impl: Literal["parallel", "sequential"] = "parallel",
+        impl: ScanImpl = "auto",
         chunk_size: int | None = None,
     ) -> None:
         super().__init__()
@@ -373,36 +462,47 @@ class Mamba(nn.Module):
             raise ValueError(f"Mamba: {what} must be {want} with d_model = {self.d_model}, got {tuple(x.shape)}")
 
     def _ssm_params(self, xc: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """(delta before bias/softplus (B, E, L), delta_bias (E,), B, C) from conv output xc (B, E, L)."""
+        """(delta before bias/softplus (B, E, L), delta_bias (E,), B, C) from the conv output xc (B, L, E).
+
+        delta, B and C are transposed views of (B, L, .) projections: the fused scan reads such strided rows
+        directly, so nothing is copied into a (B, E, L) layout."""
         if not self.selective:
-            return xc.new_zeros(()).expand_as(xc), self.dt_bias, self.B, self.C
-        dbc = self.x_proj(xc.transpose(1, 2))  # (B, L, R + 2N)
+            b, length, e = xc.shape
+            return xc.new_zeros(()).expand(b, e, length), self.dt_bias, self.B, self.C
+        dbc = self.x_proj(xc)  # (B, L, R + 2N)
         dt, b_sel, c_sel = dbc.split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         delta = F.linear(dt, self.dt_proj.weight).transpose(1, 2)  # (B, E, L); bias added inside the scan
         return delta, self.dt_proj.bias, b_sel.transpose(1, 2), c_sel.transpose(1, 2)
 
+    def _causal_conv(self, xp: Tensor, length: int) -> Tensor:
+        """Depthwise causal conv over time, channels last: xp (B, d_conv - 1 + L, E) = left context then the
+        inputs -> (B, L, E), ``out_t = bias + sum_j w_j * x_{t - (d_conv - 1) + j}`` (what ``self.conv1d`` computes
+        with its left padding, as d_conv shifted multiply-adds: no transposes to the (B, E, L) layout conv1d
+        needs, and cheaper than its backward on the CPU, see benchmarks/mamba_vs_attention.py)."""
+        k = self.d_conv
+        w = self.conv1d.weight[:, 0, :]  # (E, k)
+        bias = self.conv1d.bias if self.conv1d.bias is not None else xp.new_zeros(())
+        out = torch.addcmul(bias, xp[:, k - 1:k - 1 + length], w[:, k - 1])
+        for j in range(k - 1):
+            out = torch.addcmul(out, xp[:, j:j + length], w[:, j])
+        return out
+
     def _mix(self, x: Tensor, state: MambaState | None, want_state: bool) -> tuple[Tensor, MambaState | None]:
-        length = x.shape[1]
-        xs, z = self.in_proj(x).chunk(2, dim=-1)  # (B, L, E) each
-        xs, z = xs.transpose(1, 2), z.transpose(1, 2)  # (B, E, L)
+        length, k = x.shape[1], self.d_conv
+        xs, z = self.in_proj(x).chunk(2, dim=-1)  # (B, L, E) each, channels last throughout
         if state is None:
-            xc = self.conv1d(xs)[..., :length]  # causal: output t sees inputs t - d_conv + 1 .. t
-            h0 = None
+            xp, h0 = F.pad(xs, (0, 0, k - 1, 0)), None  # left context = zeros
         else:
             conv_state, h0 = state
-            xs = torch.cat([conv_state, xs], dim=-1)  # the stored left context replaces the zero padding
-            xc = F.conv1d(xs, self.conv1d.weight, self.conv1d.bias, groups=self.d_inner)
-        new_conv = None
-        if want_state:
-            if state is None:  # left context = zeros, as the padding
-                xs = F.pad(xs, (self.d_conv - 1, 0))
-            new_conv = xs[..., xs.shape[-1] - (self.d_conv - 1):]  # (B, E, d_conv - 1)
-        xc = F.silu(xc)
+            xp = torch.cat([conv_state.transpose(1, 2).to(xs.dtype), xs], dim=1)  # the stored left context
+        xc = F.silu(self._causal_conv(xp, length))  # (B, L, E): output t sees inputs t - d_conv + 1 .. t
+        new_conv = xp[:, xp.shape[1] - (k - 1):].transpose(1, 2) if want_state else None  # (B, E, d_conv - 1)
         delta, delta_bias, b_, c_ = self._ssm_params(xc)
         a = -torch.exp(self.A_log)  # A < 0 always: every decay exp(delta A) <= 1
-        out = selective_scan(xc, delta, a, b_, c_, self.D, z, delta_bias, delta_softplus=True,
-                             impl=self.impl, chunk_size=self.chunk_size, initial_state=h0,
+        out = selective_scan(xc.transpose(1, 2), delta, a, b_, c_, self.D, z.transpose(1, 2), delta_bias,
+                             delta_softplus=True, impl=self.impl, chunk_size=self.chunk_size, initial_state=h0,
                              return_last_state=want_state)
+        # y (B, E, L): the fused scan writes it in u's channels-last layout, so the transpose back is free
         if want_state:
             y, h_last = out  # type: ignore[misc]
             return self.out_proj(y.transpose(1, 2)), (new_conv, h_last)  # type: ignore[return-value]
@@ -455,13 +555,17 @@ class Mamba(nn.Module):
         xc = (window * self.conv1d.weight[:, 0, :]).sum(-1)
         if self.conv1d.bias is not None:
             xc = xc + self.conv1d.bias
-        xc = F.silu(xc)[..., None]  # (B, E, 1)
-        delta, delta_bias, b_, c_ = self._ssm_params(xc)
+        xc = F.silu(xc)  # (B, E)
+        delta, delta_bias, b_, c_ = self._ssm_params(xc[:, None])  # as for a length-1 segment
+        if self.selective:
+            delta, b_, c_ = delta[..., 0], b_[..., 0], c_[..., 0]  # (B, E), (B, N), (B, N)
+        else:
+            delta = delta[..., 0]
         a = -torch.exp(self.A_log)  # A < 0 always: every decay exp(delta A) <= 1
-        # the recurrence for one step (L = 1) through the same core, from state h
-        y, h = selective_scan(xc, delta, a, b_, c_, self.D, z[..., None], delta_bias,
-                              delta_softplus=True, impl="sequential", initial_state=h, return_last_state=True)
-        return self.out_proj(y[..., 0]), (window[..., 1:], h)
+        # the recurrence for one step from state h (selective_scan on L = 1, without its per-call overhead)
+        y, h = selective_step(xc, delta, a, b_, c_, h, self.D, z, delta_bias, delta_softplus=True,
+                              selective=self.selective, impl="auto" if self.impl in ("auto", "fused") else "torch")
+        return self.out_proj(y), (window[..., 1:], h)
 
     def extra_repr(self) -> str:
         return (f"d_model={self.d_model}, d_state={self.d_state}, d_conv={self.d_conv}, expand={self.expand}, "
@@ -518,4 +622,5 @@ LAYER_SPECS: tuple[LayerSpec, ...] = (
               "pre-norm residual Mamba block: x + Mamba(RMSNorm(x))"),
 )
 
-__all__ = ["LAYER_SPECS", "Mamba", "MambaLayer", "MambaState", "auto_chunk_size", "selective_scan"]
+__all__ = ["LAYER_SPECS", "Mamba", "MambaLayer", "MambaState", "ScanImpl", "auto_chunk_size", "selective_scan",
+           "selective_step"]

@@ -33,6 +33,7 @@ from tricklab.losses.contrastive import (
 from tricklab.losses.dice import SoftDiceLoss, soft_dice_loss
 from tricklab.losses.distillation import DistillationLoss, distillation_loss
 from tricklab.losses.focal import BinaryFocalLoss, FocalLoss, focal_loss, sigmoid_focal_loss
+from tricklab.losses.gce import GeneralizedCrossEntropy, generalized_cross_entropy
 from tricklab.losses.label_smoothing import LabelSmoothingCrossEntropy, label_smoothing_cross_entropy
 from tricklab.losses.nce import InfoNCELoss, NTXentLoss, info_nce, nt_xent
 from tricklab.registry import Registry
@@ -55,14 +56,18 @@ for _name, _cls, _summary in (
                                           "(Reed et al. 2015)"),
     ("hard_bootstrap", HardBootstrapLoss, "Hard bootstrapping for noisy labels, CE vs beta y + (1-beta) "
                                           "onehot(argmax p) (Reed et al. 2015)"),
+    ("gce", GeneralizedCrossEntropy, "Generalized cross-entropy (1 - p_y^q) / q for noisy labels, optionally "
+                                     "truncated (Zhang & Sabuncu 2018)"),
 ):
     LOSSES.register(_name, _cls, summary=_summary)
 
 __all__ = [
     "DEFAULT_BETA", "LOSSES", "REDUCTIONS", "BatchHardTripletLoss", "BinaryFocalLoss", "ContrastiveLoss",
-    "DistillationLoss", "FocalLoss", "HardBootstrapLoss", "InfoNCELoss", "LabelSmoothingCrossEntropy", "LossExample",
+    "DistillationLoss", "FocalLoss", "GeneralizedCrossEntropy",
+    "HardBootstrapLoss", "InfoNCELoss", "LabelSmoothingCrossEntropy", "LossExample",
     "NTXentLoss", "SoftBootstrapLoss", "SoftDiceLoss", "TripletLoss", "batch_hard_mine", "batch_hard_triplet_loss",
-    "bootstrap_loss", "contrastive_loss", "distillation_loss", "focal_loss", "hard_bootstrap_loss", "info_nce",
+    "bootstrap_loss", "contrastive_loss", "distillation_loss", "focal_loss", "generalized_cross_entropy",
+    "hard_bootstrap_loss", "info_nce",
     "label_smoothing_cross_entropy", "nt_xent", "pairwise_distances", "sigmoid_focal_loss", "soft_bootstrap_loss",
     "soft_dice_loss", "triplet_margin_loss",
 ]

@@ -14,7 +14,7 @@ Registered models (see ``docs/models.md``):
 * ``cnn2d``    - a small 2-block CNN for Fashion-MNIST (1x28x28) and sklearn digits (1x8x8).
 * ``plain_mlp`` - a deep plain MLP (no norm, no skip) to study initialisation (depth 30 by default).
 * ``resnet2d`` - a small 2-D ResNet (He et al. 2016) for 1x28x28 / 1x8x8, optional DropBlock and stochastic depth.
-* ``gpt``, ``lstm_lm``, ``mamba_lm``, ``bert``, ``bert_classifier`` - sequence models on int64 token ids
+* ``gpt``, ``lstm_lm``, ``mamba_lm``, ``hybrid_lm``, ``bert``, ``bert_classifier`` - sequence models on int64 token ids
   (docs/models-sequence.md).
 * ``seq2seq_rnn`` - GRU/LSTM encoder-decoder with Bahdanau/Luong attention (models/seq2seq.py).
 * ``gcn``, ``gat``, ``graphsage``, ``gcn_graph``, ``gated_gnn`` - graph networks on a ``Graph`` (models/gnn.py).

@@ -1,15 +1,24 @@
 """Autoregressive sampling from a language model, and char-level encode/decode.
 
-Each step feeds the context to the model, takes the logits of the last position, and samples
+Each step takes the logits of the last position and samples
 
     p = softmax(top_k(logits) / temperature),     top_k keeps the k largest logits and sets the rest to -inf
 
 (temperature -> 0 tends to argmax; ``temperature=0`` is exactly greedy; Holtzman et al. 2020 discuss why
-truncated sampling such as top-k reads better than plain sampling). A model with a position table sees at most
-``block_size`` tokens, so the context is cropped to the last ``block_size`` before each step. A recurrent
-model exposing ``init_state(batch_size)`` / ``step(tokens (B,), state) -> (logits (B, V), state)``
-(:class:`~tricklab.models.seq_lm.LSTMLM`, :class:`~tricklab.models.seq_lm.MambaLM`) is instead run one token at
-a time with its state: O(1) per new token and no cropping.
+truncated sampling such as top-k reads better than plain sampling).
+
+One sampling loop drives every model. A model with the state interface
+
+    state = model.init_state(batch_size)
+    logits (B, T, V), state = model.forward_with_state(tokens (B, T), state)   # prefill, in parallel
+    logits (B, V), state = model.step(tokens (B,), state)                      # one new token
+
+is prefilled with the prompt once and then fed one token per step: Mamba and the LSTM carry a constant-size
+recurrent state (O(1) per token), GPT a KV cache (O(T) per token; :class:`~tricklab.models.gpt.StaticKVCache`).
+Other models (or ``cache=False``) are re-run on the whole context for every token, the simple reference path.
+A model with a position table sees at most ``block_size`` tokens: the context is cropped to the last
+``block_size``, and once a cache is full it is rebuilt from the cropped context (positions shift), exactly what
+the reference path computes.
 
 References:
     Holtzman, Buys, Du, Forbes & Choi 2020, "The Curious Case of Neural Text Degeneration", ICLR.
@@ -19,13 +28,14 @@ References:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from tricklab.models.gpt import check_tokens
 
-__all__ = ["decode", "encode", "generate", "sample_next"]
+__all__ = ["decode", "encode", "generate", "has_state_interface", "sample_next"]
 
 
 def sample_next(logits: Tensor, temperature: float = 1.0, top_k: int | None = None,
@@ -51,16 +61,25 @@ def sample_next(logits: Tensor, temperature: float = 1.0, top_k: int | None = No
     return torch.multinomial(probs, 1, generator=generator).squeeze(1)
 
 
+def has_state_interface(model: nn.Module) -> bool:
+    """True when ``model`` has ``init_state``, ``forward_with_state`` and ``step`` (cached/recurrent decoding)."""
+    return all(callable(getattr(model, name, None)) for name in ("init_state", "forward_with_state", "step"))
+
+
 @torch.no_grad()
 def generate(model: nn.Module, prompt: Tensor, max_new_tokens: int, temperature: float = 1.0,
              top_k: int | None = None, generator: torch.Generator | None = None, block_size: int | None = None,
-             recurrent: bool | None = None) -> Tensor:
+             cache: bool | None = None, recurrent: bool | None = None) -> Tensor:
     """Extend ``prompt`` (B, T0) int64 by ``max_new_tokens`` sampled tokens; returns (B, T0 + max_new_tokens).
 
     Args:
-        model: ``model(x (B, T)) -> logits (B, T, V)``.
-        block_size: longest context the model takes; defaults to ``model.block_size`` when it has one.
-        recurrent: use ``model.init_state``/``model.step`` (default: when the model has both).
+        model: ``model(x (B, T)) -> logits (B, T, V)``, optionally with the state interface (module docstring).
+        block_size: longest context the model takes; defaults to ``model.block_size`` when it has one. Models
+            decoded with a recurrent state and no ``block_size`` of their own (Mamba, LSTM, the hybrid) keep the
+            whole context in their state and are not cropped.
+        cache: decode with the model's state (recurrent state or KV cache); default: when the model has the
+            interface. ``False``: re-run the model on the whole (cropped) context for every token.
+        recurrent: the former name of ``cache`` (used when ``cache`` is None).
         temperature, top_k, generator: see :func:`sample_next`.
 
     Runs in eval mode (no dropout) and restores the model's mode afterwards.
@@ -70,34 +89,42 @@ def generate(model: nn.Module, prompt: Tensor, max_new_tokens: int, temperature:
         raise ValueError("generate: the prompt needs at least one token per row")
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
-    has_step = callable(getattr(model, "step", None)) and callable(getattr(model, "init_state", None))
-    if recurrent and not has_step:
-        raise ValueError(f"recurrent=True but {type(model).__name__} has no init_state/step methods")
-    use_step = has_step if recurrent is None else recurrent
+    want = cache if cache is not None else recurrent
+    has_state = has_state_interface(model)
+    if want and not has_state:
+        raise ValueError(f"cache=True but {type(model).__name__} has no init_state/forward_with_state/step methods")
+    use_state = has_state if want is None else bool(want)
     block = block_size if block_size is not None else getattr(model, "block_size", None)
-    if block is not None and (not isinstance(block, int) or block < 1):
+    if block is not None and (isinstance(block, bool) or not isinstance(block, int) or block < 1):
         raise ValueError(f"block_size must be a positive int, got {block!r}")
+    if use_state and not hasattr(model, "block_size"):
+        block = None  # a recurrent state carries the whole context: nothing to crop (as before the KV cache)
     was_training = model.training
     model.eval()
     try:
         out = prompt
-        if use_step:
-            state = model.init_state(prompt.shape[0])
-            logits = None
-            for t in range(prompt.shape[1]):  # read the prompt into the state
-                logits, state = model.step(prompt[:, t], state)
-            for _ in range(max_new_tokens):
-                nxt = sample_next(logits, temperature, top_k, generator)
-                out = torch.cat([out, nxt[:, None]], dim=1)
-                logits, state = model.step(nxt, state)
-            return out
-        for _ in range(max_new_tokens):
-            context = out if block is None else out[:, -block:]
-            logits = model(context)[:, -1]  # (B, V): the prediction for the next position
-            out = torch.cat([out, sample_next(logits, temperature, top_k, generator)[:, None]], dim=1)
+        logits, state = _next_logits(model, out, block, use_state)
+        for i in range(max_new_tokens):
+            nxt = sample_next(logits, temperature, top_k, generator)
+            out = torch.cat([out, nxt[:, None]], dim=1)
+            if i == max_new_tokens - 1:
+                break
+            if use_state and (block is None or out.shape[1] <= block):
+                logits, state = model.step(nxt, state)  # the cached positions are exactly the context
+            else:  # no cache, or a full one: the whole cropped context again
+                logits, state = _next_logits(model, out, block, use_state)
         return out
     finally:
         model.train(was_training)
+
+
+def _next_logits(model: nn.Module, tokens: Tensor, block: int | None, use_state: bool) -> tuple[Tensor, Any]:
+    """Logits (B, V) after the last ``block`` tokens, and (with the state interface) the state after them."""
+    context = tokens if block is None else tokens[:, -block:]
+    if not use_state:
+        return model(context)[:, -1], None
+    logits, state = model.forward_with_state(context, model.init_state(context.shape[0]))
+    return logits[:, -1], state
 
 
 def encode(text: str, vocab: Sequence[str]) -> Tensor:

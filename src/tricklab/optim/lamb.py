@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch.optim import Optimizer
 
-from tricklab.optim._moments import gather_moments
+from tricklab.optim._moments import gather_moments, param_scratch, scratch_runs
 
 
 class LAMB(Optimizer):
@@ -59,7 +59,6 @@ class LAMB(Optimizer):
         defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
                         bias_correction=bias_correction, max_weight_norm=max_weight_norm, foreach=foreach)
         super().__init__(params, defaults)
-        self._scratch: dict[torch.Tensor, torch.Tensor] = {}
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
@@ -67,10 +66,17 @@ class LAMB(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        for group in self.param_groups:
+        for gi, group in enumerate(self.param_groups):
             got = gather_moments(self, group, "LAMB")
             if got is not None:
-                (_lamb_foreach if group["foreach"] else _lamb_single)(*got, group)
+                params, grads, ms, vs, steps = got
+                if group["foreach"] or params[0].device.type != "cpu":
+                    # the direction r of every tensor is needed at once (whole-group ops, or all trust ratios
+                    # before any update on an accelerator): a buffer per parameter
+                    bufs = param_scratch(self, params)
+                else:  # tensor by tensor: one buffer, hot in the cache, reused by every tensor
+                    bufs = [v for _, _, views in scratch_runs(self, gi, params, False, 0) for v in views]
+                (_lamb_foreach if group["foreach"] else _lamb_single)(params, grads, ms, vs, bufs, steps, group)
         return loss
 
 
@@ -90,27 +96,58 @@ def _trust(w_norm: torch.Tensor, r_norm: torch.Tensor, group: dict[str, Any]) ->
     return torch.where(ok, phi / torch.where(ok, r_norm, torch.ones_like(r_norm)), torch.ones_like(r_norm))
 
 
+def _scale_float(w: float, r: float, c: float, group: dict[str, Any]) -> float:
+    """The step factor of one tensor, trust(||x||, c ||r||) * c * -lr, in double precision (the CPU path)."""
+    rn = r * c
+    phi = w if group["max_weight_norm"] is None else min(w, group["max_weight_norm"])
+    trust = phi / rn if w > 0.0 and rn > 0.0 else 1.0
+    return trust * (c * -group["lr"])
+
+
+def _scales(w_norms: list[torch.Tensor], r_norms: list[torch.Tensor], cs: list[float],
+            group: dict[str, Any]) -> list[float] | list[torch.Tensor]:
+    """Every tensor's step factor: Python floats on the CPU (reading a norm costs nothing there, while a dozen
+    small tensor ops cost more than a small tensor's update); 0-d tensors elsewhere (no host sync)."""
+    if w_norms[0].device.type == "cpu":
+        ws, rs = torch.stack(w_norms).tolist(), torch.stack(r_norms).tolist()
+        return [_scale_float(w, r, c, group) for w, r, c in zip(ws, rs, cs)]
+    w_norm = torch.stack(w_norms)
+    c_t = torch.tensor(cs, dtype=w_norm.dtype, device=w_norm.device)
+    return list((_trust(w_norm, torch.stack(r_norms) * c_t, group) * (c_t * -group["lr"])).unbind())
+
+
+def _direction(p: torch.Tensor, g: torch.Tensor, m: torch.Tensor, v: torch.Tensor, r: torch.Tensor, a: float,
+               b: float, group: dict[str, Any]) -> float:
+    """Moments and r of one tensor (into the scratch ``r``); returns c, the factor left out of r (see below)."""
+    beta1, beta2 = group["betas"]
+    m.lerp_(g, 1.0 - beta1)  # m = beta1 m + (1 - beta1) g
+    v.mul_(beta2).addcmul_(g, g, value=1.0 - beta2)
+    torch.sqrt(v, out=r)
+    if group["bias_correction"]:
+        r.mul_(b)  # sqrt(v_hat) = sqrt(v) / sqrt(1 - beta2^t)
+    r.add_(group["eps"]).reciprocal_().mul_(m)  # m / (sqrt(v_hat) + eps)
+    if group["weight_decay"] != 0.0:
+        r.mul_(a).add_(p, alpha=group["weight_decay"])  # r = m_hat / (sqrt(v_hat) + eps) + lambda x
+        return 1.0
+    return a  # r = a * (m / denom): keep the scalar a out of the tensor pass, in ||r|| and the step
+
+
 def _lamb_single(params: list[torch.Tensor], grads: list[torch.Tensor], ms: list[torch.Tensor],
                  vs: list[torch.Tensor], bufs: list[torch.Tensor], steps: list[int], group: dict[str, Any]) -> None:
-    beta1, beta2 = group["betas"]
+    # per tensor, the operations of _lamb_foreach (identical results); on the CPU each tensor's step follows its
+    # moments while it is in the cache
     c1, c2 = _corrections(steps, group)
-    wd, lr, eps = group["weight_decay"], group["lr"], group["eps"]
-    for p, g, m, v, r, a, b in zip(params, grads, ms, vs, bufs, c1, c2):
-        m.lerp_(g, 1.0 - beta1)  # m = beta1 m + (1 - beta1) g
-        v.mul_(beta2).addcmul_(g, g, value=1.0 - beta2)
-        r.copy_(v).sqrt_()
-        if group["bias_correction"]:
-            r.mul_(b)  # sqrt(v_hat) = sqrt(v) / sqrt(1 - beta2^t)
-        r.add_(eps).reciprocal_().mul_(m)  # m / (sqrt(v_hat) + eps)
-        if wd != 0.0:
-            r.mul_(a).add_(p, alpha=wd)  # r = m_hat / (sqrt(v_hat) + eps) + lambda x
-            c = 1.0
-        else:
-            c = a  # r = a * (m / denom): keep the scalar a out of the tensor pass, in ||r|| and the step
-        w_norm = torch.linalg.vector_norm(p)
-        c_t = torch.tensor(c, dtype=w_norm.dtype, device=w_norm.device)  # same rounding as the foreach path
-        trust = _trust(w_norm, torch.linalg.vector_norm(r) * c_t, group)
-        p.add_(r.mul_(trust * (c_t * -lr)))
+    if params[0].device.type == "cpu":
+        for p, g, m, v, r, a, b in zip(params, grads, ms, vs, bufs, c1, c2):
+            c = _direction(p, g, m, v, r, a, b, group)
+            s = _scale_float(float(torch.linalg.vector_norm(p)), float(torch.linalg.vector_norm(r)), c, group)
+            p.add_(r.mul_(s))
+        return
+    cs = [_direction(*t, group) for t in zip(params, grads, ms, vs, bufs, c1, c2)]
+    scales = _scales([torch.linalg.vector_norm(p) for p in params], [torch.linalg.vector_norm(r) for r in bufs],
+                     cs, group)
+    for p, r, s in zip(params, bufs, scales):
+        p.add_(r.mul_(s))
 
 
 def _lamb_foreach(params: list[torch.Tensor], grads: list[torch.Tensor], ms: list[torch.Tensor],
@@ -120,7 +157,7 @@ def _lamb_foreach(params: list[torch.Tensor], grads: list[torch.Tensor], ms: lis
     # that made out-of-place ops 5-10x slower than in-place ones)
     beta1, beta2 = group["betas"]
     c1, c2 = _corrections(steps, group)
-    wd, lr, eps = group["weight_decay"], group["lr"], group["eps"]
+    wd, eps = group["weight_decay"], group["eps"]
     torch._foreach_lerp_(ms, grads, 1.0 - beta1)
     torch._foreach_mul_(vs, beta2)
     torch._foreach_addcmul_(vs, grads, grads, value=1.0 - beta2)
@@ -138,9 +175,6 @@ def _lamb_foreach(params: list[torch.Tensor], grads: list[torch.Tensor], ms: lis
         c = [1.0] * len(params)
     else:
         c = c1
-    w_norm = torch.stack(torch._foreach_norm(params))
-    c_t = torch.tensor(c, dtype=w_norm.dtype, device=w_norm.device)
-    r_norm = torch.stack(torch._foreach_norm(r)) * c_t
-    scale = (_trust(w_norm, r_norm, group) * (c_t * -lr)).unbind()
-    torch._foreach_mul_(r, scale)
+    scales = _scales(list(torch._foreach_norm(params)), list(torch._foreach_norm(r)), c, group)
+    torch._foreach_mul_(r, scales)
     torch._foreach_add_(params, r)

@@ -23,6 +23,9 @@ from torch.optim import Optimizer
 from tricklab.optim._wrapper import WrappedOptimizer, build_base
 
 
+CHUNK_NUMEL = 1 << 18  # elements per run of the CPU slow-weight sync (1 MB per float32 array)
+
+
 class Lookahead(WrappedOptimizer):
     """Lookahead over any optimizer: slow weights ``phi += alpha * (theta - phi)`` every ``k`` steps.
 
@@ -66,17 +69,31 @@ class Lookahead(WrappedOptimizer):
     @torch.no_grad()
     def sync(self, group: dict[str, Any]) -> None:
         """The slow update: phi += alpha (theta - phi); theta = phi (for every parameter of the group)."""
-        fast = list(group["params"])
+        self.sync_tensors(list(group["params"]))
+
+    @torch.no_grad()
+    def sync_tensors(self, fast: list[torch.Tensor]) -> None:
+        """The slow update of the given parameters (lerp then copy)."""
         slow = [self.state[p]["slow"] for p in fast]
-        if self.foreach and fast and fast[0].is_cuda:
-            torch._foreach_lerp_(slow, fast, self.alpha)
-            torch._foreach_copy_(fast, slow)
-        else:
-            # on the CPU, lerp then copy tensor by tensor keeps each pair in cache between the two ops, which
-            # measured ~15% faster than two foreach passes over all tensors (300 tensors, 10M parameters)
+        if not self.foreach:
             for s, p in zip(slow, fast):
                 s.lerp_(p, self.alpha)
                 p.copy_(s)
+            return
+        if fast and not fast[0].device.type == "cpu":
+            torch._foreach_lerp_(slow, fast, self.alpha)
+            torch._foreach_copy_(fast, slow)
+            return
+        # on the CPU, lerp then copy over runs of about CHUNK_NUMEL elements keeps each run in the cache between
+        # the two ops (two passes over all tensors stream them from memory twice), with one multi-tensor call
+        # per run instead of one Python call per tensor
+        start, n = 0, 0
+        for i, p in enumerate(fast):
+            n += p.numel()
+            if n >= CHUNK_NUMEL or i == len(fast) - 1:
+                torch._foreach_lerp_(slow[start:i + 1], fast[start:i + 1], self.alpha)
+                torch._foreach_copy_(fast[start:i + 1], slow[start:i + 1])
+                start, n = i + 1, 0
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         loss = self.base.step(closure)

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch.optim import Optimizer
 
-from tricklab.optim._moments import gather_moments
+from tricklab.optim._moments import gather_moments, scratch_runs
 
 
 def rectification(step: int, beta2: float) -> float:
@@ -79,7 +79,9 @@ class RAdam(Optimizer):
                         decoupled_weight_decay=decoupled_weight_decay, foreach=foreach)
         super().__init__(params, defaults)
         self.centralize = centralize
-        self._scratch: dict[torch.Tensor, torch.Tensor] = {}
+        # called with each run of updated parameters right after their update (Ranger syncs its slow weights
+        # there, while the run is in the cache); working wiring, not state
+        self.after_update: Callable[[list[torch.Tensor]], None] | None = None
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
@@ -87,10 +89,17 @@ class RAdam(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        for group in self.param_groups:
+        for gi, group in enumerate(self.param_groups):
             got = gather_moments(self, group, "RAdam")
             if got is not None:
-                (_radam_foreach if group["foreach"] else _radam_single)(*got, group, getattr(self, "centralize", False))
+                params, grads, ms, vs, steps = got
+                # the denominators (and L2's g + wd x) go into scratch views: per run in the multi-tensor path,
+                # one buffer reused by every tensor in the per-tensor path (hot in the cache, unlike a buffer
+                # per parameter)
+                runs = scratch_runs(self, gi, params, group["foreach"], CHUNK_NUMEL)
+                (_radam_foreach if group["foreach"] else _radam_single)(
+                    params, grads, ms, vs, runs, steps, group, getattr(self, "centralize", False),
+                    getattr(self, "after_update", None))
         return loss
 
 
@@ -113,44 +122,46 @@ def _step_sizes(steps: list[int], group: dict[str, Any]) -> tuple[list[bool], li
 
 
 def _radam_single(params: list[torch.Tensor], grads: list[torch.Tensor], ms: list[torch.Tensor],
-                  vs: list[torch.Tensor], bufs: list[torch.Tensor], steps: list[int], group: dict[str, Any],
-                  centralize: bool = False) -> None:
+                  vs: list[torch.Tensor], runs: list[tuple[int, int, list[torch.Tensor]]], steps: list[int],
+                  group: dict[str, Any], centralize: bool = False,
+                  after: Callable[[list[torch.Tensor]], None] | None = None) -> None:
+    bufs = [v for _, _, views in runs for v in views]  # one per tensor
     beta1, beta2 = group["betas"]
     wd, lr, eps = group["weight_decay"], float(group["lr"]), group["eps"]
+    w1, w2 = 1.0 - beta1, 1.0 - beta2
+    decay = 1.0 - lr * wd if wd != 0.0 and group["decoupled_weight_decay"] else None
     rect, scale = _step_sizes(steps, group)
     for p, g, m, v, d, ok, c in zip(params, grads, ms, vs, bufs, rect, scale):
         if centralize and g.ndim > 1:  # GC, in place on .grad (as centralize_ does)
             g.sub_(_row_mean(g))
-        if wd != 0.0:
-            if group["decoupled_weight_decay"]:
-                p.mul_(1.0 - lr * wd)
-            else:  # L2: the moments see g + wd x (in the scratch buffer; .grad stays as it is)
-                g = d.copy_(g).add_(p, alpha=wd)
-        m.lerp_(g, 1.0 - beta1)
-        v.mul_(beta2).addcmul_(g, g, value=1.0 - beta2)
+        if decay is not None:
+            p.mul_(decay)
+        elif wd != 0.0:  # L2: the moments see g + wd x (in the scratch buffer; .grad stays as it is)
+            g = torch.add(g, p, alpha=wd, out=d)
+        m.lerp_(g, w1)
+        v.mul_(beta2).addcmul_(g, g, value=w2)
         if ok:
             torch.sqrt(v, out=d).add_(eps)
             p.addcdiv_(m, d, value=c)
         else:
             p.add_(m, alpha=c)
+        if after is not None:
+            after([p])
 
 
 def _radam_foreach(params: list[torch.Tensor], grads: list[torch.Tensor], ms: list[torch.Tensor],
-                   vs: list[torch.Tensor], bufs: list[torch.Tensor], steps: list[int], group: dict[str, Any],
-                   centralize: bool = False) -> None:
+                   vs: list[torch.Tensor], runs: list[tuple[int, int, list[torch.Tensor]]], steps: list[int],
+                   group: dict[str, Any], centralize: bool = False,
+                   after: Callable[[list[torch.Tensor]], None] | None = None) -> None:
     # the operations of _radam_single in the same order, one multi-tensor op each, all in place (identical
     # results to the per-tensor loop). The group is cut into runs of consecutive tensors of about
     # CHUNK_NUMEL elements and every op runs over one run before the next starts: the five arrays of a run
     # stay in the cache between ops (over the whole group each op would stream them all from memory).
     rect, scale = _step_sizes(steps, group)
-    start, n = 0, 0
-    for i, p in enumerate(params):
-        n += p.numel()
-        if n >= CHUNK_NUMEL or i == len(params) - 1:
-            j = i + 1
-            _radam_run(params[start:j], grads[start:j], ms[start:j], vs[start:j], bufs[start:j],
-                       rect[start:j], scale[start:j], group, centralize)
-            start, n = j, 0
+    for a, b, views in runs:
+        _radam_run(params[a:b], grads[a:b], ms[a:b], vs[a:b], views, rect[a:b], scale[a:b], group, centralize)
+        if after is not None:
+            after(params[a:b])
 
 
 CHUNK_NUMEL = 1 << 18  # 256K elements: 5 MB over the five arrays (measured 1 << 16 .. 1 << 20 alike)
@@ -200,4 +211,4 @@ def _rectified(params: list[torch.Tensor], ms: list[torch.Tensor], vs: list[torc
 
 def _row_mean(g: torch.Tensor) -> torch.Tensor:
     """Mean over all dims but the first, kept for broadcasting (gradient centralization, Yong et al. 2020)."""
-    return g.mean(dim=tuple(range(1, g.ndim)), keepdim=True)
+    return g.mean(1, keepdim=True) if g.ndim == 2 else g.mean(dim=tuple(range(1, g.ndim)), keepdim=True)

@@ -63,8 +63,30 @@ class Ranger(Lookahead):
             with torch.enable_grad():
                 loss = closure()
         # GC runs inside the RAdam step (each gradient centralized just before its moments are updated: the
-        # result of centralizing them all first, without another pass over memory)
+        # result of centralizing them all first, without another pass over memory). On a step that ends a
+        # Lookahead period the slow-weight sync of each run of parameters follows its RAdam update while the run
+        # is in the cache (the same operations on the same values as a separate sync afterwards); parameters
+        # without a gradient, which RAdam skips, are synced after the step.
         self.base.centralize = self.use_gc
-        self.base.step()
-        self._after_inner_step()
+        syncing = [g for g in self.param_groups if (g["lookahead_step"] + 1) % self.k == 0]
+        done: set[int] = set()
+        if syncing:
+            members = {id(p) for g in syncing for p in g["params"]}
+
+            def after(ps: list[torch.Tensor]) -> None:
+                sel = [p for p in ps if id(p) in members]
+                self.sync_tensors(sel)
+                done.update(id(p) for p in sel)
+
+            self.base.after_update = after
+        try:
+            self.base.step()
+        finally:
+            self.base.after_update = None
+        for group in self.param_groups:
+            group["lookahead_step"] += 1
+            if group["lookahead_step"] % self.k == 0:
+                rest = [p for p in group["params"] if id(p) not in done]
+                if rest:
+                    self.sync_tensors(rest)
         return loss

@@ -54,30 +54,42 @@ def sam_perturbation(
 
 def _direction_and_scale(
     params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor], rhos: list[float], ada: list[bool],
-    foreach: bool,
+    foreach: bool, scratch: Sequence[torch.Tensor] | None = None,
 ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """e_w = scale_i * direction_i with direction g (SAM) or T_w^2 g (ASAM) and scale_i = rho_i / ||T g||
-    (0-d tensors: no host sync). Non-adaptive directions are the gradients themselves (not copies)."""
+    (0-d tensors: no host sync). Non-adaptive directions are the gradients themselves (not copies).
+
+    ASAM computes w g (whose norm is || |w| g ||, the sign does not count) and then w (w g) = |w|^2 g, so no
+    |w| is materialised; ``scratch`` (one tensor per adaptive parameter, in order) receives them, else they
+    are allocated.
+    """
     n = len(params)
     rho_t = torch.tensor(rhos, dtype=grads[0].dtype, device=grads[0].device)
     idx = [i for i in range(n) if ada[i]]
     tg = list(grads)
-    if idx:  # T_w g = |w| g
-        abs_w = (torch._foreach_abs([params[i] for i in idx]) if foreach
-                 else [params[i].abs() for i in idx])
-        prod = (torch._foreach_mul([grads[i] for i in idx], abs_w) if foreach
-                else [grads[i] * a for i, a in zip(idx, abs_w)])
+    if idx:  # w g, into the scratch buffers when given
+        ws, gs = [params[i] for i in idx], [grads[i] for i in idx]
+        if scratch is not None:
+            prod = list(scratch)
+            if foreach:
+                torch._foreach_copy_(prod, ws)
+                torch._foreach_mul_(prod, gs)
+            else:
+                for t, w, g in zip(prod, ws, gs):
+                    torch.mul(w, g, out=t)
+        else:
+            prod = list(torch._foreach_mul(ws, gs)) if foreach else [w * g for w, g in zip(ws, gs)]
         for j, t in zip(idx, prod):
             tg[j] = t
     norms = torch._foreach_norm(tg) if foreach else [torch.linalg.vector_norm(t) for t in tg]
     norm = torch.linalg.vector_norm(torch.stack(list(norms)))
     scales = list((rho_t / (norm + NORM_EPS)).unbind())
-    if idx:  # T_w^2 g = |w| (T_w g), in place on the fresh products
+    if idx:  # T_w^2 g = w (w g), in place
         if foreach:
-            torch._foreach_mul_([tg[i] for i in idx], abs_w)
+            torch._foreach_mul_([tg[i] for i in idx], [params[i] for i in idx])
         else:
-            for i, a in zip(idx, abs_w):
-                tg[i].mul_(a)
+            for i in idx:
+                tg[i].mul_(params[i])
     return tg, scales
 
 
@@ -136,7 +148,11 @@ class SAM(WrappedOptimizer):
                     ada.append(group["adaptive"])
         if not params:
             return
-        dirs, scales = _direction_and_scale(params, grads, rhos, ada, self.foreach)
+        # ASAM's directions go into buffers kept between steps (fresh ones each step cost page faults on the CPU)
+        work = self.__dict__.setdefault("_work", {})
+        scratch = [work[p] if p in work else work.setdefault(p, torch.empty_like(p))
+                   for p, a in zip(params, ada) if a]
+        dirs, scales = _direction_and_scale(params, grads, rhos, ada, self.foreach, scratch)
         # saved weights go into buffers kept between steps (a fresh copy each step costs page faults on the
         # CPU); e_w = scale * direction is added without materialising it
         saved = self.__dict__.setdefault("_saved", {})

@@ -1,48 +1,27 @@
 """Composable training techniques, one file each, registered by name for recipes.
 
 Each has a functional core usable in any loop (e.g. ``ema_update_``, ``update_scale``) and a Technique shell
-that declares its events and state slots (see ``tricklab.train.technique``).
+that declares its events and state slots (see ``tricklab.train.technique``). A technique registers itself with
+``@register_technique`` in its own module; every module of this folder is imported here, and every registered
+class is exported from this package under its class name (``from tricklab.techniques import EMA, GradClip``).
 """
 
 from __future__ import annotations
 
-from tricklab.registry import Registry
-from tricklab.techniques.bootstrap_loss import BootstrapLoss
-from tricklab.techniques.checkpointing import Checkpointing
-from tricklab.techniques.cutmix import CutMix
-from tricklab.techniques.cutout import Cutout
-from tricklab.techniques.diagnostics import Diagnostics
-from tricklab.techniques.dropblock_schedule import DropBlockSchedule
-from tricklab.techniques.early_stopping import EarlyStopping
-from tricklab.techniques.ema import EMA, ema_update_
-from tricklab.techniques.focal_loss import FocalLoss
-from tricklab.techniques.grad_accumulation import GradAccumulation
-from tricklab.techniques.grad_clip import GradClip
-from tricklab.techniques.label_smoothing import LabelSmoothing
-from tricklab.techniques.lr_schedule import LRSchedule
-from tricklab.techniques.lsuv import LSUV
-from tricklab.techniques.metrics_log import MetricsLog
-from tricklab.techniques.mix import Mix
-from tricklab.techniques.mixup import Mixup
-from tricklab.techniques.mixed_precision import MixedPrecision
-from tricklab.techniques.nan_guard import NanGuard
-from tricklab.techniques.progress import Progress
-from tricklab.techniques.random_erasing import RandomErasing
-from tricklab.techniques.random_flip import RandomFlip
-from tricklab.techniques.random_shift import RandomShift
-from tricklab.techniques.grad_centralization import GradCentralization
-from tricklab.techniques.sam import SAMTechnique
-from tricklab.techniques.swa import SWA, swa_update_
-from tricklab.techniques.weight_penalty import WeightPenalty
-from tricklab.train.technique import Technique
+import importlib
+import pkgutil
 
-TECHNIQUES: Registry[type[Technique]] = Registry("technique")
-for _cls in (MixedPrecision, GradAccumulation, GradClip, NanGuard, EMA, EarlyStopping, LabelSmoothing,
-             LRSchedule, Checkpointing, MetricsLog, Progress, SWA, SAMTechnique, GradCentralization,
-             FocalLoss, WeightPenalty, BootstrapLoss, DropBlockSchedule, Mixup, CutMix, Mix, Cutout, RandomErasing,
-             RandomShift, RandomFlip, LSUV, Diagnostics):
-    TECHNIQUES.register(_cls.name, _cls)
+from tricklab.techniques.registry import TECHNIQUES, register_technique
 
-__all__ = ["EMA", "LSUV", "BootstrapLoss", "Diagnostics", "CutMix", "Cutout", "DropBlockSchedule", "FocalLoss", "Mix", "Mixup",
-           "RandomErasing", "RandomFlip", "RandomShift", "WeightPenalty", "TECHNIQUES", "Checkpointing", "EarlyStopping", "GradAccumulation", "GradClip", "LRSchedule",
-           "LabelSmoothing", "MetricsLog", "MixedPrecision", "NanGuard", "Progress", "SAMTechnique", "GradCentralization", "SWA", "ema_update_", "swa_update_"]
+for _module in pkgutil.iter_modules(__path__):
+    if not _module.name.startswith("_"):
+        importlib.import_module(f"{__name__}.{_module.name}")
+
+# functional cores re-exported for loops outside the trainer (also importable from their modules)
+from tricklab.techniques.ema import ema_update_  # noqa: E402
+from tricklab.techniques.swa import swa_update_  # noqa: E402
+
+globals().update({cls.__name__: cls for _, cls in TECHNIQUES.items()})
+
+__all__ = sorted({cls.__name__ for _, cls in TECHNIQUES.items()}) + [
+    "TECHNIQUES", "ema_update_", "register_technique", "swa_update_"]

@@ -2,8 +2,10 @@
 random_shift.py, random_flip.py).
 
 * :class:`SeededTechnique`: draws only from its own generator, saved in its state for exact resume.
-* :class:`InputAugmentation`: a per-example transform of ``batch.inputs``, run before the batch mixers.
-* :class:`BatchMixer`: mixes pairs of examples of a batch and makes soft ``(B, C)`` targets.
+* :class:`InputAugmentation`: a per-example transform of the inputs; a subclass writes its stage of the input
+  pipeline (``batch.inputs.geometric`` or ``batch.inputs.erased``), which runs it before the batch mixers.
+* :class:`BatchMixer`: mixes pairs of examples of a batch (stage ``batch.inputs.mixed``) and makes soft
+  ``(B, C)`` targets.
 * the argument checks they share (each error names the technique and the argument).
 """
 
@@ -19,14 +21,8 @@ from tricklab.errors import ConfigError
 from tricklab.train.state import TrainState
 from tricklab.train.technique import Technique
 
-__all__ = ["GEOMETRIC", "MIXERS", "BatchMixer", "InputAugmentation", "SeededTechnique", "check_alpha",
-           "check_num_classes", "check_prob", "check_spatial_dims", "require_num_classes"]
-
-#: Per-example input augmentations run before the batch mixers (as in a data pipeline: per-sample transforms,
-#: then mixing in the collate step).
-MIXERS: frozenset[str] = frozenset({"mixup", "cutmix", "mix"})
-#: Geometric transforms, which the erasing augmentations (cutout, random erasing) run after.
-GEOMETRIC: frozenset[str] = frozenset({"random_flip", "random_shift"})
+__all__ = ["BatchMixer", "InputAugmentation", "SeededTechnique", "check_alpha", "check_num_classes",
+           "check_prob", "check_spatial_dims", "require_num_classes"]
 
 
 class SeededTechnique(Technique):
@@ -101,11 +97,10 @@ def require_num_classes(technique: Technique, num_classes: int | None) -> int:
 
 
 class InputAugmentation(SeededTechnique):
-    """A per-example transform of ``batch.inputs`` (targets untouched), run before the batch mixers."""
-
-    reads = frozenset({"batch.inputs"})
-    writes = frozenset({"batch.inputs"})
-    before = MIXERS
+    """A per-example transform of the inputs (targets untouched). Subclasses declare their stage of the input
+    pipeline in ``writes``: ``batch.inputs.geometric`` (flip, shift) or ``batch.inputs.erased`` (cutout, random
+    erasing, on the final geometry); both run before the batch mixers (``batch.inputs.mixed``), as in a data
+    pipeline: per-sample transforms, then mixing in the collate step."""
 
 
 class BatchMixer(SeededTechnique):
@@ -115,8 +110,8 @@ class BatchMixer(SeededTechnique):
     Subclasses define ``on_batch_start``.
     """
 
-    reads = frozenset({"batch.inputs", "batch.targets"})
-    writes = frozenset({"batch.inputs", "batch.targets"})
+    reads = frozenset({"batch.targets"})
+    writes = frozenset({"batch.inputs.mixed", "batch.targets"})
 
     def __init__(self, seed: int = 0, *, num_classes: int | None = None, prob: float = 1.0) -> None:
         super().__init__(seed)

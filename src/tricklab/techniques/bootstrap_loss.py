@@ -11,16 +11,18 @@ from __future__ import annotations
 from typing import ClassVar
 
 from tricklab.losses.bootstrapping import DEFAULT_BETA, bootstrap_loss
+from tricklab.techniques.registry import register_technique
 from tricklab.train.state import TrainState
 from tricklab.train.technique import Technique
 
 
+@register_technique
 class BootstrapLoss(Technique):
     """Bootstrapped cross-entropy for noisy labels, soft or hard (Reed et al. 2015)."""
 
     name: ClassVar[str] = "bootstrap_loss"
-    reads = frozenset({"batch.targets"})
-    writes = frozenset({"loss", "loss_fn"})
+    reads = frozenset({"batch.outputs", "batch.targets"})
+    writes = frozenset({"loss_fn"})  # replaces the task loss: runs before techniques that add to it
 
     def __init__(self, beta: float | None = None, mode: str = "soft") -> None:
         if mode not in DEFAULT_BETA:

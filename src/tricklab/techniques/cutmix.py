@@ -12,9 +12,11 @@ from typing import ClassVar
 
 from tricklab.data.augment import Box, cutmix, infer_spatial_dims
 from tricklab.techniques._seeded import BatchMixer, check_alpha, check_spatial_dims
+from tricklab.techniques.registry import register_technique
 from tricklab.train.state import TrainState
 
 
+@register_technique
 class CutMix(BatchMixer):
     """CutMix: paste a random box of x[perm] into x; targets mixed by the pasted area."""
 

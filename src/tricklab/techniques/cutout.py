@@ -10,15 +10,17 @@ from collections.abc import Sequence
 from typing import ClassVar
 
 from tricklab.data.augment import cutout
-from tricklab.techniques._seeded import GEOMETRIC, InputAugmentation, check_prob, check_spatial_dims
+from tricklab.techniques._seeded import InputAugmentation, check_prob, check_spatial_dims
+from tricklab.techniques.registry import register_technique
 from tricklab.train.state import TrainState
 
 
+@register_technique
 class Cutout(InputAugmentation):
     """Cutout: zero a box of side `size` (default a quarter of each side) at a random centre per example."""
 
     name: ClassVar[str] = "cutout"
-    after = GEOMETRIC  # geometric transforms first, erasing after them, batch mixing last (InputAugmentation)
+    writes = frozenset({"batch.inputs.erased"})  # after geometric transforms, before batch mixing
 
     def __init__(
         self,

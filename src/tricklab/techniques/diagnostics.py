@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from tricklab.layers.activations import Swish
 from tricklab.layers.init import is_weight_layer
+from tricklab.techniques.registry import register_technique
 from tricklab.train.checkpoint import atomic_write_text
 from tricklab.train.state import TrainState
 from tricklab.train.technique import Technique
@@ -153,14 +154,14 @@ def empty_records(every: int, bins: int) -> dict[str, Any]:
     }
 
 
+@register_technique
 class Diagnostics(Technique):
     """Record activation statistics, dead units and gradient/weight norms every ``every`` steps."""
 
     name: ClassVar[str] = "diagnostics"
-    reads = frozenset({"params", "grads"})
-    writes: ClassVar[frozenset[str]] = frozenset()
-    # observe the gradients backprop produced: clipping or centralising first would hide an explosion
-    before: ClassVar[frozenset[str]] = frozenset({"grad_clip", "grad_centralization"})
+    # observes the gradients backprop produced (grads.recomputed: after a second pass, before any transform or
+    # clipping, which would hide an explosion), and the weights as initialised (after LSUV at batch_start)
+    reads = frozenset({"params", "grads.recomputed", "accum_steps"})
     main_process_only: ClassVar[bool] = True  # one set of records and one file, from rank 0
 
     def __init__(self, every: int = 50, bins: int = 20, vanish_ratio: float = 1e-2, explode_ratio: float = 1e2,

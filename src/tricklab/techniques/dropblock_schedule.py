@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 from torch import nn
 
 from tricklab.layers.dropout import DropBlock
+from tricklab.techniques.registry import register_technique
 from tricklab.train.state import TrainState
 from tricklab.train.technique import Technique
 
@@ -49,6 +50,7 @@ def _check_prob(name: str, value: object) -> float:
     return float(value)
 
 
+@register_technique
 class DropBlockSchedule(Technique):
     """Linearly increase the drop_prob of every DropBlock from ``start`` to its target (Ghiasi et al. 2018).
 
@@ -60,6 +62,8 @@ class DropBlockSchedule(Technique):
     """
 
     name: ClassVar[str] = "dropblock_schedule"
+    # It also reads accum_steps, but only at batch_start (to resolve the run length), after every fit_start
+    # handler has run: declaring it would order it after the owner at fit_start, where it does not read it.
     writes = frozenset({"model.structure"})
 
     def __init__(self, start: float = 0.0, steps: int | None = None, target: float | None = None) -> None:
@@ -88,11 +92,9 @@ class DropBlockSchedule(Technique):
 
     @staticmethod
     def _run_length(state: TrainState) -> int:
-        if state.max_steps is not None:
-            return state.max_steps
-        if state.max_epochs is not None:
-            loader = state.extras["trainer"].loader
-            return max(1, state.max_epochs * len(loader) // state.accum_steps)
+        steps = state.planned_steps()
+        if steps is not None:
+            return max(1, steps)
         raise ValueError("dropblock_schedule needs steps= when the budget is wall-clock seconds (the run length "
                          "is unknown in steps)")
 

@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from tricklab.techniques.registry import register_technique
 from tricklab.train.state import TrainState
 from tricklab.train.technique import Technique
 
@@ -35,12 +36,13 @@ def _float_params(model: nn.Module) -> list[torch.Tensor]:
     return [p for p in model.parameters() if p.dtype.is_floating_point]
 
 
+@register_technique
 class EMA(Technique):
     """Keep an exponential moving average of the weights; evaluate with it."""
 
     name: ClassVar[str] = "ema"
-    reads = frozenset({"params"})
-    writes = frozenset({"eval_weights"})
+    reads = frozenset({"params", "skip_step"})
+    writes = frozenset({"eval_weights"})  # swaps the average in at eval_start and the trained weights back
 
     def __init__(self, decay: float = 0.999, warmup: bool = True, every: int = 1) -> None:
         if not 0.0 < decay < 1.0:

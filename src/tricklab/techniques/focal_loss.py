@@ -12,16 +12,18 @@ from collections.abc import Sequence
 from typing import ClassVar
 
 from tricklab.losses.focal import focal_loss
+from tricklab.techniques.registry import register_technique
 from tricklab.train.state import TrainState
 from tricklab.train.technique import Technique
 
 
-class FocalLoss(Technique):
+@register_technique
+class FocalLossTechnique(Technique):
     """Focal loss -alpha_t (1 - p_t)^gamma log p_t in place of the task's cross-entropy (Lin et al. 2017)."""
 
     name: ClassVar[str] = "focal_loss"
-    reads = frozenset({"batch.targets"})
-    writes = frozenset({"loss", "loss_fn"})
+    reads = frozenset({"batch.outputs", "batch.targets"})
+    writes = frozenset({"loss_fn"})  # replaces the task loss: runs before techniques that add to it
 
     def __init__(self, gamma: float = 2.0, alpha: float | Sequence[float] | None = None) -> None:
         if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not gamma >= 0:
@@ -43,4 +45,4 @@ class FocalLoss(Technique):
         state.loss = focal_loss(state.outputs, state.targets, self.gamma, self.alpha)
 
     def __repr__(self) -> str:
-        return f"FocalLoss(gamma={self.gamma}, alpha={self.alpha})"
+        return f"FocalLossTechnique(gamma={self.gamma}, alpha={self.alpha})"

@@ -9,15 +9,17 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from tricklab.techniques.registry import register_technique
 from tricklab.train.state import TrainState
 from tricklab.train.technique import Technique
 
 
+@register_technique
 class GradAccumulation(Technique):
     """Take one optimizer step every ``steps`` micro-batches (effective batch = steps x batch size)."""
 
     name: ClassVar[str] = "grad_accumulation"
-    writes = frozenset({"grads"})
+    writes = frozenset({"accum_steps"})  # exclusive: a second owner of the count is refused
 
     def __init__(self, steps: int = 2) -> None:
         if not isinstance(steps, int) or steps < 1:

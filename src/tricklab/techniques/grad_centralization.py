@@ -11,20 +11,22 @@ from __future__ import annotations
 from typing import ClassVar
 
 from tricklab.optim.centralize import centralize_
+from tricklab.techniques.registry import register_technique
 from tricklab.train.state import TrainState
 from tricklab.train.technique import Technique
 
 
+@register_technique
 class GradCentralization(Technique):
     """Centralize weight gradients (ndim > 1) to zero mean per output unit before the optimizer step."""
 
     name: ClassVar[str] = "grad_centralization"
-    reads = frozenset({"grads"})
-    writes = frozenset({"grads"})
-    after = frozenset({"mixed_precision"})
-    before = frozenset({"grad_clip"})
+    # the transform stage: after a check of the raw gradients (loss scaler) and a recomputation (SAM), before
+    # clipping (so the norm that is clipped is the norm of what is applied)
+    reads = frozenset({"skip_step"})
+    writes = frozenset({"grads.transformed"})
 
     def on_after_backward(self, state: TrainState) -> None:
         if state.skip_step:
             return  # an overflowing fp16 step is skipped anyway
-        centralize_([p.grad for g in state.optimizer.param_groups for p in g["params"]])
+        centralize_(state.grads())

@@ -12,17 +12,18 @@ from typing import Any, ClassVar
 
 import torch
 
+from tricklab.techniques.registry import register_technique
 from tricklab.train.state import TrainState
 from tricklab.train.technique import Technique
 
 
+@register_technique
 class GradClip(Technique):
     """Clip gradients by global norm (``max_norm``) and/or by value (``max_value``)."""
 
     name: ClassVar[str] = "grad_clip"
-    reads = frozenset({"grads"})
-    writes = frozenset({"grads"})
-    after = frozenset({"mixed_precision"})
+    # the clipping stage (after any recomputation or transform); adds grad_norm to the logged row
+    writes = frozenset({"grads.clipped", "log_row"})
 
     def __init__(self, max_norm: float | None = 1.0, max_value: float | None = None, norm_type: float = 2.0) -> None:
         if max_norm is None and max_value is None:
@@ -37,7 +38,7 @@ class GradClip(Technique):
         self._norm: torch.Tensor | None = None
 
     def on_after_backward(self, state: TrainState) -> None:
-        params = [p for g in state.optimizer.param_groups for p in g["params"] if p.grad is not None]
+        params = state.params_with_grad()
         if not params:
             return
         if self.max_value is not None:

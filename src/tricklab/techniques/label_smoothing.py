@@ -10,16 +10,18 @@ from typing import ClassVar
 
 import torch.nn.functional as F
 
+from tricklab.techniques.registry import register_technique
 from tricklab.train.state import TrainState
 from tricklab.train.technique import Technique
 
 
+@register_technique
 class LabelSmoothing(Technique):
     """Cross-entropy against smoothed targets: (1 - eps) on the true class, eps spread over all classes."""
 
     name: ClassVar[str] = "label_smoothing"
-    reads = frozenset({"batch.targets"})
-    writes = frozenset({"loss", "loss_fn"})
+    reads = frozenset({"batch.outputs", "batch.targets"})
+    writes = frozenset({"loss_fn"})  # replaces the task loss: runs before techniques that add to it
 
     def __init__(self, eps: float = 0.1) -> None:
         if not 0.0 <= eps < 1.0:

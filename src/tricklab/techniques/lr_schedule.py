@@ -12,14 +12,17 @@ from typing import Any, ClassVar
 
 from tricklab.errors import ConfigError
 from tricklab.schedules import SCHEDULES
+from tricklab.techniques.registry import register_technique
 from tricklab.train.state import TrainState
 from tricklab.train.technique import Technique
 
 
+@register_technique
 class LRSchedule(Technique):
     """Own the learning rate: lr = base_lr * schedule(step, total_steps, **args)."""
 
     name: ClassVar[str] = "lr_schedule"
+    reads = frozenset({"lr", "accum_steps"})  # the base lrs, and the run length in optimizer steps
     writes = frozenset({"lr"})
 
     def __init__(self, schedule: str = "cosine", total_steps: int | None = None, **args: Any) -> None:
@@ -39,13 +42,9 @@ class LRSchedule(Technique):
     def on_fit_start(self, state: TrainState) -> None:
         self.base_lrs = [float(g["lr"]) for g in state.optimizer.param_groups]
         if self.total_steps is None:
-            if state.max_steps is None:
-                loader = state.extras["trainer"].loader
-                if state.max_epochs is None:
-                    raise ValueError("lr_schedule needs total_steps when the budget is wall-clock seconds")
-                self.total_steps = state.max_epochs * len(loader) // state.accum_steps
-            else:
-                self.total_steps = state.max_steps
+            self.total_steps = state.planned_steps()
+            if self.total_steps is None:
+                raise ValueError("lr_schedule needs total_steps when the budget is wall-clock seconds")
         self._apply(state)
 
     def _apply(self, state: TrainState) -> None:

@@ -13,16 +13,18 @@ from typing import Any, ClassVar
 import torch
 
 from tricklab.layers.init import lsuv_init_
+from tricklab.techniques.registry import register_technique
 from tricklab.train.state import TrainState
 from tricklab.train.technique import Technique
 
 
+@register_technique
 class LSUV(Technique):
     """Layer-sequential unit-variance init on the first batch (Mishkin & Matas 2016)."""
 
     name: ClassVar[str] = "lsuv"
-    reads = frozenset({"batch.inputs"})
-    writes = frozenset({"params"})
+    reads = frozenset({"batch.inputs"})  # the batch as the model will see it (after every augmentation)
+    writes = frozenset({"params", "rng"})  # the orthogonal init draws from torch's global generator
 
     def __init__(self, tol: float = 0.1, max_iters: int = 10, orthogonal: bool = True) -> None:
         if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not tol > 0:
@@ -39,7 +41,7 @@ class LSUV(Technique):
         if self.done:
             return
         self.done = True
-        if state.step != 0 or "resumed_from" in state.extras:
+        if state.step != 0 or state.resumed_from is not None:
             return  # the weights already come from training; re-initialising them would destroy it
         model = state.raw_model
         self.results = lsuv_init_(model, state.inputs, tol=self.tol, max_iters=self.max_iters,

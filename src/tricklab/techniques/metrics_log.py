@@ -11,14 +11,17 @@ from pathlib import Path
 from typing import Any, ClassVar, TextIO
 
 from tricklab.train.checkpoint import atomic_write_text
+from tricklab.techniques.registry import register_technique
 from tricklab.train.state import TrainState
 from tricklab.train.technique import Technique
 
 
+@register_technique
 class MetricsLog(Technique):
     """Append every metrics row to ``metrics.jsonl`` in the run folder (or ``path``)."""
 
     name: ClassVar[str] = "metrics_log"
+    reads = frozenset({"log_row"})  # writes each row after every technique that adds keys to it
     main_process_only: ClassVar[bool] = True
 
     def __init__(self, path: str | None = None) -> None:

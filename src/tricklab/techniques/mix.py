@@ -10,9 +10,11 @@ from typing import ClassVar
 
 from tricklab.data.augment import cutmix, infer_spatial_dims, mixup
 from tricklab.techniques._seeded import BatchMixer, check_alpha, check_prob, check_spatial_dims
+from tricklab.techniques.registry import register_technique
 from tricklab.train.state import TrainState
 
 
+@register_technique
 class Mix(BatchMixer):
     """Per batch, CutMix with probability switch_prob, else Mixup (each with its own Beta alpha)."""
 

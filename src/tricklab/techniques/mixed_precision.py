@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from tricklab.techniques.registry import register_technique
 from tricklab.train.state import TrainState
 from tricklab.train.technique import Technique
 
@@ -43,12 +44,14 @@ def update_scale(scale: float, tracker: int, finite: bool, growth_factor: float,
     return scale, tracker
 
 
+@register_technique
 class MixedPrecision(Technique):
     """Autocast the forward pass (bf16 on CPU; fp16 with loss scaling on CUDA)."""
 
     name: ClassVar[str] = "mixed_precision"
-    reads = frozenset({"grads"})
-    writes = frozenset({"loss"})
+    # checks the raw gradients (before any technique changes them), owns the loss scale, skips overflowing steps
+    reads = frozenset({"grads.raw"})
+    writes = frozenset({"loss_scale", "skip_step"})
 
     def __init__(self, dtype: str = "auto", init_scale: float = 2.0**16, growth_factor: float = 2.0,
                  backoff_factor: float = 0.5, growth_interval: int = 2000) -> None:
@@ -83,8 +86,7 @@ class MixedPrecision(Technique):
     def on_after_backward(self, state: TrainState) -> None:
         if not self.scaling:
             return
-        grads = [p.grad for g in state.optimizer.param_groups for p in g["params"] if p.grad is not None]
-        finite = grads_are_finite(grads)
+        finite = grads_are_finite(state.grads())
         if not finite:
             state.skip_step = True  # an overflow at this scale is expected, not an error: retry smaller
             self.skipped += 1

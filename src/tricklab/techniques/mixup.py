@@ -12,19 +12,15 @@ from __future__ import annotations
 from typing import ClassVar
 
 from tricklab.data.augment import mixup
-from tricklab.techniques._seeded import (
-    MIXERS,
-    BatchMixer,
-    SeededTechnique,
-    check_alpha,
-    require_num_classes,
-)
+from tricklab.techniques._seeded import BatchMixer, SeededTechnique, check_alpha, require_num_classes
+from tricklab.techniques.registry import register_technique
 from tricklab.train.state import TrainState
 
-# MIXERS, SeededTechnique and require_num_classes are re-exported: they were first defined in this module.
-__all__ = ["MIXERS", "Mixup", "SeededTechnique", "require_num_classes"]
+# SeededTechnique and require_num_classes are re-exported: they were first defined in this module.
+__all__ = ["Mixup", "SeededTechnique", "require_num_classes"]
 
 
+@register_technique
 class Mixup(BatchMixer):
     """Mixup: train on lam*x + (1-lam)*x[perm] against lam*y + (1-lam)*y[perm], lam ~ Beta(alpha, alpha)."""
 

@@ -12,16 +12,20 @@ import torch
 
 from tricklab.errors import TrainingError
 from tricklab.techniques.mixed_precision import grads_are_finite
+from tricklab.techniques.registry import register_technique
 from tricklab.train.state import TrainState
 from tricklab.train.technique import Technique
 
 
+@register_technique
 class NanGuard(Technique):
     """Skip steps with non-finite loss or gradients; raise after ``max_consecutive`` such steps in a row."""
 
     name: ClassVar[str] = "nan_guard"
-    reads = frozenset({"loss", "grads"})
-    after = frozenset({"mixed_precision", "grad_clip"})
+    # checks the final gradients (after every gradient stage); reads the skip flag so an overflow the loss
+    # scaler already handled is not counted (the scaler, a pure writer of the flag, runs first)
+    reads = frozenset({"loss", "grads", "skip_step"})
+    writes = frozenset({"skip_step", "counters"})
 
     def __init__(self, max_consecutive: int = 5) -> None:
         if not isinstance(max_consecutive, int) or max_consecutive < 1:
@@ -34,8 +38,7 @@ class NanGuard(Technique):
         if state.skip_step:
             return  # the loss scaler already skipped this step for an expected fp16 overflow
         loss_ok = state.loss is None or bool(torch.isfinite(state.loss.detach()).all())
-        grads = [p.grad for g in state.optimizer.param_groups for p in g["params"] if p.grad is not None]
-        if loss_ok and grads_are_finite(grads):
+        if loss_ok and grads_are_finite(state.grads()):
             self.consecutive = 0
             return
         state.skip_step = True
@@ -44,9 +47,10 @@ class NanGuard(Technique):
         state.counters["nonfinite_steps"] = self.total
         if self.consecutive >= self.max_consecutive:
             where = f"; the metric log is in {state.run_dir}" if state.run_dir else ""
+            last = float(state.loss.detach()) if state.loss is not None else "n/a"
             raise TrainingError(
                 f"training diverged: {self.consecutive} optimizer steps in a row (up to step {state.step + 1}) "
-                f"had a non-finite loss or gradients (last loss: {float(state.loss.detach()) if state.loss is not None else 'n/a'}). "
+                f"had a non-finite loss or gradients (last loss: {last}). "
                 f"Lower the learning rate, add gradient clipping, or check the inputs for NaN{where}"
             )
 

@@ -6,6 +6,7 @@ import sys
 import time
 from typing import Any, ClassVar, TextIO
 
+from tricklab.techniques.registry import register_technique
 from tricklab.train.state import TrainState
 from tricklab.train.technique import Technique
 
@@ -19,10 +20,12 @@ def _fmt(row: dict[str, Any], total: int | None = None) -> str:
     return " | ".join(parts)
 
 
+@register_technique
 class Progress(Technique):
     """Show training progress: a live bar on a TTY, else a line at most every ``every_seconds``."""
 
     name: ClassVar[str] = "progress"
+    reads = frozenset({"log_row", "stop", "accum_steps"})
     main_process_only: ClassVar[bool] = True
 
     def __init__(self, every_seconds: float = 5.0, stream: TextIO | None = None, rich: bool | None = None) -> None:
@@ -38,15 +41,13 @@ class Progress(Technique):
         return self.stream if self.stream is not None else sys.stderr
 
     def on_fit_start(self, state: TrainState) -> None:
-        loader = state.extras["trainer"].loader
-        if state.max_steps is not None:
-            self._total = state.max_steps
-        elif state.max_epochs is not None:
-            self._total = state.max_epochs * len(loader) // state.accum_steps
+        self._total = state.planned_steps()
         use_rich = self.rich if self.rich is not None else self._out().isatty()
         if use_rich:
+            # imported here: `import tricklab` loads no display library (tests/test_import.py)
             from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn, TimeRemainingColumn
+            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+            from rich.progress import Progress as Bar
 
             self._bar = Bar(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                             TextColumn("{task.fields[info]}"), console=Console(file=self._out()), transient=False)

@@ -11,15 +11,17 @@ from collections.abc import Sequence
 from typing import ClassVar
 
 from tricklab.data.augment import random_erasing
-from tricklab.techniques._seeded import GEOMETRIC, InputAugmentation, check_prob, check_spatial_dims
+from tricklab.techniques._seeded import InputAugmentation, check_prob, check_spatial_dims
+from tricklab.techniques.registry import register_technique
 from tricklab.train.state import TrainState
 
 
+@register_technique
 class RandomErasing(InputAugmentation):
     """Random erasing: with probability p replace a random box (area in scale, aspect in [ratio, 1/ratio])."""
 
     name: ClassVar[str] = "random_erasing"
-    after = GEOMETRIC
+    writes = frozenset({"batch.inputs.erased"})  # after geometric transforms, before batch mixing
 
     def __init__(
         self,

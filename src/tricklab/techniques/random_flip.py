@@ -11,13 +11,16 @@ from typing import ClassVar
 
 from tricklab.data.augment import random_flip
 from tricklab.techniques._seeded import InputAugmentation, check_prob, check_spatial_dims
+from tricklab.techniques.registry import register_technique
 from tricklab.train.state import TrainState
 
 
+@register_technique
 class RandomFlip(InputAugmentation):
     """Flip each example horizontally (1-D: reverse) with probability p; vertically too if vertical=True."""
 
     name: ClassVar[str] = "random_flip"
+    writes = frozenset({"batch.inputs.geometric"})
 
     def __init__(self, p: float = 0.5, vertical: bool = False, spatial_dims: int | None = None, seed: int = 0) -> None:
         super().__init__(seed)

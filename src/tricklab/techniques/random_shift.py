@@ -11,13 +11,16 @@ from typing import ClassVar
 
 from tricklab.data.augment import random_shift
 from tricklab.techniques._seeded import InputAugmentation, check_spatial_dims
+from tricklab.techniques.registry import register_technique
 from tricklab.train.state import TrainState
 
 
+@register_technique
 class RandomShift(InputAugmentation):
     """Shift each example by a uniform integer in [-max_shift, max_shift] per axis (zero-filled or circular)."""
 
     name: ClassVar[str] = "random_shift"
+    writes = frozenset({"batch.inputs.geometric"})
 
     def __init__(
         self,

@@ -5,7 +5,7 @@ rho T_w^2 g / ||T_w g||, T_w = |w|). The technique does it at ``after_backward``
 ``mixed_precision``:
 
 1. perturb: w <- w + e_w from the gradients at w (skipped when the step is already being skipped);
-2. zero the gradients and run ``trainer.forward_backward()``: the ``forward`` and ``loss`` handlers apply
+2. zero the gradients and run ``state.forward_backward()``: the ``forward`` and ``loss`` handlers apply
    again, and the new gradients (taken at w + e_w) are unscaled like the first ones;
 3. with a plain optimizer, put w back now; the trainer's usual ``optimizer.step()`` then applies the base
    update with the SAM gradients. With a ``tricklab.optim.SAM`` optimizer, w stays perturbed and the
@@ -24,10 +24,12 @@ import torch
 
 from tricklab.errors import ConfigError
 from tricklab.optim.sam import SAM, sam_perturbation
+from tricklab.techniques.registry import register_technique
 from tricklab.train.state import TrainState
 from tricklab.train.technique import Technique
 
 
+@register_technique
 class SAMTechnique(Technique):
     """Sharpness-aware minimization: a second forward/backward at w + rho g/||g|| gives the update's gradients.
 
@@ -36,10 +38,12 @@ class SAMTechnique(Technique):
     """
 
     name: ClassVar[str] = "sam"
-    reads = frozenset({"grads", "params", "batch.inputs", "batch.targets"})
-    writes = frozenset({"optimizer", "grads", "params"})
-    after = frozenset({"mixed_precision"})
-    before = frozenset({"grad_clip", "grad_centralization", "nan_guard"})
+    # Reads the raw gradients (the ascent direction) and the batch; recomputes the gradients at the perturbed
+    # weights (the recomputed stage: after checks of the raw gradients, before transforms, clipping and the
+    # NaN guard). The second pass rewrites the outputs and the loss, updates BatchNorm statistics and draws
+    # dropout masks; with a SAM optimizer it takes over the step and leaves the weights perturbed.
+    reads = frozenset({"grads.raw", "params", "batch.inputs", "batch.targets", "skip_step", "accum_steps"})
+    writes = frozenset({"optimizer", "grads.recomputed", "params", "batch.outputs", "loss", "norm_stats", "rng"})
 
     def __init__(self, rho: float | None = None, adaptive: bool | None = None) -> None:
         if rho is not None and not rho >= 0.0:
@@ -59,12 +63,14 @@ class SAMTechnique(Technique):
         if state.skip_step:
             return
         opt = state.optimizer
-        trainer = state.extras["trainer"]
+        second_pass = state.forward_backward
+        if second_pass is None:
+            raise ConfigError("sam needs the trainer's second forward/backward pass (state.forward_backward)")
         if isinstance(opt, SAM):
             opt.first_step(zero_grad=True)
-            trainer.forward_backward()
+            second_pass()
             return  # the trainer's optimizer.step() is SAM.second_step
-        params = [p for g in opt.param_groups for p in g["params"] if p.grad is not None]
+        params = state.params_with_grad()
         if not params:
             return
         rho = 0.05 if self.rho is None else self.rho
@@ -74,7 +80,7 @@ class SAMTechnique(Technique):
             torch._foreach_add_(params, e_w)
         opt.zero_grad(set_to_none=True)
         try:
-            trainer.forward_backward()
+            second_pass()
         finally:
             with torch.no_grad():
                 torch._foreach_copy_(params, saved)  # back to w exactly; the step uses the SAM gradients

@@ -20,6 +20,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from tricklab.errors import ConfigError
+from tricklab.techniques.registry import register_technique
 from tricklab.train.state import TrainState
 from tricklab.train.technique import Technique
 
@@ -77,13 +79,18 @@ def recompute_bn_(model: nn.Module, batches: Any, device: torch.device | str | N
     return used
 
 
+@register_technique
 class SWA(Technique):
     """Stochastic weight averaging: evaluate with the mean of late weights, BatchNorm statistics recomputed."""
 
     name: ClassVar[str] = "swa"
-    reads = frozenset({"params"})
-    writes = frozenset({"eval_weights"})
-    # with swa_lr it also sets the learning rate from the start step on, after (and over) a schedule owner
+    # swaps the average and its recomputed BatchNorm statistics in at eval_start, the trained ones back at
+    # eval_end; with swa_lr it also sets the learning rate (declared per instance in __init__)
+    reads = frozenset({"params", "skip_step", "accum_steps"})
+    writes = frozenset({"eval_weights", "norm_stats"})
+    # with swa_lr it sets the learning rate from the start step on, over a schedule owner: both write the
+    # exclusive lr slot by design (composes_with), and the data flow of one slot with two writers cannot say
+    # which goes first, so the order is named: the schedule sets the lr, then SWA anneals from it
     composes_with = frozenset({"lr_schedule"})
     after = frozenset({"lr_schedule"})
 
@@ -104,8 +111,8 @@ class SWA(Technique):
         self.swa_lr = None if swa_lr is None else float(swa_lr)
         self.anneal_steps = anneal_steps
         if self.swa_lr is not None:
-            # an instance-level declaration: only an SWA that sets the learning rate writes the lr slot
-            self.writes = frozenset({"eval_weights", "lr"})
+            # only an SWA that sets the learning rate reads and writes the lr slot
+            self.declare(reads=self.reads | {"lr"}, writes=self.writes | {"lr"})
         self._start_lrs: list[float] | None = None  # each group's lr when the SWA phase began (for annealing)
         self.start_step = start_step
         self.start_fraction = float(start_fraction)
@@ -124,11 +131,8 @@ class SWA(Technique):
         """The step after which the first snapshot is taken: start_step, else start_fraction of the budget."""
         if self.start_step is not None:
             return self.start_step
-        if state.max_steps is not None:
-            total = state.max_steps
-        elif state.max_epochs is not None:
-            total = state.max_epochs * len(state.extras["trainer"].loader) // state.accum_steps
-        else:
+        total = state.planned_steps()
+        if total is None:
             raise ValueError("swa needs start_step when the budget is wall-clock seconds")
         return int(self.start_fraction * total)
 
@@ -163,18 +167,10 @@ class SWA(Technique):
     def _bn_batches(self, state: TrainState) -> list[torch.Tensor]:
         """Up to bn_batches training batches in a fixed order (the loader's epoch-0 permutation), read
         without moving the loader's position."""
-        from tricklab.data.loader import epoch_permutation
-        from tricklab.errors import ConfigError
-
-        loader = state.extras["trainer"].loader
-        if not hasattr(loader, "inputs"):
-            raise ConfigError("swa recomputes BatchNorm statistics from an in-memory training loader "
-                              "(tricklab.data.InMemoryLoader); with another loader use recompute_bn_ yourself")
-        x = loader.inputs
-        bs = loader.batch_size
-        perm = epoch_permutation(len(x), loader.seed, 0)
-        n = len(perm) // bs if self.bn_batches is None else min(self.bn_batches, max(len(perm) // bs, 1))
-        return [x.index_select(0, perm[i * bs:(i + 1) * bs].to(x.device)) for i in range(n)]
+        if state.train_batches is None:
+            raise ConfigError("swa recomputes BatchNorm statistics from the training batches "
+                              "(state.train_batches): run it in a Trainer, or call recompute_bn_ yourself")
+        return state.train_batches(self.bn_batches)
 
     @torch.no_grad()
     def on_eval_start(self, state: TrainState) -> None:

@@ -18,6 +18,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from tricklab.techniques.registry import register_technique
 from tricklab.train.state import TrainState
 from tricklab.train.technique import Technique
 
@@ -73,14 +74,15 @@ def _check_coef(name: str, value: float) -> float:
     return float(value)
 
 
+@register_technique
 class WeightPenalty(Technique):
     """Adds l1 * sum |w| + l2 / 2 * sum w^2 over the weights to the loss (biases and norms excluded by default)."""
 
     name: ClassVar[str] = "weight_penalty"
     reads = frozenset({"params"})
+    # adds a term to the loss: the loss pipeline (loss_fn -> loss) runs it after any technique that replaces
+    # the loss function, so the penalty is added to the final data loss
     writes = frozenset({"loss"})
-    # the penalty is added to the final data loss, so it must come after any technique that replaces the loss
-    after = frozenset({"label_smoothing", "focal_loss", "bootstrap_loss"})
 
     def __init__(self, l1: float = 0.0, l2: float = 0.0, exclude_bias_and_norm: bool = True) -> None:
         self.l1 = _check_coef("l1", l1)

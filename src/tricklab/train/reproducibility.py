@@ -11,6 +11,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from tricklab import __version__
+
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
     """Seed Python's, NumPy's and torch's global RNGs (all devices) from one integer.
@@ -65,8 +67,6 @@ def _cpu_model() -> str:
 
 def environment_info(dataset_fingerprint: str | None = None) -> dict[str, Any]:
     """What a run ran on: versions, hardware, threads, and the data set's fingerprint."""
-    from tricklab import __version__
-
     info: dict[str, Any] = {
         "python": sys.version.split()[0],
         "torch": torch.__version__,

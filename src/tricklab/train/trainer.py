@@ -7,6 +7,7 @@ progress are techniques (``tricklab.techniques``) that set the knobs in :class:`
 from __future__ import annotations
 
 import contextlib
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -16,7 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tricklab.data.loader import epoch_permutation
 from tricklab.errors import CheckpointError, ConfigError
+from tricklab.train import distributed
 from tricklab.train.checkpoint import load_checkpoint, load_latest
 from tricklab.train.reproducibility import get_rng_state, set_rng_state
 from tricklab.train.state import TrainState
@@ -75,14 +78,7 @@ class Trainer:
         world_size: int = 1,
         trace: bool = False,
     ) -> None:
-        if max_steps is None and max_epochs is None and max_seconds is None:
-            raise ConfigError("the trainer needs a budget: set max_steps, max_epochs or max_seconds")
-        for label, v in (("max_steps", max_steps), ("max_epochs", max_epochs), ("log_every", log_every),
-                         ("eval_every", eval_every)):
-            if v is not None and (not isinstance(v, int) or v < 1):
-                raise ConfigError(f"{label} must be a positive integer, got {v!r}")
-        if len(loader) < 1:
-            raise ConfigError("the training loader yields no batch per epoch (data set smaller than the batch?)")
+        _check_budget(loader, max_steps, max_epochs, max_seconds, log_every, eval_every)
         self.techniques = list(techniques)
         self.plan: Plan = plan(self.techniques)  # refuses conflicts before anything runs
         if world_size > 1:
@@ -102,9 +98,10 @@ class Trainer:
         self.state = TrainState(
             model=model, optimizer=optimizer, loss_fn=loss_fn, device=torch.device(device),
             run_dir=Path(run_dir) if run_dir is not None else None, rank=rank, world_size=world_size,
-            max_steps=max_steps, max_epochs=max_epochs, max_seconds=max_seconds,
+            max_steps=max_steps, max_epochs=max_epochs, max_seconds=max_seconds, batches_per_epoch=len(loader),
+            forward_backward=self.forward_backward, snapshot=self.state_dict,
+            train_batches=lambda n: fixed_batches(self.loader, n),
         )
-        self.state.extras["trainer"] = self
         self.tracing = trace
         self.trace: list[tuple[int, str, str]] = []
         self._loss_sum: torch.Tensor | None = None
@@ -135,14 +132,13 @@ class Trainer:
     # ------------------------------------------------------------------------------------------ budget
     def _done(self) -> bool:
         s = self.state
-        if (s.max_steps is not None and s.step >= s.max_steps) or (s.max_epochs is not None and s.epoch >= s.max_epochs):
+        if (s.max_steps is not None and s.step >= s.max_steps) or (
+                s.max_epochs is not None and s.epoch >= s.max_epochs):
             return True  # identical on every rank
         local = s.should_stop or (s.max_seconds is not None and s.train_seconds >= s.max_seconds)
         if s.world_size > 1:
             # wall-clock budgets and stop requests can differ between ranks; a rank that stops alone would
             # leave the others waiting forever in the gradient all-reduce, so all stop when any does
-            from tricklab.train import distributed
-
             return distributed.any_rank(local)
         return local
 
@@ -226,19 +222,12 @@ class Trainer:
             raise ConfigError("a second forward/backward pass (e.g. SAM) needs grad_accumulation steps = 1")
         loss = self._forward_loss()
         (loss * s.grad_scale if s.grad_scale != 1.0 else loss).backward()
-        if s.grad_scale != 1.0:
-            grads = [p.grad for g in s.optimizer.param_groups for p in g["params"] if p.grad is not None]
-            if grads:
-                torch._foreach_mul_(grads, 1.0 / s.grad_scale)
+        _unscale(s)
         return loss.detach()
 
     def _optimizer_step(self) -> None:
         s = self.state
-        if s.grad_scale != 1.0:
-            # dynamic loss scaling: grads hold scale * dL/dw; after_backward promises unscaled grads
-            grads = [p.grad for g in s.optimizer.param_groups for p in g["params"] if p.grad is not None]
-            if grads:
-                torch._foreach_mul_(grads, 1.0 / s.grad_scale)
+        _unscale(s)
         self.emit("after_backward")
         self.emit("before_step")
         if not s.skip_step:
@@ -263,8 +252,6 @@ class Trainer:
         row: dict[str, Any] = {"step": s.step, "epoch": s.epoch, "seconds": round(s.train_seconds, 6),
                                "lr": s.lr}
         if self._loss_count and s.world_size > 1:
-            from tricklab.train import distributed
-
             # every rank logs at the same steps: average the ranks' losses so the row covers the global batch
             self._loss_sum = distributed.mean_over_ranks(self._loss_sum)
         if self._loss_count:
@@ -376,7 +363,7 @@ class Trainer:
         else:
             used, state = path, load_checkpoint(path)
         self.load_state_dict(state)
-        self.state.extras["resumed_from"] = str(used)
+        self.state.resumed_from = str(used)
         if self.state.is_main:
             self._say(f"resumed at step {self.state.step} (epoch {self.state.epoch}) from {used}")
         self.emit("checkpoint_load")
@@ -386,9 +373,41 @@ class Trainer:
         self._say(f"warning: {message}")
 
     def _say(self, message: str) -> None:
-        import sys
-
         print(message, file=sys.stderr, flush=True)
+
+
+def _check_budget(loader: Any, max_steps: int | None, max_epochs: int | None, max_seconds: float | None,
+                  log_every: int, eval_every: int | None) -> None:
+    if max_steps is None and max_epochs is None and max_seconds is None:
+        raise ConfigError("the trainer needs a budget: set max_steps, max_epochs or max_seconds")
+    for label, v in (("max_steps", max_steps), ("max_epochs", max_epochs), ("log_every", log_every),
+                     ("eval_every", eval_every)):
+        if v is not None and (not isinstance(v, int) or v < 1):
+            raise ConfigError(f"{label} must be a positive integer, got {v!r}")
+    if len(loader) < 1:
+        raise ConfigError("the training loader yields no batch per epoch (data set smaller than the batch?)")
+
+
+def _unscale(s: TrainState) -> None:
+    """Dynamic loss scaling: the gradients hold scale * dL/dw; after_backward promises unscaled ones."""
+    if s.grad_scale != 1.0:
+        grads = s.grads()
+        if grads:
+            torch._foreach_mul_(grads, 1.0 / s.grad_scale)
+
+
+def fixed_batches(loader: Any, n: int | None) -> list[torch.Tensor]:
+    """Up to ``n`` training input batches (all when None) in a fixed order, the loader's epoch-0 permutation,
+    read without moving the loader's position (``TrainState.train_batches``)."""
+    if not all(hasattr(loader, a) for a in ("inputs", "batch_size", "seed")):
+        raise ConfigError("this technique reads training batches from an in-memory training loader "
+                          "(tricklab.data.InMemoryLoader); with another loader, e.g. for SWA, call "
+                          "tricklab.techniques.swa.recompute_bn_ yourself")
+    x = loader.inputs
+    bs = loader.batch_size
+    perm = epoch_permutation(len(x), loader.seed, 0)
+    count = len(perm) // bs if n is None else min(n, max(len(perm) // bs, 1))
+    return [x.index_select(0, perm[i * bs:(i + 1) * bs].to(x.device)) for i in range(count)]
 
 
 def _to_device(x: Any, device: torch.device) -> Any:

@@ -1,12 +1,20 @@
-"""Built-in data sets. Importing this package registers them in :data:`tricklab.data.base.DATASETS`.
+"""Built-in data sets. Importing this package registers them in :data:`tricklab.data.base.DATASETS`, and
+:func:`load_dataset` (the one entry point recipes and the CLI use) lives here, beside the registrations it
+relies on, so that ``base`` never imports the data sets that import it.
 
-Each module imports its optional dependency (mnist1d, scikit-learn) only inside the loader function, so
-registering every data set costs nothing and a missing extra is reported only when that set is loaded.
+Each module imports its optional dependency (mnist1d, scikit-learn, pandas, Pillow...) only inside the loader
+function, so registering every data set costs nothing and a missing extra is reported only when that set is loaded.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
+from tricklab.data.base import DATASETS, ArrayDataset
+
+from tricklab.data.datasets.fairness import load_breast_cancer_groups, load_fair_synthetic
 from tricklab.data.datasets.fashion_mnist import load_fashion_mnist, read_idx
+from tricklab.data.datasets.files import load_files_dataset
 from tricklab.data.datasets.graphs import GraphDataset, load_karate, load_synthetic_graphs
 from tricklab.data.datasets.mnist1d import load_mnist1d, load_mnist1d_shuffled
 from tricklab.data.datasets.planetoid import load_cora, load_planetoid, load_planetoid_dataset
@@ -17,10 +25,14 @@ from tricklab.data.datasets.text import load_shakespeare_char, load_shakespeare_
 
 __all__ = [
     "GraphDataset",
+    "load_dataset",
     "load_breast_cancer",
+    "load_breast_cancer_groups",
     "load_cora",
     "load_digits",
+    "load_fair_synthetic",
     "load_fashion_mnist",
+    "load_files_dataset",
     "load_induction_heads",
     "load_karate",
     "load_mnist1d",
@@ -37,3 +49,14 @@ __all__ = [
     "load_wine",
     "read_idx",
 ]
+
+
+def load_dataset(name: str, data_dir: str | None = None, **kwargs: Any) -> ArrayDataset:
+    """Load the registered data set ``name``.
+
+    ``data_dir`` overrides where a data set looks for its files (Fashion-MNIST) or keeps its cache
+    (MNIST-1D); data sets that need no files ignore it. Extra keyword arguments go to the loader.
+    Unknown names raise :class:`~tricklab.errors.UnknownNameError` with the closest registered names.
+    """
+    loader = DATASETS.get(name)
+    return loader(data_dir=data_dir, **kwargs)

@@ -131,7 +131,8 @@ class GraphDataset:
             if t is None:
                 h.update(b"<none>")
                 return
-            t = t.detach().to("cpu").contiguous()
+            t = t.detach().to("cpu")
+            t = (t.to_dense() if t.layout != torch.strided else t).contiguous()  # sparse x: as its dense values
             h.update(repr((tuple(t.shape), str(t.dtype))).encode())
             if t.dtype == torch.bool:
                 t = t.to(torch.uint8)

@@ -84,7 +84,9 @@ class CsrState:
             raise pickle.UnpicklingError(f"csr_matrix state lacks {exc}") from None
         self.shape = (int(shape[0]), int(shape[1]))
 
-    def toarray(self, dtype: Any = np.float32) -> np.ndarray:
+    def coo(self, dtype: Any = np.float32) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(row, column, value) of every stored entry, after checking that the arrays form a valid csr matrix
+        (duplicate entries are kept: they add up, as in scipy)."""
         rows, cols = self.shape
         data, indices, indptr = (np.asarray(a) for a in (self.data, self.indices, self.indptr))
         if indptr.shape != (rows + 1,) or indices.shape != data.shape or int(indptr[-1]) != data.shape[0]:
@@ -94,9 +96,13 @@ class CsrState:
             raise ValueError(f"csr column index outside [0, {cols})")
         if np.any(np.diff(indptr) < 0):
             raise ValueError("csr indptr is not non-decreasing")
+        row = np.repeat(np.arange(rows, dtype=np.int64), np.diff(indptr))
+        return row, indices.astype(np.int64), data.astype(dtype)
+
+    def toarray(self, dtype: Any = np.float32) -> np.ndarray:
+        row, col, val = self.coo(dtype)
         out = np.zeros(self.shape, dtype=dtype)
-        row = np.repeat(np.arange(rows), np.diff(indptr))
-        np.add.at(out, (row, indices.astype(np.int64)), data.astype(dtype))  # add: duplicates sum, as in scipy
+        np.add.at(out, (row, col), val)  # add: duplicates sum, as in scipy
         return out
 
 
@@ -180,12 +186,14 @@ def read_planetoid_pickle(path: str | Path) -> Any:
         raise DataError(f"cannot unpickle {path}: {type(exc).__name__}: {exc}") from exc
 
 
-def _features(obj: Any, path: Path) -> np.ndarray:
+def _features(obj: Any, path: Path) -> tuple[tuple[int, int], np.ndarray, np.ndarray, np.ndarray]:
+    """(shape, row, column, value) of a feature matrix file: a csr matrix, or a dense 2-D numeric array."""
     try:
         if isinstance(obj, CsrState):
-            return obj.toarray(np.float32)
+            return (obj.shape, *obj.coo(np.float32))
         if isinstance(obj, np.ndarray) and obj.ndim == 2 and obj.dtype.kind in "biuf":
-            return obj.astype(np.float32)
+            row, col = np.nonzero(obj)
+            return (obj.shape, row.astype(np.int64), col.astype(np.int64), obj[row, col].astype(np.float32))
     except ValueError as exc:
         raise DataError(f"{path}: {exc}") from exc
     raise DataError(f"{path}: expected a csr matrix or a 2-D numeric array, got {type(obj).__name__}")
@@ -203,18 +211,22 @@ def _missing_message(folder: Path, what: str) -> str:
             f"holding ind.<name>.{{{','.join(PLANETOID_FILES)}}} (the raw files of Kipf's GCN repository).")
 
 
-def load_planetoid(folder: str | Path, name: str = "cora", *, normalize_features: bool = True) -> Graph:
+def load_planetoid(folder: str | Path, name: str = "cora", *, normalize_features: bool = True,
+                   sparse_features: bool = True) -> Graph:
     """Read ``ind.<name>.*`` from ``folder`` into a :class:`Graph` with Kipf's standard split.
 
     Returns ``x`` (N, F) float32 (row-normalised so each non-zero row sums to 1 when ``normalize_features``),
     ``edge_index`` (2, E) undirected without duplicates or self loops, sorted by (source, target), ``y`` (N,)
-    int64 = argmax of the one-hot rows, and ``masks`` ``train``/``val``/``test``. Missing files, refused
-    pickle globals and inconsistent shapes raise :class:`DataError`.
+    int64 = argmax of the one-hot rows, and ``masks`` ``train``/``val``/``test``. ``x`` is a coalesced sparse COO
+    tensor (the files store it as csr; bag-of-words rows are 1-2% non-zero), or dense with
+    ``sparse_features=False`` (the same values). Missing files, refused pickle globals and inconsistent shapes
+    raise :class:`DataError`.
     """
-    return _read_planetoid(folder, name, normalize_features)[0]
+    return _read_planetoid(folder, name, normalize_features, sparse_features)[0]
 
 
-def _read_planetoid(folder: str | Path, name: str, normalize_features: bool) -> tuple[Graph, dict[str, Any]]:
+def _read_planetoid(folder: str | Path, name: str, normalize_features: bool,
+                    sparse_features: bool = True) -> tuple[Graph, dict[str, Any]]:
     folder = Path(folder).expanduser()
     if not folder.is_dir():
         raise DataError(_missing_message(folder, "the folder does not exist"))
@@ -235,31 +247,33 @@ def _read_planetoid(folder: str | Path, name: str, normalize_features: bool) -> 
     except ValueError as exc:
         raise DataError(f"{paths['test.index']}: expected one integer node id per line ({exc})") from exc
 
-    num_features = allx.shape[1]
+    num_features = allx[0][1]
     num_classes = ally.shape[1]
-    for key, arr, width in (("x", x, num_features), ("tx", tx, num_features), ("y", y, num_classes),
-                            ("ty", ty, num_classes)):
-        if arr.shape[1] != width:
-            raise DataError(f"{paths[key]}: {arr.shape[1]} columns, but allx/ally have {width}")
-    if len(allx) != len(ally) or len(tx) != len(ty) or len(x) != len(y):
-        raise DataError(f"{folder}: row counts disagree: allx {len(allx)}/ally {len(ally)}, tx {len(tx)}/"
-                        f"ty {len(ty)}, x {len(x)}/y {len(y)}")
-    if len(test_index) != len(tx) or len(np.unique(test_index)) != len(test_index):
+    for key, width_of, width in (("x", x[0][1], num_features), ("tx", tx[0][1], num_features),
+                                 ("y", y.shape[1], num_classes), ("ty", ty.shape[1], num_classes)):
+        if width_of != width:
+            raise DataError(f"{paths[key]}: {width_of} columns, but allx/ally have {width}")
+    n_x, n_tx, n_allx = x[0][0], tx[0][0], allx[0][0]
+    if n_allx != len(ally) or n_tx != len(ty) or n_x != len(y):
+        raise DataError(f"{folder}: row counts disagree: allx {n_allx}/ally {len(ally)}, tx {n_tx}/"
+                        f"ty {len(ty)}, x {n_x}/y {len(y)}")
+    if len(test_index) != n_tx or len(np.unique(test_index)) != len(test_index):
         raise DataError(f"{paths['test.index']}: {len(test_index)} ids ({len(np.unique(test_index))} distinct) "
-                        f"for {len(tx)} rows of tx")
-    if len(test_index) and int(test_index.min()) < len(allx):
-        raise DataError(f"{paths['test.index']}: test node {int(test_index.min())} collides with the {len(allx)} "
+                        f"for {n_tx} rows of tx")
+    if len(test_index) and int(test_index.min()) < n_allx:
+        raise DataError(f"{paths['test.index']}: test node {int(test_index.min())} collides with the {n_allx} "
                         "allx rows (test ids must come after them)")
-    n_train, n_allx = len(y), len(allx)
+    n_train = len(y)
     if n_train + NUM_VAL > n_allx:
         raise DataError(f"{folder}: {n_allx} allx rows cannot hold {n_train} train + {NUM_VAL} val nodes")
 
     # Kipf: features = vstack(allx, tx) (tx padded to the test id range for CiteSeer), then row
-    # test_index[i] <- tx[i]. Written directly: the nodes in between that no file row names stay zero.
+    # test_index[i] <- tx[i]. Written directly as entries: allx row r is node r, tx row i is node test_index[i];
+    # the nodes in between that no file row names stay empty.
     num_nodes = max(n_allx, int(test_index.max()) + 1 if len(test_index) else 0)
-    features = np.zeros((num_nodes, num_features), dtype=np.float32)
-    features[:n_allx] = allx
-    features[test_index] = tx
+    rows = np.concatenate([allx[1], test_index[tx[1]]])
+    cols = np.concatenate([allx[2], tx[2]])
+    vals = np.concatenate([allx[3], tx[3]])
     onehot = np.zeros((num_nodes, num_classes), dtype=np.float64)
     onehot[:n_allx] = ally
     onehot[test_index] = ty
@@ -280,18 +294,25 @@ def _read_planetoid(folder: str | Path, name: str, normalize_features: bool) -> 
         raise DataError(f"{paths['graph']}: node ids outside [0, {num_nodes}) (the feature rows)")
     edge_index = edges_to_index(src, dst, num_nodes)
 
+    # duplicate entries add up (as in scipy and the dense assembly); entries sorted by (row, column)
+    features = torch.sparse_coo_tensor(torch.from_numpy(np.stack([rows, cols])), torch.from_numpy(vals),
+                                       (num_nodes, num_features), check_invariants=True).coalesce()
     if normalize_features:
-        # Kipf's preprocess_features: D^-1 X with 1/0 -> 0 for empty rows. Done in float64, like scipy there.
-        rowsum = features.astype(np.float64).sum(1, keepdims=True)
-        with np.errstate(divide="ignore"):
-            inv = np.where(rowsum > 0, 1.0 / rowsum, 0.0)
-        features = (features * inv).astype(np.float32)
+        # Kipf's preprocess_features: D^-1 X with 1/0 -> 0 for empty rows. Done in float64 on the non-zeros, like
+        # scipy there (a sum over the stored values: the zeros add nothing).
+        r, v = features.indices()[0], features.values().double()
+        rowsum = torch.zeros(num_nodes, dtype=torch.float64).index_add_(0, r, v)
+        inv = torch.where(rowsum > 0, 1.0 / torch.where(rowsum > 0, rowsum, 1.0), 0.0)
+        features = torch.sparse_coo_tensor(features.indices(), (v * inv[r]).float(), features.shape,
+                                           is_coalesced=True, check_invariants=False)
+    if not sparse_features:
+        features = features.to_dense()
 
     masks = {k: torch.zeros(num_nodes, dtype=torch.bool) for k in ("train", "val", "test")}
     masks["train"][:n_train] = True
     masks["val"][n_train:n_train + NUM_VAL] = True
     masks["test"][torch.from_numpy(np.sort(test_index))] = True
-    graph = Graph(x=torch.from_numpy(features), edge_index=edge_index, y=torch.from_numpy(labels), masks=masks)
+    graph = Graph(x=features, edge_index=edge_index, y=torch.from_numpy(labels), masks=masks)
     return graph, {"unlabelled_nodes": unlabelled}
 
 
@@ -306,28 +327,139 @@ def _resolve_folder(data_dir: str | None, name: str) -> Path:
                     f"the ind.{name}.* files")
 
 
-def _dataset(name: str, folder: Path, normalize_features: bool) -> GraphDataset:
-    graph, info = _read_planetoid(folder, name, normalize_features)
-    meta = {"source": str(folder), "normalize_features": normalize_features, **info}
+def _dataset(name: str, folder: Path, normalize_features: bool, sparse_features: bool) -> GraphDataset:
+    graph, info = _read_planetoid(folder, name, normalize_features, sparse_features)
+    meta = {"source": str(folder), "normalize_features": normalize_features, "sparse_features": sparse_features,
+            **info}
     num_classes = int(graph.y.max()) + 1
     return GraphDataset(name=name, graphs=[graph], num_classes=num_classes, num_features=int(graph.x.shape[1]),
                         task="node", meta=meta)
 
 
 @DATASETS.register("cora", summary="Cora citation graph (Planetoid files): 2708 nodes, 1433 features, 7 classes")
-def load_cora(data_dir: str | None = None, *, normalize_features: bool = True) -> GraphDataset:
+def load_cora(data_dir: str | None = None, *, normalize_features: bool = True,
+              sparse_features: bool = True) -> GraphDataset:
     """Cora as a node-classification :class:`GraphDataset` with the 140/500/1000 Planetoid split.
 
-    Files ``ind.cora.*`` from ``data_dir`` or :data:`DEFAULT_DIR`.
+    Files ``ind.cora.*`` from ``data_dir`` or :data:`DEFAULT_DIR`. Features sparse unless ``sparse_features=False``.
     """
-    return _dataset("cora", _resolve_folder(data_dir, "cora"), normalize_features)
+    return _dataset("cora", _resolve_folder(data_dir, "cora"), normalize_features, sparse_features)
 
 
 @DATASETS.register("planetoid", summary="any Planetoid citation graph (dataset=cora|citeseer|pubmed) from ind.* files")
 def load_planetoid_dataset(data_dir: str | None = None, *, dataset: str = "cora",
-                           normalize_features: bool = True) -> GraphDataset:
+                           normalize_features: bool = True, sparse_features: bool = True) -> GraphDataset:
     """The Planetoid set ``ind.<dataset>.*`` in ``data_dir`` (default :data:`DEFAULT_DIR`).
 
     The keyword is ``dataset``, not ``name``: ``load_dataset(name, ...)`` already uses ``name``.
     """
-    return _dataset(dataset, _resolve_folder(data_dir, dataset), normalize_features)
+    return _dataset(dataset, _resolve_folder(data_dir, dataset), normalize_features, sparse_features)
+
+
+# ------------------------------------------------------------------------------------------- code-made sets
+#: CiteSeer's shape (Yang et al. 2016; Kipf & Welling 2017 Table 1; torch_geometric's Planetoid('CiteSeer')):
+#: 3327 nodes, 3703 binary word features with 105,165 non-zeros (31.6 words per node, density 0.85%),
+#: 4552 undirected edges, 6 classes, 120 training nodes (20 per class), 500 validation, 1000 test.
+CITESEER_SHAPE: dict[str, Any] = {"num_nodes": 3327, "num_features": 3703, "words_per_node": 105165 / 3327,
+                                  "num_edges": 4552, "num_classes": 6, "train_per_class": 20, "num_test": 1000}
+
+
+def write_planetoid_like(
+    folder: str | Path,
+    name: str = "citeseer-like",
+    *,
+    num_nodes: int = CITESEER_SHAPE["num_nodes"],
+    num_features: int = CITESEER_SHAPE["num_features"],
+    words_per_node: float = CITESEER_SHAPE["words_per_node"],
+    num_edges: int = CITESEER_SHAPE["num_edges"],
+    num_classes: int = CITESEER_SHAPE["num_classes"],
+    train_per_class: int = CITESEER_SHAPE["train_per_class"],
+    num_test: int = CITESEER_SHAPE["num_test"],
+    homophily: float = 0.75,
+    topic_fraction: float = 0.5,
+    seed: int = 0,
+) -> Path:
+    """Write a code-made citation-like graph as Planetoid files ``ind.<name>.*`` into ``folder``; return it.
+
+    CiteSeer's shape by default (:data:`CITESEER_SHAPE`), for measuring on a set of that size where the real
+    files are not on disk. Seeded (``numpy.random.default_rng(seed)``):
+
+    * labels uniform over ``num_classes``;
+    * binary bag-of-words rows: each node draws Poisson(``words_per_node``) distinct words (at least one), each
+      from its class's topic words (a disjoint 1/num_classes of the vocabulary) with probability
+      ``topic_fraction``, else from a Zipf-like distribution (weight 1/rank^0.8) over the whole vocabulary;
+    * ``num_edges`` distinct undirected edges without loops, the second end in the first's class with
+      probability ``homophily``;
+    * the Planetoid layout: ``train_per_class`` training nodes per class are rows 0.. of ``x``/``allx``, the next
+      500 the validation nodes, ``num_test`` test nodes after all ``allx`` rows, listed in ``test.index`` in a
+      shuffled order (as in the real files); csr features and one-hot labels pickled (protocol 3, bytes as
+      bytes) with scipy's ``csr_matrix``, the graph as a ``defaultdict(list)``.
+
+    Needs scipy (the ``data`` extra) to write csr matrices; reading them back does not.
+    """
+    try:
+        import scipy.sparse as sp
+    except ImportError as exc:  # pragma: no cover - scipy is in the data extra
+        raise DataError("writing Planetoid files needs scipy: pip install 'tricklab[data]'") from exc
+    n, f, c = int(num_nodes), int(num_features), int(num_classes)
+    n_train = c * int(train_per_class)
+    if n - num_test < n_train + NUM_VAL:
+        raise DataError(f"{n} nodes cannot hold {n_train} train + {NUM_VAL} val + {num_test} test nodes")
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, c, n)
+    if np.bincount(labels, minlength=c).min() < train_per_class:
+        raise DataError(f"a class has fewer than {train_per_class} nodes: use more nodes or fewer classes")
+
+    topics = np.array_split(rng.permutation(f), c)
+    base = 1.0 / np.arange(1, f + 1) ** 0.8
+    base = base[np.argsort(rng.permutation(f))]  # Zipf weights in a random word order
+    base /= base.sum()
+    probs = []
+    for k in range(c):
+        p = (1.0 - topic_fraction) * base
+        p[topics[k]] += topic_fraction / len(topics[k])
+        probs.append(p / p.sum())
+    counts = np.clip(rng.poisson(words_per_node, n), 1, f)
+    rows = np.repeat(np.arange(n), counts)
+    cols = np.concatenate([rng.choice(f, size=int(counts[i]), replace=False, p=probs[labels[i]]) for i in range(n)])
+    features = sp.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=(n, f))
+
+    by_class = [np.flatnonzero(labels == k) for k in range(c)]
+    pairs: set[tuple[int, int]] = set()
+    while len(pairs) < num_edges:
+        u = int(rng.integers(n))
+        same = by_class[labels[u]]
+        v = int(same[rng.integers(len(same))]) if rng.random() < homophily else int(rng.integers(n))
+        if u != v:
+            pairs.add((min(u, v), max(u, v)))
+
+    # the Planetoid order: training nodes first (20 per class), then the other non-test nodes (the first 500 of
+    # them are the validation nodes), then the test nodes
+    train = np.concatenate([rng.choice(by_class[k], train_per_class, replace=False) for k in range(c)])
+    rest = rng.permutation(np.setdiff1d(np.arange(n), train))
+    order = np.concatenate([rng.permutation(train), rest])  # new id -> old id
+    new_id = np.empty(n, dtype=np.int64)
+    new_id[order] = np.arange(n)
+    features, labels = features[order], labels[order]
+    onehot = np.eye(c, dtype=np.int32)[labels]
+    n_allx = n - num_test
+    test_index = rng.permutation(np.arange(n_allx, n))
+    graph: defaultdict[int, list[int]] = defaultdict(list)
+    for i in range(n):
+        graph[i] = []
+    for u, v in pairs:
+        a, b = int(new_id[u]), int(new_id[v])
+        graph[a].append(b)
+        graph[b].append(a)
+
+    folder = Path(folder).expanduser()
+    folder.mkdir(parents=True, exist_ok=True)
+    parts = {"x": features[:n_train], "y": onehot[:n_train], "allx": features[:n_allx], "ally": onehot[:n_allx],
+             "tx": features[test_index], "ty": onehot[test_index], "graph": graph}
+    for key, obj in parts.items():
+        (folder / f"ind.{name}.{key}").write_bytes(pickle.dumps(obj, protocol=3))
+    (folder / f"ind.{name}.test.index").write_text("".join(f"{i}\n" for i in test_index))
+    return folder
+
+
+__all__ += ["CITESEER_SHAPE", "write_planetoid_like"]
