@@ -1,7 +1,8 @@
 """What an RL run reports to the lab: declared metrics and the result of one run.
 
-``MetricSpec`` and ``ParadigmResult`` are the small local shapes PARADIGMS.md asks for until the lab's task kinds
-land (the lead will swap them for the lab's). Episode return is the headline metric; timings are shown without a
+Each number is a ``MetricSpec`` (``tricklab.evaluate.declared``), so the lab takes these lists as they are when it
+registers a run function as a ``LoopTask``; ``ParadigmResult`` is the shape the lab's ``loop_result`` reads
+(``metrics``, ``history``, ``extras``). Episode return is the headline metric; timings are shown without a
 verdict because they are measured while other work shares the cores.
 """
 
@@ -10,17 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-
-@dataclass(frozen=True)
-class MetricSpec:
-    """One reported number: its key in ``ParadigmResult.metrics``, how to show it, and which way is better."""
-
-    key: str
-    label: str
-    higher_is_better: bool
-    unit: str = ""
-    verdict: bool = True
-    fmt: str = ".4f"
+from tricklab.evaluate.declared import MetricSpec
 
 
 @dataclass
