@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from tricklab.errors import ConfigError
+from tricklab.rl.metrics import EPISODE_METRICS
 from tricklab.rl.buffers import PrioritizedReplayBuffer, ReplayBuffer
 from tricklab.rl.noisy import NoisyLinear
 from tricklab.rl.rainbow import QNetwork, Rainbow, RainbowConfig, dqn_targets, run_rainbow
@@ -79,6 +80,7 @@ def test_resumed_rainbow_run_equals_uninterrupted(tmp_path) -> None:
     resumed = run_rainbow(cfg, seed=2, run_dir=tmp_path / "cut", resume=True)
     strip = [{k: v for k, v in r.items() if k != "seconds"} for r in full.history]
     assert json.dumps([{k: v for k, v in r.items() if k != "seconds"} for r in resumed.history]) == json.dumps(strip)
+    assert set(full.metrics) == {m.key for m in EPISODE_METRICS}  # every declared metric, nothing undeclared
     from tricklab.train.checkpoint import load_latest
     a = load_latest(tmp_path / "full" / "checkpoints")[1]["state"]["agent"]
     b = load_latest(tmp_path / "cut" / "checkpoints")[1]["state"]["agent"]

@@ -16,6 +16,7 @@ import torch
 from torch.distributions import AffineTransform, Normal, TanhTransform, TransformedDistribution
 
 from tricklab.errors import ConfigError
+from tricklab.rl.metrics import EPISODE_METRICS
 from tricklab.rl.sac import SACConfig, log1m_tanh_sq, run_sac, squashed_gaussian_log_prob
 
 
@@ -79,6 +80,7 @@ def test_resumed_sac_run_equals_uninterrupted(tmp_path) -> None:
     strip = json.dumps([{k: v for k, v in r.items() if k != "seconds"} for r in full.history])
     assert json.dumps([{k: v for k, v in r.items() if k != "seconds"} for r in resumed.history]) == strip
     assert resumed.metrics["episode_return"] == full.metrics["episode_return"]
+    assert set(full.metrics) == {m.key for m in EPISODE_METRICS}  # every declared metric, nothing undeclared
     from tricklab.train.checkpoint import load_latest
     a = load_latest(tmp_path / "full" / "checkpoints")[1]["state"]["agent"]
     b = load_latest(tmp_path / "cut" / "checkpoints")[1]["state"]["agent"]
