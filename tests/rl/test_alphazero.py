@@ -169,3 +169,32 @@ def test_alphazero_learns_tic_tac_toe() -> None:
     assert res.metrics["win_rate_random"] >= 0.85, res.metrics
     assert res.metrics["loss_rate_minimax"] <= 0.5, res.metrics  # against perfect play the best is a draw
     assert set(res.metrics) == {m.key for m in ALPHAZERO_METRICS}
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_resumed_alphazero_run_equals_uninterrupted(tmp_path) -> None:
+    # reference: the same run without interruption (network, replay, RNGs and history all come from the checkpoint)
+    cfg = AlphaZeroConfig(game="tictactoe", self_play_games=12, games_per_iteration=4, simulations=6, channels=8,
+                          blocks=1, train_steps=3, batch_size=16, eval_every=0, eval_simulations=4,
+                          minimax_depth=1, final_minimax_depths=(1,), final_eval_games=2, opening_moves=0,
+                          checkpoint_every=1)
+    full = run_alphazero(cfg, seed=3, run_dir=tmp_path / "full")
+
+    def stop(row):
+        if row["step"] == 2:
+            raise Interrupt  # the checkpoint of iteration 2 is written before progress is called
+
+    with pytest.raises(Interrupt):
+        run_alphazero(cfg, seed=3, run_dir=tmp_path / "cut", progress=stop)
+    seen: list[int] = []
+    resumed = run_alphazero(cfg, seed=3, run_dir=tmp_path / "cut", resume=True,
+                            progress=lambda row: seen.append(row["step"]))
+    assert seen == [3]  # it continued from the checkpoint, it did not start over
+    strip = [{k: v for k, v in r.items() if k != "seconds"} for r in full.history]
+    assert [{k: v for k, v in r.items() if k != "seconds"} for r in resumed.history] == strip
+    assert {k: v for k, v in resumed.metrics.items() if k != "train_seconds"} == \
+        {k: v for k, v in full.metrics.items() if k != "train_seconds"}
+    assert resumed.extras["final_evaluation"] == full.extras["final_evaluation"]

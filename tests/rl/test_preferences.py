@@ -6,6 +6,8 @@ closed-form gradient d loss / d R^1 = sigmoid(R^1 - R^2) - mu."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -111,3 +113,33 @@ def test_preference_run_and_config_errors(tmp_path) -> None:
         PreferenceConfig(total_labels=10, initial_labels=20)
     with pytest.raises(ConfigError, match="segment_length"):
         PreferenceConfig(ppo=PPOConfig(n_steps=16, minibatch_size=16), segment_length=25)
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_resumed_preference_run_equals_uninterrupted(tmp_path) -> None:
+    # reference: the same run without interruption; the checkpoint holds PPO, the reward model, its labelled pairs
+    # and the evaluation schedule
+    cfg = PreferenceConfig(ppo=PPOConfig(total_steps=2 * 64 * 4, num_envs=2, n_steps=64, minibatch_size=64,
+                                         epochs=1, eval_every=256, eval_episodes=1, norm_reward=True),
+                           total_labels=40, initial_labels=20, labels_per_iteration=10, reward_steps=5,
+                           segment_length=8, heldout_pairs=10, checkpoint_every=1)
+    full = run_preferences(cfg, seed=4, run_dir=tmp_path / "full")
+
+    def stop(row):
+        if row["iteration"] == 2:
+            raise Interrupt  # the checkpoint of iteration 2 is written before progress is called
+
+    with pytest.raises(Interrupt):
+        run_preferences(cfg, seed=4, run_dir=tmp_path / "cut", progress=stop)
+    seen: list[int] = []
+    resumed = run_preferences(cfg, seed=4, run_dir=tmp_path / "cut", resume=True,
+                              progress=lambda row: seen.append(row["iteration"]))
+    assert seen == [3, 4]  # it continued from the checkpoint, it did not start over
+    # JSON text compares NaN (no finished episode yet) equal to NaN
+    strip = json.dumps([{k: v for k, v in r.items() if k != "seconds"} for r in full.history])
+    assert json.dumps([{k: v for k, v in r.items() if k != "seconds"} for r in resumed.history]) == strip
+    assert json.dumps({k: v for k, v in resumed.metrics.items() if "seconds" not in k}) == \
+        json.dumps({k: v for k, v in full.metrics.items() if "seconds" not in k})
