@@ -231,7 +231,11 @@ def preference_suite(steps: int, eval_every: int) -> Suite:
         "three, all measured by the true return", contenders={"true-reward": make(None), "preferences": make("perfect"),
                                                               "preferences-noisy": make("noisy")},
         baseline="true-reward", metrics=("episode_return", "mean_eval_return", "train_return",
-                                         "reward_model_accuracy", "labels", "seconds_per_100k_steps"))
+                                         "reward_model_accuracy", "labels", "seconds_per_100k_steps"),
+        notes="CartPole's true reward is +1 per step until the pole falls, so a preference between two segments "
+              "only says which one ended first (or did not end): an easy reward to learn, which is why the held-out "
+              "agreement reaches 1.000 even with the noisy labeller. Harder rewards (Christiano et al. use MuJoCo "
+              "and Atari) are not measured here.")
 
 
 SUITES: dict[str, Callable[[], Suite]] = {
