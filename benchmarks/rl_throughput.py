@@ -143,8 +143,8 @@ def main() -> None:
                "command": "python benchmarks/rl_throughput.py " + " ".join(
                    f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()),
                "results": results}
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(payload, indent=1))
+    from tricklab.io import atomic_write_text
+    atomic_write_text(RESULTS, json.dumps(payload, indent=1))
     print(f"wrote {RESULTS}")
 
 
