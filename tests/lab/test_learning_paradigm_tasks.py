@@ -29,3 +29,17 @@ def test_paradigm_task_stores_what_its_run_function_returns(tmp_path: Path, task
     for m in summary.metrics:
         if m.source == "test" and m.kind != "timing" and m.name in direct:
             assert summary.test.value(m.name) == pytest.approx(direct[m.name], rel=1e-9, nan_ok=True), m.name
+
+
+def test_every_loop_task_builds_its_default_config_and_declares_metrics() -> None:
+    from tricklab.lab.build import validate
+    from tricklab.lab.tasks import TASKS, LoopTask
+
+    loops = [n for n in TASKS.names() if isinstance(TASKS.get(n), LoopTask)]
+    assert {"mnist1d-uncertainty", "mnist1d-meta", "rl-ppo", "selfsup", "fashion-mnist-vae", "mnist1d-lottery",
+            "fashion-collage-detr"} <= set(loops)
+    for name in loops:
+        task = TASKS.get(name)
+        recipe = load_recipe(None, ["techniques=[]", f"task={name}"])
+        assert validate(recipe) is task  # the default task_args build a valid config
+        assert task.metrics and all(m.key for m in task.metrics), name

@@ -48,6 +48,26 @@ from tricklab.paradigms.federated.run import FEDERATED_METRICS, FederatedConfig,
 from tricklab.paradigms.meta.run import META_METRICS, MetaConfig, run_meta
 from tricklab.paradigms.nas.ofa_run import OFA_METRICS, OfaConfig, run_ofa
 from tricklab.paradigms.nas.run import NAS_METRICS, NasConfig, run_nas
+from tricklab.rl.alphazero import AlphaZeroConfig, run_alphazero
+from tricklab.rl.metrics import ALPHAZERO_METRICS, EPISODE_METRICS, PREFERENCE_METRICS
+from tricklab.rl.ppo import PPOConfig, run_ppo
+from tricklab.rl.preferences import PreferenceConfig, run_preferences
+from tricklab.rl.rainbow import RainbowConfig, run_rainbow
+from tricklab.rl.sac import SACConfig, run_sac
+from tricklab.transfer.metrics import (
+    DANN_METRICS,
+    FEWSHOT_METRICS,
+    GREEDY_METRICS,
+    SELFSUP_METRICS,
+    SEMISUP_METRICS,
+    TRANSFER_METRICS,
+)
+from tricklab.transfer.run_dann import DannConfig, run_dann
+from tricklab.transfer.run_fewshot import FewShotConfig, run_fewshot
+from tricklab.transfer.run_greedy import GreedyConfig, run_greedy
+from tricklab.transfer.run_selfsup import SelfSupConfig, run_selfsup
+from tricklab.transfer.run_semisup import SemiSupConfig, run_semisup
+from tricklab.transfer.run_transfer import TransferConfig, run_transfer
 from tricklab.uncertainty.metrics import LABEL_NOISE_METRICS, UNCERTAINTY_METRICS
 from tricklab.uncertainty.paradigm import LabelNoiseConfig, UncertaintyConfig, run_label_noise, run_uncertainty
 
@@ -282,6 +302,34 @@ for _t in (
              LotteryConfig),
     LoopTask("fashion-collage-detr", "Fashion-MNIST items pasted on a 64 px canvas (boxes exact): DETR, COCO-style "
              "mAP; docs/detection.md", run_detr, DETECTION_METRICS, DetrConfig, resumable=True),
+    LoopTask("selfsup", "self-supervised pretraining (task_args.method: simclr, moco, byol, random, supervised; "
+             "dataset: mnist1d or fashion-mnist), linear probe and k-NN; docs/transfer/", run_selfsup,
+             SELFSUP_METRICS, SelfSupConfig),
+    LoopTask("semisup", "k labels per class (task_args.labels_per_class), the rest unlabelled; task_args.method: "
+             "labelled_only, pseudo_label, mean_teacher, fixmatch; docs/transfer/semi-supervised.md", run_semisup,
+             # no pseudo-label passes the threshold in some runs: its accuracy is then undefined
+             tuple(dataclasses.replace(as_metric_info(m), optional=True) if m.key == "pseudo_label_acc" else m
+                   for m in SEMISUP_METRICS), SemiSupConfig),
+    LoopTask("transfer-new-classes", "backbone pretrained on 5 classes, transferred to 5 others with few labels: "
+             "scratch, linear probe, fine-tuning, adapters, LoRA; docs/transfer/", run_transfer, TRANSFER_METRICS,
+             TransferConfig),
+    LoopTask("domain-adaptation", "source-only, DANN or self-training (task_args.method) on a domain pair "
+             "(task_args.pair); docs/transfer/dann.md", run_dann, DANN_METRICS, DannConfig),
+    LoopTask("fewshot", "siamese network, N-way K-shot on unseen classes and ESZSL zero-shot; docs/transfer/",
+             run_fewshot, FEWSHOT_METRICS, FewShotConfig),
+    LoopTask("greedy-pretraining", "deep sigmoid MLP from random init or greedy autoencoder/denoising/RBM "
+             "pretraining (task_args.method); docs/transfer/greedy-pretraining.md", run_greedy, GREEDY_METRICS,
+             GreedyConfig),
+    LoopTask("rl-ppo", "PPO on a gymnasium env (task_args.env_id, default CartPole-v1), SB3's defaults; docs/rl/",
+             run_ppo, EPISODE_METRICS, PPOConfig, resumable=True),
+    LoopTask("rl-sac", "SAC on a continuous gymnasium env (default Pendulum-v1), SB3's defaults; docs/rl/",
+             run_sac, EPISODE_METRICS, SACConfig, resumable=True),
+    LoopTask("rl-rainbow", "Rainbow DQN with switchable components (default CartPole-v1); docs/rl/",
+             run_rainbow, EPISODE_METRICS, RainbowConfig, resumable=True),
+    LoopTask("rl-alphazero", "AlphaZero self-play (connect4 or tictactoe), scored against minimax; docs/rl/",
+             run_alphazero, ALPHAZERO_METRICS, AlphaZeroConfig, resumable=True),
+    LoopTask("rl-preferences", "PPO on a Bradley-Terry reward learned from synthetic preferences (CartPole-v1); "
+             "docs/rl/", run_preferences, PREFERENCE_METRICS, PreferenceConfig, resumable=True),
     LoopTask("mnist1d-meta", "N-way K-shot meta-learning on MNIST-1D, held-out classes (task_args.method: maml, "
              "fomaml, reptile, protonets); docs/paradigms/", run_meta, META_METRICS, MetaConfig),
     LoopTask("mnist1d-continual", "continual learning on split / permuted MNIST-1D (fine-tuning, EWC, replay, "
