@@ -26,7 +26,7 @@ def test_the_csv_holds_sklearns_diabetes_data_and_reads_back_as_a_regression(tmp
     assert module.write_diabetes_csv(path) == 442
     bunch = datasets.load_diabetes()
 
-    recipe = load_recipe(ROOT / "recipes" / "diabetes-regression.yaml", [f"data.args.path={path}"])
+    recipe = load_recipe(ROOT / "recipes" / "diabetes-regression.yaml", [f"data.path={path}"])
     assert recipe.task == "files" and recipe.task_args == {"kind": "regression"}
     # the lab reads the file as its regression kind says (lab/build.py _dataset_args); unscaled, to compare
     args = {**recipe.data.args, "target_kind": "regression", "standardize": False, "standardize_target": False}

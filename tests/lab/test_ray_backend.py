@@ -22,7 +22,7 @@ from tricklab.lab.backends import RunJob, RunOutcome, execute_run  # noqa: E402
 
 TINY = ["budget.steps=4", "eval_every=2", "log_every=2", "threads=1", "eval_batch_size=200"]
 
-TIMING = {"seconds", "train_seconds", "wall_seconds_this_process", "inference_latency", "convergence"}
+TIMING = {"seconds", "train_seconds", "wall_seconds_this_process", "inference_latency", "convergence", "energy"}
 
 
 class InProcess:

@@ -14,7 +14,13 @@ MAX_LINES = 60
 #: (file relative to src/tricklab, imported module) pairs allowed inside a function: optional extras, and the
 #: display library, which `import tricklab` must not load (tests/test_import.py)
 OPTIONAL_IMPORTS: set[tuple[str, str]] = {("techniques/progress.py", "rich.console"),
-                                          ("techniques/progress.py", "rich.progress")}
+                                          ("techniques/progress.py", "rich.progress"),
+                                          # the tune / mlflow / tensorboard extras, named in their messages
+                                          ("techniques/optuna_pruning.py", "optuna"),
+                                          ("techniques/mlflow_log.py", "mlflow.tracking"),
+                                          ("techniques/mlflow_log.py", "mlflow.entities"),
+                                          ("techniques/tensorboard_log.py", "torch.utils.tensorboard"),
+                                          ("techniques/tensorboard_log.py", "torch.utils.tensorboard.summary")}
 
 
 def _functions(path: Path) -> list[ast.FunctionDef | ast.AsyncFunctionDef]:

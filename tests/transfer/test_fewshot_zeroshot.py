@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from tricklab.errors import ConfigError
-from tricklab.transfer.fewshot import Episode, EpisodeSampler, class_split, episode_accuracy, sample_pairs
+from tricklab.transfer.fewshot import FewShotEpisode, FewShotEpisodeSampler, class_split, episode_accuracy, sample_pairs
 from tricklab.transfer.zeroshot import (eszsl_fit, eszsl_predict, fashion_mnist_attributes,
                                         mnist1d_template_attributes)
 
@@ -22,7 +22,7 @@ def test_episodes_never_contain_training_classes() -> None:
     y = torch.arange(10).repeat_interleave(20)
     train, test = class_split(10, 6, seed=0)
     assert set(train).isdisjoint(test) and sorted(train + test) == list(range(10))
-    sampler = EpisodeSampler(y, test, n_way=4, k_shot=1, n_query=3, seed=0)
+    sampler = FewShotEpisodeSampler(y, test, n_way=4, k_shot=1, n_query=3, seed=0)
     for _ in range(200):
         ep = sampler.sample()
         used = set(y[ep.support].tolist()) | set(y[ep.query].tolist())
@@ -33,12 +33,13 @@ def test_episodes_never_contain_training_classes() -> None:
         assert [ep.classes[i] for i in ep.support_labels.tolist()] == y[ep.support].tolist()
         assert [ep.classes[i] for i in ep.query_labels.tolist()] == y[ep.query].tolist()
     with pytest.raises(ConfigError, match="n_way"):
-        EpisodeSampler(y, test, n_way=5)
+        FewShotEpisodeSampler(y, test, n_way=5)
 
 
 def test_episode_accuracy_on_a_known_episode() -> None:
     x = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
-    ep = Episode(torch.tensor([0, 1]), torch.tensor([0, 1]), torch.tensor([2, 3, 4]), torch.tensor([0, 1, 1]), [7, 3])
+    ep = FewShotEpisode(torch.tensor([0, 1]), torch.tensor([0, 1]), torch.tensor([2, 3, 4]), torch.tensor([0, 1, 1]),
+                        [7, 3])
     assert episode_accuracy(lambda t: t, x, ep) == pytest.approx(2 / 3)  # the last query is nearer class 0
 
 

@@ -34,5 +34,5 @@ class ParadigmResult:
     evaluations, for learning curves) and ``extras`` (JSON-able things a report may draw)."""
 
     metrics: dict[str, float]
-    history: list[dict[str, Any]]
+    history: list[dict[str, Any]] = field(default_factory=list)
     extras: dict[str, Any] = field(default_factory=dict)

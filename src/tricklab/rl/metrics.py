@@ -8,19 +8,10 @@ verdict because they are measured while other work shares the cores.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
 
-from tricklab.evaluate.declared import MetricSpec
+from tricklab.evaluate.declared import MetricSpec, ParadigmResult  # noqa: F401 (re-exported: rl runs import it here)
 
 
-@dataclass
-class ParadigmResult:
-    """The outcome of one run: final metrics (keys as declared), learning-curve rows, and JSON-able extras."""
-
-    metrics: dict[str, float]
-    history: list[dict[str, Any]] = field(default_factory=list)
-    extras: dict[str, Any] = field(default_factory=dict)
 
 
 #: metrics every gymnasium run (PPO, SAC, Rainbow, preferences) reports

@@ -4,7 +4,7 @@ evaluation protocol.
 Koch, Zemel & Salakhutdinov, "Siamese Neural Networks for One-shot Image Recognition", ICML 2015 deep learning
 workshop, sec. 4.3: a network trained to tell whether two examples share a class (on the *training* classes) is
 evaluated on N-way one-shot tasks built from *other* classes: one support example for each of N new classes and a
-query; the prediction is the support class most similar to the query. :class:`EpisodeSampler` draws such episodes
+query; the prediction is the support class most similar to the query. :class:`FewShotEpisodeSampler` draws such episodes
 from a fixed set of evaluation classes only (``class_split`` keeps the two sets disjoint), so an episode can never
 contain a training class. With K > 1 shots the class score is the mean embedding of its K supports (the prototype
 of Snell et al. 2017).
@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from tricklab.errors import ConfigError
 
-__all__ = ["Episode", "EpisodeSampler", "SiameseNet", "class_split", "episode_accuracy", "sample_pairs"]
+__all__ = ["FewShotEpisode", "FewShotEpisodeSampler", "SiameseNet", "class_split", "episode_accuracy", "sample_pairs"]
 
 
 def class_split(num_classes: int, num_train: int, seed: int) -> tuple[list[int], list[int]]:
@@ -34,7 +34,7 @@ def class_split(num_classes: int, num_train: int, seed: int) -> tuple[list[int],
 
 
 @dataclass(frozen=True)
-class Episode:
+class FewShotEpisode:
     """Indices into the data set: ``support`` (n_way * k_shot, class-major) and ``query`` (n_way * n_query);
     ``support_labels`` / ``query_labels`` are episode labels 0..n_way-1; ``classes`` the original class ids."""
 
@@ -45,7 +45,7 @@ class Episode:
     classes: list[int]
 
 
-class EpisodeSampler:
+class FewShotEpisodeSampler:
     """Draws N-way K-shot episodes (with ``n_query`` queries per class) from ``classes`` only."""
 
     def __init__(self, y: Tensor, classes: Sequence[int], n_way: int, k_shot: int = 1, n_query: int = 1,
@@ -62,7 +62,7 @@ class EpisodeSampler:
         self.n_way, self.k_shot, self.n_query = n_way, k_shot, n_query
         self.generator = torch.Generator().manual_seed(seed)
 
-    def sample(self) -> Episode:
+    def sample(self) -> FewShotEpisode:
         g = self.generator
         pick = torch.randperm(len(self.classes), generator=g)[: self.n_way].tolist()
         classes = [self.classes[i] for i in pick]
@@ -73,12 +73,13 @@ class EpisodeSampler:
             support.append(chosen[: self.k_shot])
             query.append(chosen[self.k_shot:])
         labels = torch.arange(self.n_way)
-        return Episode(torch.cat(support), labels.repeat_interleave(self.k_shot), torch.cat(query),
+        return FewShotEpisode(torch.cat(support), labels.repeat_interleave(self.k_shot), torch.cat(query),
                        labels.repeat_interleave(self.n_query), classes)
 
 
 @torch.no_grad()
-def episode_accuracy(embed: Callable[[Tensor], Tensor], x: Tensor, episode: Episode, metric: str = "cosine") -> float:
+def episode_accuracy(embed: Callable[[Tensor], Tensor], x: Tensor, episode: FewShotEpisode,
+                     metric: str = "cosine") -> float:
     """Accuracy of the queries of one episode: nearest class prototype (mean support embedding) by cosine
     similarity or (negative) Euclidean distance."""
     s, q = embed(x[episode.support]), embed(x[episode.query])

@@ -19,7 +19,7 @@ import torch
 from tricklab.losses import contrastive_loss
 from tricklab.transfer.backbones import make_encoder
 from tricklab.transfer.common import ParadigmResult, Progress, check, load_arrays, pos_int, pos_num
-from tricklab.transfer.fewshot import EpisodeSampler, SiameseNet, class_split, episode_accuracy, sample_pairs
+from tricklab.transfer.fewshot import FewShotEpisodeSampler, SiameseNet, class_split, episode_accuracy, sample_pairs
 from tricklab.transfer.probe import encode
 from tricklab.transfer.zeroshot import eszsl_fit, eszsl_predict, fashion_mnist_attributes, mnist1d_template_attributes
 
@@ -60,7 +60,7 @@ class FewShotConfig:
 
 def _oneshot(embed: Any, x: torch.Tensor, y: torch.Tensor, classes: list[int], cfg: FewShotConfig,
              seed: int) -> float:
-    sampler = EpisodeSampler(y, classes, cfg.n_way, cfg.k_shot, n_query=1, seed=seed)
+    sampler = FewShotEpisodeSampler(y, classes, cfg.n_way, cfg.k_shot, n_query=1, seed=seed)
     return sum(episode_accuracy(embed, x, sampler.sample()) for _ in range(cfg.episodes)) / cfg.episodes
 
 
