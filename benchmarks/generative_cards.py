@@ -37,9 +37,9 @@ sys.path.insert(0, str(ROOT / "src"))
 import torch  # noqa: E402
 from torch.distributions import Independent, Normal  # noqa: E402
 
-from tricklab.generative.clip import CLIPConfig, run_clip  # noqa: E402
-from tricklab.generative.estimators import pathwise_grads, reinforce_grads  # noqa: E402
-from tricklab.generative.paradigm import (  # noqa: E402
+from tricklab.paradigms.generative.clip import CLIPConfig, run_clip  # noqa: E402
+from tricklab.paradigms.generative.estimators import pathwise_grads, reinforce_grads  # noqa: E402
+from tricklab.paradigms.generative.paradigm import (  # noqa: E402
     GANConfig,
     RealNVPConfig,
     VAEConfig,
@@ -236,7 +236,7 @@ def _estimators_card(res: dict[str, Any], command: str) -> None:
              "## Setting", "",
              "- **objective**: E_{z ~ N(mu, sigma^2)} (z - c)^2 with mu = 0.5, sigma = 1, c = 3; exact "
              f"d/dmu = 2 (mu - c) = {res['exact_grad_mu']}",
-             f"- **estimate**: the mean of n per-sample gradient rows (tricklab.generative.estimators); its "
+             f"- **estimate**: the mean of n per-sample gradient rows (tricklab.paradigms.generative.estimators); its "
              f"variance over {res['repeats']} independent repeats, for each n; seeds {seeds} are independent "
              "repeat streams (no training)",
              f"- **machine**: {json.dumps(_machine())}", "",

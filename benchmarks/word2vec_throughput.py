@@ -1,5 +1,5 @@
-"""word2vec skip-gram with negative sampling: ours (tricklab.generative.word2vec) against gensim's (benchmark-only
-dependency) on the same tokens with the same settings, side by side in one run.
+"""word2vec skip-gram with negative sampling: ours (tricklab.paradigms.generative.word2vec) against gensim's
+(benchmark-only dependency) on the same tokens with the same settings, side by side in one run.
 
 Both get the Shakespeare corpus tokenized by our tokenizer (lower-cased letter runs; gensim receives it in
 10,000-token chunks, its longest sentence), vector size 100, window 5, 5 negatives, exponent 0.75, min_count 5,
@@ -10,7 +10,8 @@ alternates with the seed) so both see the same load from other work. Reported:
   both), per seed, and the per-seed ratio ours / gensim with its median; the spread between a contender's own
   seeds is the noise between identical runs, and a ratio earns a verdict only beyond it;
 * Spearman rho on WordSim-353 and SimLex-999 and 3CosAdd analogy accuracy, computed for both by our evaluation
-  code (tests/generative/test_word2vec.py shows it equals gensim's on the same vectors), mean and 95% interval.
+  code (tests/paradigms/generative/test_word2vec.py shows it equals gensim's on the same vectors), mean and 95%
+  interval.
 
 Writes benchmarks/results/word2vec_throughput.json and the card docs/cards/generative-word2vec/ (markdown, JSON
 with the top-level "command", SVG).
@@ -35,7 +36,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 import torch  # noqa: E402
 
-from tricklab.generative.word2vec import (  # noqa: E402
+from tricklab.paradigms.generative.word2vec import (  # noqa: E402
     Word2VecConfig,
     evaluate_vectors,
     read_tokens,

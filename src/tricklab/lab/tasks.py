@@ -39,10 +39,16 @@ from tricklab.lab.metrics import MetricInfo, as_metric_info
 from tricklab.lab.recipe import build_dataclass
 from tricklab.models.vision.detr_task import DETECTION_METRICS, DetrConfig, run_detr
 from tricklab.registry import Registry
-from tricklab.generative.clip import CLIPConfig, run_clip
-from tricklab.generative.metrics import CLIP_METRICS, GAN_METRICS, REALNVP_METRICS, VAE_METRICS, WORD2VEC_METRICS
-from tricklab.generative.paradigm import GANConfig, RealNVPConfig, VAEConfig, run_gan, run_realnvp, run_vae
-from tricklab.generative.word2vec import Word2VecConfig, run_word2vec
+from tricklab.paradigms.generative.clip import CLIPConfig, run_clip
+from tricklab.paradigms.generative.metrics import (
+    CLIP_METRICS,
+    GAN_METRICS,
+    REALNVP_METRICS,
+    VAE_METRICS,
+    WORD2VEC_METRICS,
+)
+from tricklab.paradigms.generative.paradigm import GANConfig, RealNVPConfig, VAEConfig, run_gan, run_realnvp, run_vae
+from tricklab.paradigms.generative.word2vec import Word2VecConfig, run_word2vec
 from tricklab.paradigms.continual.run import CONTINUAL_METRICS, ContinualConfig, run_continual
 from tricklab.paradigms.federated.run import FEDERATED_METRICS, FederatedConfig, run_federated
 from tricklab.paradigms.meta.run import META_METRICS, MetaConfig, run_meta

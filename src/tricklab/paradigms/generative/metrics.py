@@ -1,4 +1,4 @@
-"""Declared metrics of the generative runs (:mod:`tricklab.generative.paradigm`), one per reported number.
+"""Declared metrics of the generative runs (:mod:`tricklab.paradigms.generative.paradigm`), one per reported number.
 
 Bits per dimension are on 8-bit Fashion-MNIST pixels for the logistic VAE and RealNVP, so the two are
 comparable (lower is better; 8.0 is a uniform distribution over the 256 levels). The Bernoulli VAE reports bits

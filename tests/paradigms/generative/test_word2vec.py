@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 
 from tricklab.errors import ConfigError, DataError
-from tricklab.generative.metrics import WORD2VEC_METRICS
-from tricklab.generative.word2vec import (
+from tricklab.paradigms.generative.metrics import WORD2VEC_METRICS
+from tricklab.paradigms.generative.word2vec import (
     DEFAULT_TEXT,
     DEFAULT_WORDSIM,
     Word2VecConfig,

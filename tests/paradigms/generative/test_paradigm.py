@@ -12,8 +12,8 @@ import pytest
 
 from tricklab.data.datasets.fashion_mnist import DEFAULT_DIR
 from tricklab.errors import ConfigError
-from tricklab.generative.metrics import REALNVP_METRICS, VAE_METRICS
-from tricklab.generative.paradigm import RealNVPConfig, VAEConfig, run_realnvp, run_vae
+from tricklab.paradigms.generative.metrics import REALNVP_METRICS, VAE_METRICS
+from tricklab.paradigms.generative.paradigm import RealNVPConfig, VAEConfig, run_realnvp, run_vae
 
 needs_data = pytest.mark.skipif(not DEFAULT_DIR.is_dir(), reason="Fashion-MNIST IDX files not installed")
 
@@ -57,8 +57,8 @@ def test_bad_configs_name_the_field(cls: type, field: str, value: object) -> Non
 
 @needs_data
 def test_run_gan_reports_the_declared_metrics_with_ordered_references() -> None:
-    from tricklab.generative.metrics import GAN_METRICS
-    from tricklab.generative.paradigm import GANConfig, run_gan
+    from tricklab.paradigms.generative.metrics import GAN_METRICS
+    from tricklab.paradigms.generative.paradigm import GANConfig, run_gan
 
     cfg = GANConfig(steps=2, batch_size=8, width=4, latent_dim=4, classifier_steps=3, eval_examples=200,
                     log_every=1)

@@ -10,7 +10,7 @@ import torch
 
 from tricklab.data.datasets.fashion_mnist import DEFAULT_DIR
 from tricklab.errors import ConfigError
-from tricklab.generative.clip import (
+from tricklab.paradigms.generative.clip import (
     CLASS_WORDS,
     CLIPConfig,
     Tokenizer,
@@ -20,7 +20,7 @@ from tricklab.generative.clip import (
     recall_at_k,
     run_clip,
 )
-from tricklab.generative.metrics import CLIP_METRICS
+from tricklab.paradigms.generative.metrics import CLIP_METRICS
 from tricklab.losses.nce import info_nce
 
 

@@ -13,7 +13,7 @@ from torch import Tensor
 from torch.func import jacrev
 
 from tricklab.errors import ConfigError
-from tricklab.generative.realnvp import (
+from tricklab.paradigms.generative.realnvp import (
     AffineCoupling,
     RealNVP,
     checkerboard_mask,

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from tricklab.errors import ConfigError
-from tricklab.generative.gan import (
+from tricklab.paradigms.generative.gan import (
     DCGANDiscriminator,
     DCGANGenerator,
     discriminator_loss,

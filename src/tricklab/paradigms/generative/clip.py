@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from tricklab.data import load_dataset
 from tricklab.data.datasets.fashion_mnist import FASHION_MNIST_CLASSES
 from tricklab.errors import ConfigError
-from tricklab.generative.result import ParadigmResult, write_result
+from tricklab.paradigms.generative.result import ParadigmResult, write_result
 
 __all__ = ["CLIPConfig", "CLIPModel", "Tokenizer", "clip_loss", "make_captions", "recall_at_k", "run_clip",
            "zero_shot_logits"]

@@ -25,9 +25,9 @@ from torch import Tensor, nn
 
 from tricklab.data import InMemoryLoader, load_dataset
 from tricklab.errors import ConfigError
-from tricklab.generative.result import ParadigmResult, write_result
-from tricklab.generative.realnvp import RealNVP, dequantize, realnvp_image
-from tricklab.generative.vae import DECODERS, VAE, bits_per_dim, gaussian_kl
+from tricklab.paradigms.generative.result import ParadigmResult, write_result
+from tricklab.paradigms.generative.realnvp import RealNVP, dequantize, realnvp_image
+from tricklab.paradigms.generative.vae import DECODERS, VAE, bits_per_dim, gaussian_kl
 from tricklab.train import Trainer
 from tricklab.train.state import TrainState
 from tricklab.train.technique import Technique
@@ -86,7 +86,7 @@ class VAEConfig(_Common):
 
 @dataclass
 class RealNVPConfig(_Common):
-    """A single-scale RealNVP (see :func:`tricklab.generative.realnvp.realnvp_image`)."""
+    """A single-scale RealNVP (see :func:`tricklab.paradigms.generative.realnvp.realnvp_image`)."""
 
     hidden: int = 32
     blocks: int = 3
@@ -265,7 +265,7 @@ def run_gan(config: GANConfig, *, seed: int, run_dir: Path | None = None,
     """Train the DCGAN (non-saturating loss) and report the Frechet distance (ours) of 'eval_examples'
     samples to as many test images, beside two references: held-out real training images (a floor) and
     uniform noise images (a ceiling)."""
-    from tricklab.generative.gan import (
+    from tricklab.paradigms.generative.gan import (
         DCGANDiscriminator,
         DCGANGenerator,
         discriminator_loss,

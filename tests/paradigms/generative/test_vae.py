@@ -12,7 +12,7 @@ import torch
 from torch.distributions import Bernoulli, Independent, Normal, kl_divergence
 
 from tricklab.errors import ConfigError
-from tricklab.generative.vae import (
+from tricklab.paradigms.generative.vae import (
     VAE,
     bernoulli_log_likelihood,
     bits_per_dim,

@@ -14,7 +14,7 @@ from torch import Tensor
 from torch.distributions import Bernoulli, Independent, Normal
 
 from tricklab.errors import ConfigError
-from tricklab.generative.estimators import pathwise_grads, reinforce_grads, reinforce_surrogate
+from tricklab.paradigms.generative.estimators import pathwise_grads, reinforce_grads, reinforce_surrogate
 
 MU = torch.tensor([0.5, -1.0], dtype=torch.float64)
 LOG_SIGMA = torch.tensor([0.0, -0.5], dtype=torch.float64)

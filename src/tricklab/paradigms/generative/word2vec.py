@@ -37,7 +37,7 @@ from torch import Tensor
 
 from tricklab.data.datasets.text import default_dirs
 from tricklab.errors import ConfigError, DataError
-from tricklab.generative.result import ParadigmResult, write_result
+from tricklab.paradigms.generative.result import ParadigmResult, write_result
 
 __all__ = [
     "Vocab",
