@@ -311,8 +311,9 @@ def _main_process_measurements(setup: RunSetup, state: TrainState, summary: RunS
         sample = _sample_text(model, setup.task.sample_prompt, data.vocab, data.input_shape[0], recipe.seed,
                               setup.device)
     return dataclasses.replace(summary, cost=cost, convergence=reached, target_accuracy=recipe.target_accuracy,
-                               diagnostics=diagnostics, sample=sample, robustness=_robustness(setup),
-                               faithfulness=_faithfulness(setup),
+                               diagnostics=diagnostics, sample=sample,
+                               robustness=_test_evaluation(setup, setup.recipe.robustness),
+                               faithfulness=_test_evaluation(setup, setup.recipe.faithfulness),
                                energy=None if setup.energy is None else setup.energy.to_dict())
 
 
@@ -357,18 +358,9 @@ def _evaluation_model(setup: RunSetup) -> torch.nn.Module:
     return setup.model
 
 
-def _faithfulness(setup: RunSetup) -> Evaluation | None:
-    """Deletion / insertion areas of the recipe's attribution methods on test examples, evaluation weights."""
-    config = setup.recipe.faithfulness
-    if config is None:
-        return None
-    x, y = setup.data.test_data
-    return Evaluation(dict(config.evaluate(_evaluation_model(setup), x.to(setup.device), y.to(setup.device))))
-
-
-def _robustness(setup: RunSetup) -> Evaluation | None:
-    """Accuracy under the recipe's attacks and noise on the test split, with the evaluation weights."""
-    config = setup.recipe.robustness
+def _test_evaluation(setup: RunSetup, config: Any) -> Evaluation | None:
+    """A recipe section's evaluation of the test split with the evaluation weights: ``robustness`` (accuracy
+    under attacks and noise) or ``faithfulness`` (deletion / insertion areas of attributions); None if unset."""
     if config is None:
         return None
     x, y = setup.data.test_data
