@@ -3,11 +3,16 @@ run (its resolved recipe, flattened to dotted keys) and the numbers of a metrics
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import random
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
 import yaml
 
 from tricklab.train.state import TrainState
@@ -44,3 +49,17 @@ def numeric_items(row: dict[str, Any]) -> dict[str, float]:
     """The finite numbers of a metrics row, ``step`` excepted (it is the x axis)."""
     return {k: float(v) for k, v in row.items() if k != "step" and isinstance(v, (int, float))
             and not isinstance(v, bool) and math.isfinite(float(v))}
+
+
+@contextlib.contextmanager
+def global_rngs_kept() -> Iterator[None]:
+    """Run tracking-library code without moving the training's global RNGs: MLflow's client may draw from
+    Python's ``random`` (retry jitter, generated names) on some calls, which would change every later random
+    draw of the run and break exact resume. Python, NumPy and torch CPU states are restored afterwards."""
+    py, npy, th = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    try:
+        yield
+    finally:
+        random.setstate(py)
+        np.random.set_state(npy)
+        torch.set_rng_state(th)

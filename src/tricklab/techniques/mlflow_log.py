@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 from safetensors.torch import save_file
 
 from tricklab.errors import ConfigError
-from tricklab.techniques._tracking import numeric_items, run_parameters
+from tricklab.techniques._tracking import global_rngs_kept, numeric_items, run_parameters
 from tricklab.techniques.registry import register_technique
 from tricklab.train.state import TrainState
 from tricklab.train.technique import Technique
@@ -122,6 +122,10 @@ class MlflowLog(Technique):
             self._client.log_artifact(self.run_id, str(recipe))
 
     def on_log(self, state: TrainState) -> None:
+        with global_rngs_kept():
+            self._log(state)
+
+    def _log(self, state: TrainState) -> None:
         if self._client is None:
             self._start(state)
         from mlflow.entities import Metric
@@ -131,6 +135,10 @@ class MlflowLog(Technique):
         self._client.log_batch(self.run_id, metrics=metrics)
 
     def on_fit_end(self, state: TrainState) -> None:
+        with global_rngs_kept():
+            self._finish(state)
+
+    def _finish(self, state: TrainState) -> None:
         if self._client is None:
             self._start(state)
         if self.log_model:
