@@ -23,6 +23,7 @@ Finished runs are kept under benchmarks/results/generative/ and reused unless ``
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import sys
@@ -328,20 +329,41 @@ def _clip_card(results: dict[int, Any], cfg: CLIPConfig, command: str) -> None:
     plt.close(fig)
 
 
-def _gan(seeds: list[int], steps: int) -> tuple[dict[int, Any], GANConfig]:
+GAN_VARIANTS = {"dcgan": False, "dcgan-sn": True}  # name -> spectral normalization of the discriminator
+
+
+def _gan(seeds: list[int], steps: int) -> tuple[dict[str, dict[int, Any]], GANConfig]:
+    """Both variants on the same seeds: the plain DCGAN and the spectral-norm discriminator (the stabilized
+    variant), everything else equal."""
     cfg = GANConfig(steps=steps, classifier_steps=300)
-    out: dict[int, Any] = {}
-    for seed in seeds:
-        def show(row: dict[str, Any], seed: int = seed) -> None:
-            print(f"  gan seed {seed}: step {row['step']}/{steps} d {row['d_loss']:.3f} g {row['g_loss']:.3f} "
-                  f"({row['seconds']:.0f}s)", flush=True)
-        res = run_gan(cfg, seed=seed, progress=show)
-        out[seed] = asdict(res)
-        print(f"gan seed {seed}: {res.metrics}", flush=True)
+    out: dict[str, dict[int, Any]] = {}
+    for variant, spectral in GAN_VARIANTS.items():
+        vcfg = dataclasses.replace(cfg, spectral=spectral)
+        out[variant] = {}
+        for seed in seeds:
+            def show(row: dict[str, Any], seed: int = seed, variant: str = variant) -> None:
+                print(f"  {variant} seed {seed}: step {row['step']}/{steps} d {row['d_loss']:.3f} "
+                      f"g {row['g_loss']:.3f} ({row['seconds']:.0f}s)", flush=True)
+            res = run_gan(vcfg, seed=seed, progress=show)
+            out[variant][seed] = asdict(res)
+            print(f"{variant} seed {seed}: {res.metrics}", flush=True)
     return out, cfg
 
 
-def _gan_card(results: dict[int, Any], cfg: GANConfig, command: str) -> None:
+GAN_KEYS = ["frechet_distance", "precision", "recall", "frechet_real_reference", "precision_real_reference",
+            "recall_real_reference", "frechet_noise_reference", "classifier_accuracy", "train_seconds"]
+GAN_LABELS = {"frechet_distance": "Frechet distance (ours), samples vs test (lower is better)",
+              "precision": "improved precision, k=3 (higher: samples look real)",
+              "recall": "improved recall, k=3 (higher: samples cover the test images)",
+              "frechet_real_reference": "reference: held-out real images, Frechet distance",
+              "precision_real_reference": "reference: held-out real images, precision",
+              "recall_real_reference": "reference: held-out real images, recall",
+              "frechet_noise_reference": "reference: uniform noise, Frechet distance",
+              "classifier_accuracy": "feature classifier accuracy (test images used)",
+              "train_seconds": "GAN training seconds (shared machine)"}
+
+
+def _gan_card(results: dict[str, dict[int, Any]], cfg: GANConfig, command: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -349,39 +371,44 @@ def _gan_card(results: dict[int, Any], cfg: GANConfig, command: str) -> None:
 
     folder = CARDS / "generative-gan"
     folder.mkdir(parents=True, exist_ok=True)
-    seeds = sorted(results)
-    keys = ["frechet_distance", "frechet_real_reference", "frechet_noise_reference", "classifier_accuracy",
-            "train_seconds"]
-    vals = {k: [results[s]["metrics"][k] for s in seeds] for k in keys}
+    variants = list(results)
+    seeds = sorted(results[variants[0]])
+    vals = {v: {k: [results[v][s]["metrics"][k] for s in seeds] for k in GAN_KEYS} for v in variants}
+    # Paired (same seed) differences of the spectral-norm variant against the plain DCGAN.
+    diffs = {k: [b - a for a, b in zip(vals["dcgan"][k], vals["dcgan-sn"][k])] for k in GAN_KEYS[:3]}
     summary = {"command": command, "study": "gan", "seeds": seeds, "config": asdict(cfg), "machine": _machine(),
-               "metrics": {k: describe(v).__dict__ for k, v in vals.items()}, "per_seed": vals}
+               "metrics": {v: {k: describe(x).__dict__ for k, x in vals[v].items()} for v in variants},
+               "per_seed": vals, "paired_sn_minus_plain": {k: describe(x).__dict__ for k, x in diffs.items()}}
     atomic_write_text(folder / "gan.json", json.dumps(summary, indent=1))
-    label = {"frechet_distance": "DCGAN samples vs test", "frechet_real_reference": "held-out real images vs test",
-             "frechet_noise_reference": "uniform noise vs test",
-             "classifier_accuracy": "feature classifier accuracy (test images used)",
-             "train_seconds": "GAN training seconds (shared machine)"}
-    lines = ["# Generative card: DCGAN-small on Fashion-MNIST, Frechet distance (ours)", "", f"Command: `{command}`",
-             "", "## Setting", "",
+    lines = ["# Generative card: DCGAN-small on Fashion-MNIST, Frechet distance and precision/recall (ours)", "",
+             f"Command: `{command}`", "", "## Setting", "",
              f"- **GAN**: DCGAN-small (G: linear to {2 * cfg.width}x7x7, two transposed convs, batch norm; D: two "
-             f"strided convs, LeakyReLU 0.2, no spectral norm), non-saturating loss, Adam lr {cfg.lr}, beta1 0.5, "
-             f"batch {cfg.batch_size}, {cfg.steps} steps, latent {cfg.latent_dim}",
-             f"- **metric**: Frechet distance between Gaussians fitted to the 64 pooled features of our own CNN "
-             f"classifier (tricklab.models.cnn2d, {cfg.classifier_steps} Adam steps, seed {cfg.classifier_seed}, "
-             f"the same network for every GAN seed) of {cfg.eval_examples} images against the first "
-             f"{cfg.eval_examples} test images. Not FID (not Inception features): compare only within this card",
-             f"- **seeds**: {seeds}; 1 thread; **machine**: {json.dumps(_machine())}", "",
-             "## Results (Frechet distance, ours; lower is closer to the test set; mean [95% t-interval])", "",
-             "| images | value |", "|---|---|"]
-    lines += [f"| {label[k]} | {_ci(vals[k])} |" for k in keys]
+             f"strided convs, LeakyReLU 0.2), non-saturating loss, Adam lr {cfg.lr}, beta1 0.5, batch "
+             f"{cfg.batch_size}, {cfg.steps} steps, latent {cfg.latent_dim}; **dcgan-sn** is the same with "
+             "spectral normalization on every discriminator layer (Miyato et al., 2018; no batch norm in D then)",
+             f"- **metrics**: in the 64 pooled features of our own CNN classifier (tricklab.models.cnn2d, "
+             f"{cfg.classifier_steps} Adam steps, seed {cfg.classifier_seed}, the same network for every run) of "
+             f"{cfg.eval_examples} images against the first {cfg.eval_examples} test images: the Frechet distance "
+             "between fitted Gaussians (not FID: not Inception features) and the improved precision/recall of "
+             "Kynkaenniemi et al. (2019) with k = 3. Compare only within this card",
+             f"- **seeds**: {seeds} (paired across variants); 1 thread; **machine**: {json.dumps(_machine())}", "",
+             "## Results (mean [95% t-interval] over seeds)", "",
+             "| metric | " + " | ".join(variants) + " |", "|---|" + "---|" * len(variants)]
+    lines += [f"| {GAN_LABELS[k]} | " + " | ".join(_ci(vals[v][k]) for v in variants) + " |" for k in GAN_KEYS]
+    lines += ["", "Paired difference dcgan-sn minus dcgan (same seed):", "", "| metric | difference |", "|---|---|"]
+    lines += [f"| {k} | {_ci(diffs[k])} |" for k in diffs]
     lines += ["", "![samples](gan.svg)", ""]
     atomic_write_text(folder / "gan.md", "\n".join(lines))
-    fig, axes = plt.subplots(1, 2, figsize=(8, 3.6))
-    for i, k in enumerate(keys[:3]):
-        axes[0].scatter([i] * len(seeds), vals[k], color=f"C{i}")
-    axes[0].set_xticks(range(3), ["DCGAN", "real", "noise"])
-    axes[0].set_ylabel("Frechet distance (ours), per seed")
-    axes[0].set_yscale("log")
-    _grid_svg(axes[1], results[seeds[0]]["extras"]["samples"], "DCGAN samples, seed %d" % seeds[0])
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
+    for i, v in enumerate(variants):
+        axes[0].scatter(vals[v]["recall"], vals[v]["precision"], color=f"C{i}", label=v)
+    axes[0].scatter(vals["dcgan"]["recall_real_reference"], vals["dcgan"]["precision_real_reference"],
+                    color="k", marker="x", label="held-out real")
+    axes[0].set_xlabel("recall (k=3)")
+    axes[0].set_ylabel("precision (k=3)")
+    axes[0].legend(fontsize=8)
+    for j, v in enumerate(variants):
+        _grid_svg(axes[1 + j], results[v][seeds[0]]["extras"]["samples"], f"{v} samples, seed {seeds[0]}")
     fig.tight_layout()
     fig.savefig(folder / "gan.svg")
     plt.close(fig)

@@ -264,7 +264,8 @@ def run_gan(config: GANConfig, *, seed: int, run_dir: Path | None = None,
             progress: Callable[[dict[str, Any]], None] | None = None) -> ParadigmResult:
     """Train the DCGAN (non-saturating loss) and report the Frechet distance (ours) of 'eval_examples'
     samples to as many test images, beside two references: held-out real training images (a floor) and
-    uniform noise images (a ceiling)."""
+    uniform noise images (a ceiling); and the improved precision/recall (k = 3) of the samples against the test
+    images in the same feature space, beside the held-out real images' (the ceiling)."""
     from tricklab.paradigms.generative.gan import (
         DCGANDiscriminator,
         DCGANGenerator,
@@ -273,6 +274,7 @@ def run_gan(config: GANConfig, *, seed: int, run_dir: Path | None = None,
         gaussian_stats,
         generator_loss,
     )
+    from tricklab.paradigms.generative.precision_recall import precision_recall
 
     torch.set_num_threads(config.threads)
     ds = load_dataset("fashion-mnist", data_dir=config.data_dir)
@@ -315,12 +317,17 @@ def run_gan(config: GANConfig, *, seed: int, run_dir: Path | None = None,
     with torch.no_grad():
         fake = torch.cat([gen(torch.randn(min(500, n - i), config.latent_dim, generator=g))
                           for i in range(0, n, 500)])
-    test_stats = gaussian_stats(features(ds.x_test[:n]))
+    test_features = features(ds.x_test[:n])
+    test_stats = gaussian_stats(test_features)
     held_out = ds.x_train[torch.randperm(len(ds.x_train), generator=g)[:n]]
     noise = torch.rand((n, 1, 28, 28), generator=g)
     fd = {name: float(frechet_distance(*gaussian_stats(features(x)), *test_stats))
           for name, x in (("frechet_distance", fake), ("frechet_real_reference", held_out),
                           ("frechet_noise_reference", noise))}
-    metrics = {**fd, "classifier_accuracy": clf_acc, "train_seconds": seconds}
+    # Improved precision/recall (k = 3) in the same feature space; held-out real images give the ceiling.
+    precision, recall = precision_recall(test_features, features(fake), k=3)
+    real_precision, real_recall = precision_recall(test_features, features(held_out), k=3)
+    metrics = {**fd, "precision": precision, "recall": recall, "precision_real_reference": real_precision,
+               "recall_real_reference": real_recall, "classifier_accuracy": clf_acc, "train_seconds": seconds}
     extras = {"config": asdict(config), "seed": seed, "samples": _grid(fake[:16])}
     return write_result(ParadigmResult(metrics, history, extras), run_dir)
