@@ -24,6 +24,7 @@ from tricklab.lab.summary import (
     EqualTime,
     Reliability,
     RunSummary,
+    SeededAttention,
     SeededDiagnostics,
     SeededSample,
 )
@@ -101,6 +102,7 @@ def summarize(runs: Sequence[StoredRun], listed: Sequence[str] = (), baseline: s
                                   metrics, alpha),
         samples={v: s for v in variants if (s := first_sample(groups[v])) is not None},
         diagnostics={v: d for v in variants if (d := first_diagnostics(groups[v])) is not None},
+        attention={v: a for v in variants if (a := first_attention(groups[v])) is not None},
         noise=floors,
         control={m.key: paired_metric(control, base, m, confidence) for m in metrics} if control else {},
         family_size=family_size,
@@ -299,6 +301,14 @@ def first_diagnostics(runs: Runs) -> SeededDiagnostics | None:
     if first is None or not first.summary.diagnostics:
         return None
     return SeededDiagnostics(first.seed, first.summary.diagnostics)
+
+
+def first_attention(runs: Runs) -> SeededAttention | None:
+    """The attention rollout of a few test images, from the variant's first seed (ViT-like models only)."""
+    first = _first(runs)
+    if first is None or first.summary.attention is None:
+        return None
+    return SeededAttention(first.seed, first.summary.attention)
 
 
 def averaged_vs_final(runs: Runs, metrics: Sequence[MetricInfo], confidence: float

@@ -33,10 +33,12 @@ from tricklab.lab.kinds import ResolvedTask
 from tricklab.lab.lock import folder_lock
 from tricklab.lab.loops import run_loop
 from tricklab.lab.recipe import Recipe, apply_override, load_recipe, parse_yaml, recipe_from_dict
-from tricklab.lab.summary import Convergence, Cost, Evaluation, Latency, RunSummary, TextSample
+from tricklab.lab.summary import AttentionMaps, Convergence, Cost, Evaluation, Latency, RunSummary, TextSample
 from tricklab.lab.tasks import LoopTask, Task
 from tricklab.models import build_model
 from tricklab.models.generate import decode, encode, generate
+from tricklab.models.vision.common import to_images
+from tricklab.models.vision.vit import image_rollout
 from tricklab.optim import create_optimizer
 from tricklab.train import Trainer, distributed
 from tricklab.train.checkpoint import list_checkpoints, load_checkpoint
@@ -314,7 +316,8 @@ def _main_process_measurements(setup: RunSetup, state: TrainState, summary: RunS
                                diagnostics=diagnostics, sample=sample,
                                robustness=_test_evaluation(setup, setup.recipe.robustness),
                                faithfulness=_test_evaluation(setup, setup.recipe.faithfulness),
-                               energy=None if setup.energy is None else setup.energy.to_dict())
+                               energy=None if setup.energy is None else setup.energy.to_dict(),
+                               attention=_attention_maps(setup))
 
 
 def steps_to_target(history: Sequence[dict[str, Any]], target: float, eval_every: int | None,
@@ -365,6 +368,28 @@ def _test_evaluation(setup: RunSetup, config: Any) -> Evaluation | None:
         return None
     x, y = setup.data.test_data
     return Evaluation(dict(config.evaluate(_evaluation_model(setup), x.to(setup.device), y.to(setup.device))))
+
+
+def _attention_maps(setup: RunSetup, n: int = 6) -> AttentionMaps | None:
+    """Attention rollout of the first ``n`` test images with the evaluation weights, for the report; None for
+    models without full-sequence attention (everything but ViT-like models) and for non-image inputs."""
+    model = _evaluation_model(setup)
+    shape = getattr(model, "image_shape", None)  # (C, H, W) the vision models were built for
+    x, y = setup.data.test_data
+    if not hasattr(model, "forward_with_attention") or shape is None or y.dim() != 1:
+        return None
+    images = to_images(x[:n], shape)
+    out = image_rollout(model, images.to(setup.device))
+    if out is None:
+        return None
+    logits, maps = out
+
+    def rounded(t: torch.Tensor) -> list[Any]:
+        return [[[round(float(v), 4) for v in row] for row in img] for img in t.cpu()]
+
+    return AttentionMaps("attention rollout (Abnar & Zuidema 2020), heads averaged, residual included",
+                         rounded(images[:, 0]), rounded(maps), [int(v) for v in y[:n]],
+                         [int(v) for v in logits.argmax(-1).cpu()])
 
 
 def _sample_text(model: torch.nn.Module, prompt: str, vocab: list[str], block_size: int, seed: int,

@@ -19,8 +19,8 @@ from tricklab.lab.metrics import MetricInfo, metrics_from_dicts, primary_metric
 from tricklab.lab.stats import Description, PairedDifference
 
 __all__ = [
-    "AblationSetting", "AblationSummary", "Convergence", "Cost", "EqualTime", "Evaluation", "Latency",
-    "NoiseFloor", "Reliability", "RunSummary", "SeededDiagnostics", "SeededSample", "TextSample",
+    "AblationSetting", "AblationSummary", "AttentionMaps", "Convergence", "Cost", "EqualTime", "Evaluation", "Latency",
+    "NoiseFloor", "Reliability", "RunSummary", "SeededAttention", "SeededDiagnostics", "SeededSample", "TextSample",
 ]
 
 
@@ -158,11 +158,33 @@ class TextSample:
         return dataclasses.asdict(self)
 
 
+@dataclass(frozen=True)
+class AttentionMaps:
+    """Attention rollout (Abnar & Zuidema 2020) of a few test images, shown rather than measured: ``images``
+    (N, H, W) (first channel, rounded), ``maps`` (N, gh, gw) (each sums to 1), true ``labels`` and the model's
+    ``predictions``."""
+
+    method: str
+    images: list[list[list[float]]]
+    maps: list[list[list[float]]]
+    labels: list[int]
+    predictions: list[int]
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> AttentionMaps:
+        return cls(data.get("method", ""), data.get("images", []), data.get("maps", []), data.get("labels", []),
+                   data.get("predictions", []))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
 # the keys summary.json has always had, in the order the runner writes them
 _RUN_KEYS = ("task", "model", "seed", "recipe_hash", "steps", "epochs_completed", "stop_reason", "train_seconds",
              "wall_seconds_this_process", "nonfinite_steps", "test", "val", "extra_tests", "test_trained_weights",
              "parameters", "model_size_bytes", "inference_latency", "convergence", "target_accuracy",
-             "diagnostics", "sample", "task_kind", "metrics", "robustness", "extras", "energy", "faithfulness")
+             "diagnostics", "sample", "task_kind", "metrics", "robustness", "extras", "energy", "faithfulness",
+             "attention")
 
 
 @dataclass(frozen=True)
@@ -206,6 +228,8 @@ class RunSummary:
     #: the training's energy and carbon estimate (tricklab.evaluate.energy.EnergyEstimate.to_dict(): the
     #: method, its stated figures and low/high bounds); None in summaries written before it was measured
     energy: dict[str, Any] | None = None
+    #: attention rollout of a few test images (models with full-sequence attention: ViT, the hybrid)
+    attention: AttentionMaps | None = None
     other: dict[str, Any] = field(default_factory=dict)
 
     # -- reading metrics ------------------------------------------------------------------------------------
@@ -276,6 +300,7 @@ class RunSummary:
             metrics=None if data.get("metrics") is None else metrics_from_dicts(data["metrics"]),
             robustness=_opt(Evaluation, data.get("robustness")), extras=data.get("extras"),
             energy=data.get("energy"), faithfulness=_opt(Evaluation, data.get("faithfulness")),
+            attention=_opt(AttentionMaps, data.get("attention")),
             other={k: v for k, v in data.items() if k not in _RUN_KEYS},
         )
 
@@ -317,6 +342,8 @@ class RunSummary:
             out["extras"] = self.extras
         if self.energy is not None:
             out["energy"] = self.energy
+        if self.attention is not None:
+            out["attention"] = self.attention.to_dict()
         out.update(self.other)
         return out
 
@@ -379,6 +406,14 @@ class SeededSample:
 
 
 @dataclass(frozen=True)
+class SeededAttention:
+    """A variant's attention rollout figure data and the seed of the run it came from (its first seed)."""
+
+    seed: int
+    attention: AttentionMaps
+
+
+@dataclass(frozen=True)
 class SeededDiagnostics:
     """A variant's diagnostics records and the seed of the run they came from (its first seed)."""
 
@@ -393,8 +428,8 @@ class AblationSummary:
     ``variants`` lists the baseline first. ``per_variant[v][key]`` describes metric ``key`` over the seeds of
     ``v``; ``paired[v][key]`` is the paired difference ``v - baseline`` (every variant but the baseline);
     ``averaging[v][key]`` the averaged weights against the same runs' final weights (weight averagers only).
-    ``per_class_f1`` is averaged over seeds; ``reliability``, ``samples`` and ``diagnostics`` come from each
-    variant's first seed.
+    ``per_class_f1`` is averaged over seeds; ``reliability``, ``samples``, ``diagnostics`` and ``attention``
+    come from each variant's first seed.
     """
 
     variants: list[str]
@@ -408,6 +443,7 @@ class AblationSummary:
     averaging: dict[str, dict[str, PairedDifference]] = field(default_factory=dict)
     samples: dict[str, SeededSample] = field(default_factory=dict)
     diagnostics: dict[str, SeededDiagnostics] = field(default_factory=dict)
+    attention: dict[str, SeededAttention] = field(default_factory=dict)
     #: timing metric key -> its noise floor between identical contenders
     noise: dict[str, NoiseFloor] = field(default_factory=dict)
     #: the control run (the baseline again, same seeds) minus the baseline, per metric: what an identical

@@ -151,3 +151,37 @@ def test_rollout_and_detection_figures_are_written(tmp_path: object) -> None:
            "pred_boxes": [[2, 1, 8, 9]], "pred_labels": [0], "pred_scores": [0.9]}]
     q = plot_detections(ex, out / "boxes.svg", class_names=["T-shirt/top"])
     assert "<svg" in q.read_text()
+
+
+@pytest.mark.parametrize(("name", "kwargs", "cls"), [
+    ("vit", {"dim": 16, "depth": 3, "heads": 2, "patch_size": 7}, True),
+    ("vit", {"dim": 16, "depth": 2, "heads": 2, "patch_size": 4, "pool": "mean"}, False),
+    ("hybrid", {"conv_widths": (4, 8, 8), "dim": 16, "depth": 2, "heads": 2}, False),
+])
+def test_image_rollout_equals_the_recursion_on_the_models_own_attention(name: str, kwargs: dict, cls: bool) -> None:
+    """Reference: rollout_reference (explicit loops) on the attention the model returns, read from the class token's
+    row over the patches (or the mean row with mean pooling), renormalised. Display only: no gradient flows."""
+    from tricklab.models.vision.vit import image_rollout
+
+    torch.manual_seed(1)
+    model = build_model(name, (1, 28, 28), 10, **kwargs).train()
+    x = torch.randn(3, 1, 28, 28)
+    out = image_rollout(model, x)
+    assert out is not None and model.training  # the caller's mode is restored
+    logits, heat = out
+    with torch.no_grad():
+        ref_logits, maps = model.eval().forward_with_attention(x)
+    R = rollout_reference([m.double().numpy() for m in maps])
+    row = R[:, 0, 1:] if cls else R.mean(axis=1)
+    row = row / row.sum(axis=1, keepdims=True)
+    torch.testing.assert_close(logits, ref_logits)
+    np.testing.assert_allclose(heat.double().numpy(), row.reshape(3, *model.grid), rtol=1e-5, atol=1e-7)
+
+
+def test_image_rollout_is_none_without_full_sequence_attention() -> None:
+    from tricklab.models.vision.vit import image_rollout
+
+    x = torch.randn(2, 1, 28, 28)
+    swin = build_model("swin", (1, 28, 28), 10, dims=(8,), depths=(2,), heads=(2,), window=7, patch_size=4)
+    assert image_rollout(swin, x) is None  # window attention: (B * windows) rows, no image-wide rollout
+    assert image_rollout(build_model("cnn2d", (1, 28, 28), 10), x) is None

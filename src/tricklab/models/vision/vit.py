@@ -33,8 +33,8 @@ from tricklab.models import MODELS, check_positive
 from tricklab.models.vision.common import attention_with_weights, check_choice, check_rate, image_shape, \
     pad_to_multiple, to_images
 
-__all__ = ["PatchEmbed", "ViT", "ViTBlock", "attention_rollout", "interpolate_pos_table", "rollout_maps",
-           "sincos_2d", "vit"]
+__all__ = ["PatchEmbed", "ViT", "ViTBlock", "attention_rollout", "image_rollout", "interpolate_pos_table",
+           "rollout_maps", "sincos_2d", "vit"]
 
 
 def sincos_2d(grid: tuple[int, int], dim: int, *, scale: tuple[float, float] = (1.0, 1.0), base: float = 10000.0,
@@ -197,6 +197,30 @@ def rollout_maps(rollout: Tensor, grid: tuple[int, int], *, cls_token: bool) -> 
         raise ValueError(f"rollout has {row.shape[-1]} patch tokens, grid {grid} needs {grid[0] * grid[1]}")
     row = row / row.sum(dim=-1, keepdim=True)
     return row.reshape(-1, *grid)
+
+
+@torch.no_grad()
+def image_rollout(model: nn.Module, images: Tensor, *, head_fusion: str = "mean") -> tuple[Tensor, Tensor] | None:
+    """Logits (N, classes) and rollout relevance maps (N, gh, gw) of ``images`` for any model that returns its
+    full-sequence attention from ``forward_with_attention`` and has a token ``grid`` (our ViT and the CNN-ViT
+    hybrid; a class token is used when the model has one). None for a model without such attention: Swin's
+    attention lives in windows (B * nW rows, not B), where rollout over the whole image is not defined."""
+    forward = getattr(model, "forward_with_attention", None)
+    grid = getattr(model, "grid", None)
+    if forward is None or grid is None:
+        return None
+    cls_token = getattr(model, "cls_token", None) is not None
+    was_training = model.training
+    model.eval()
+    try:
+        logits, attentions = forward(images)
+    finally:
+        model.train(was_training)
+    tokens = grid[0] * grid[1] + int(cls_token)
+    if not attentions or any(a.dim() != 4 or a.shape[0] != images.shape[0] or a.shape[-1] != tokens
+                             for a in attentions):
+        return None
+    return logits, rollout_maps(attention_rollout(attentions, head_fusion=head_fusion), grid, cls_token=cls_token)
 
 
 @MODELS.register("vit", summary="Vision Transformer: patch embedding, class token or mean pooling, learned or "

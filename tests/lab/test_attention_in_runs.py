@@ -1,0 +1,67 @@
+"""Attention rollout in the lab (issue 15 item 3): a ViT run records the rollout of its first test images and the
+report draws it. Reference: tricklab.models.vision.vit.image_rollout called directly on the trained model and the
+same test images (its own test checks it against the rollout recursion written with loops)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from tricklab.data import load_dataset
+from tricklab.lab.analysis import StoredRun, first_attention
+from tricklab.lab.recipe import load_recipe
+from tricklab.lab.runner import run
+from tricklab.lab.summary import AttentionMaps, RunSummary, SeededAttention
+from tricklab.models.vision.common import to_images
+from tricklab.models.vision.vit import image_rollout
+
+VIT = ["task=digits", "model.name=vit", "model.args={patch_size: 2, dim: 16, depth: 2, heads: 2}",
+       "budget.steps=20", "techniques=[]"]
+
+
+def test_a_vit_run_records_the_rollout_of_its_first_test_images(tmp_path: Path) -> None:
+    result = run(load_recipe(None, VIT), tmp_path / "run")
+    att = result.summary.attention
+    assert att is not None and len(att.images) == 6
+    model = result.trainer.state.raw_model
+    x = to_images(load_dataset("digits").x_test[:6], model.image_shape)  # the lab's digits test split
+    logits, maps = image_rollout(model, x)
+    assert torch.allclose(torch.tensor(att.maps), maps.float(), atol=1e-4)  # stored rounded to 4 decimals
+    assert torch.allclose(torch.tensor(att.images), x[:, 0], atol=1e-4)
+    assert att.predictions == logits.argmax(-1).tolist()
+    assert att.labels == load_dataset("digits").y_test[:6].tolist()
+    assert RunSummary.from_dict(result.summary.to_dict()).attention == att  # survives summary.json
+
+
+def test_models_without_full_sequence_attention_record_none(tmp_path: Path) -> None:
+    result = run(load_recipe(None, ["task=digits", "model.name=mlp", "budget.steps=5", "techniques=[]"]),
+                 tmp_path / "run")
+    assert result.summary.attention is None
+    assert "attention" not in result.summary.to_dict()
+
+
+def test_the_report_draws_each_variants_rollout() -> None:
+    pytest.importorskip("matplotlib")
+    from tests.lab.test_report import SETTING, make_curves, make_summary
+
+    from tricklab.lab.report import render_report
+
+    att = AttentionMaps("rollout", [[[0.0, 1.0], [1.0, 0.0]]] * 2, [[[0.25, 0.75]]] * 2, [1, 2], [1, 0])
+    summary = make_summary()
+    summary = type(summary)(**{**summary.__dict__, "attention": {"ema": SeededAttention(3, att)}})
+    page = render_report(summary, make_curves(summary.variants), SETTING)
+    figures = dict(re.findall(r'<figure class="plot" data-plot="([^"]+)">(.*?)</figure>', page, flags=re.S))
+    assert "<svg" in figures["attention-ema"]
+    assert "Attention rollout" in page and "ema (seed 3)" in page
+    assert "attention-baseline" not in figures  # only variants that have maps
+
+
+def test_first_attention_takes_the_first_seed() -> None:
+    a = AttentionMaps("rollout", [], [], [], [])
+    b = AttentionMaps("rollout", [[[1.0]]], [[[1.0]]], [0], [0])
+    runs = {4: StoredRun(1, "v", 4, RunSummary(attention=a), []), 2: StoredRun(2, "v", 2, RunSummary(attention=b), [])}
+    assert first_attention(runs) == SeededAttention(2, b)
+    assert first_attention({2: StoredRun(2, "v", 2, RunSummary(), [])}) is None
