@@ -25,6 +25,7 @@ from tricklab.lab.summary import (
     Reliability,
     RunSummary,
     SeededAttention,
+    SeededDetections,
     SeededDiagnostics,
     SeededSample,
 )
@@ -103,6 +104,7 @@ def summarize(runs: Sequence[StoredRun], listed: Sequence[str] = (), baseline: s
         samples={v: s for v in variants if (s := first_sample(groups[v])) is not None},
         diagnostics={v: d for v in variants if (d := first_diagnostics(groups[v])) is not None},
         attention={v: a for v in variants if (a := first_attention(groups[v])) is not None},
+        detections={v: d for v in variants if (d := first_detections(groups[v])) is not None},
         noise=floors,
         control={m.key: paired_metric(control, base, m, confidence) for m in metrics} if control else {},
         family_size=family_size,
@@ -309,6 +311,19 @@ def first_attention(runs: Runs) -> SeededAttention | None:
     if first is None or first.summary.attention is None:
         return None
     return SeededAttention(first.seed, first.summary.attention)
+
+
+_BOX_KEYS = frozenset({"image", "true_boxes", "pred_boxes", "pred_labels", "pred_scores"})
+
+
+def first_detections(runs: Runs) -> SeededDetections | None:
+    """A detection loop task's example images with boxes (``extras["examples"]``), from the first seed."""
+    first = _first(runs)
+    examples = None if first is None or not first.summary.extras else first.summary.extras.get("examples")
+    if not isinstance(examples, list) or not examples or not all(
+            isinstance(e, dict) and _BOX_KEYS <= set(e) for e in examples):
+        return None
+    return SeededDetections(first.seed, examples)
 
 
 def averaged_vs_final(runs: Runs, metrics: Sequence[MetricInfo], confidence: float

@@ -20,7 +20,8 @@ from tricklab.lab.stats import Description, PairedDifference
 
 __all__ = [
     "AblationSetting", "AblationSummary", "AttentionMaps", "Convergence", "Cost", "EqualTime", "Evaluation", "Latency",
-    "NoiseFloor", "Reliability", "RunSummary", "SeededAttention", "SeededDiagnostics", "SeededSample", "TextSample",
+    "NoiseFloor", "Reliability", "RunSummary", "SeededAttention", "SeededDetections", "SeededDiagnostics",
+    "SeededSample", "TextSample",
 ]
 
 
@@ -414,6 +415,16 @@ class SeededAttention:
 
 
 @dataclass(frozen=True)
+class SeededDetections:
+    """A detection variant's example images with true and predicted boxes (a loop task's ``extras["examples"]``:
+    dicts with "image", "true_boxes", "true_labels", "pred_boxes", "pred_labels", "pred_scores"; boxes xyxy in
+    pixels) and the seed of the run they came from (its first seed)."""
+
+    seed: int
+    examples: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
 class SeededDiagnostics:
     """A variant's diagnostics records and the seed of the run they came from (its first seed)."""
 
@@ -428,8 +439,8 @@ class AblationSummary:
     ``variants`` lists the baseline first. ``per_variant[v][key]`` describes metric ``key`` over the seeds of
     ``v``; ``paired[v][key]`` is the paired difference ``v - baseline`` (every variant but the baseline);
     ``averaging[v][key]`` the averaged weights against the same runs' final weights (weight averagers only).
-    ``per_class_f1`` is averaged over seeds; ``reliability``, ``samples``, ``diagnostics`` and ``attention``
-    come from each variant's first seed.
+    ``per_class_f1`` is averaged over seeds; ``reliability``, ``samples``, ``diagnostics``, ``attention`` and
+    ``detections`` come from each variant's first seed.
     """
 
     variants: list[str]
@@ -444,6 +455,7 @@ class AblationSummary:
     samples: dict[str, SeededSample] = field(default_factory=dict)
     diagnostics: dict[str, SeededDiagnostics] = field(default_factory=dict)
     attention: dict[str, SeededAttention] = field(default_factory=dict)
+    detections: dict[str, SeededDetections] = field(default_factory=dict)
     #: timing metric key -> its noise floor between identical contenders
     noise: dict[str, NoiseFloor] = field(default_factory=dict)
     #: the control run (the baseline again, same seeds) minus the baseline, per metric: what an identical

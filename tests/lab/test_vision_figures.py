@@ -1,6 +1,9 @@
-"""Attention rollout in the lab (issue 15 item 3): a ViT run records the rollout of its first test images and the
-report draws it. Reference: tricklab.models.vision.vit.image_rollout called directly on the trained model and the
-same test images (its own test checks it against the rollout recursion written with loops)."""
+"""Vision figures in the lab report (issue 15 items 3-4).
+
+Attention rollout: a ViT run records the rollout of its first test images and the report draws it. Reference:
+tricklab.models.vision.vit.image_rollout called directly on the trained model and the same test images (its own
+test checks it against the rollout recursion written with loops). Detections: a detection loop task's example
+boxes (as the DETR task writes them) are drawn in the report."""
 
 from __future__ import annotations
 
@@ -11,10 +14,10 @@ import pytest
 import torch
 
 from tricklab.data import load_dataset
-from tricklab.lab.analysis import StoredRun, first_attention
+from tricklab.lab.analysis import StoredRun, first_attention, first_detections
 from tricklab.lab.recipe import load_recipe
 from tricklab.lab.runner import run
-from tricklab.lab.summary import AttentionMaps, RunSummary, SeededAttention
+from tricklab.lab.summary import AttentionMaps, RunSummary, SeededAttention, SeededDetections
 from tricklab.models.vision.common import to_images
 from tricklab.models.vision.vit import image_rollout
 
@@ -65,3 +68,30 @@ def test_first_attention_takes_the_first_seed() -> None:
     runs = {4: StoredRun(1, "v", 4, RunSummary(attention=a), []), 2: StoredRun(2, "v", 2, RunSummary(attention=b), [])}
     assert first_attention(runs) == SeededAttention(2, b)
     assert first_attention({2: StoredRun(2, "v", 2, RunSummary(), [])}) is None
+
+
+EXAMPLE = {"image": [[0.0] * 8 for _ in range(8)], "true_boxes": [[1.0, 1.0, 4.0, 5.0]], "true_labels": [3],
+           "pred_boxes": [[1.2, 0.8, 4.1, 5.2]], "pred_labels": [3], "pred_scores": [0.9]}
+
+
+def test_first_detections_reads_a_detection_tasks_examples() -> None:
+    """Reference: the examples as the DETR loop task writes them (models/vision/detr_task.py ``_examples``)."""
+    runs = {1: StoredRun(1, "v", 1, RunSummary(extras={"examples": [EXAMPLE]}), [])}
+    assert first_detections(runs) == SeededDetections(1, [EXAMPLE])
+    # other loop tasks' extras (no boxes) give no figure
+    assert first_detections({1: StoredRun(1, "v", 1, RunSummary(extras={"examples": [{"image": []}]}), [])}) is None
+    assert first_detections({1: StoredRun(1, "v", 1, RunSummary(extras={"samples": [1]}), [])}) is None
+
+
+def test_the_report_draws_the_boxes_of_each_detection_variant() -> None:
+    pytest.importorskip("matplotlib")
+    from tests.lab.test_report import SETTING, make_curves, make_summary
+
+    from tricklab.lab.report import render_report
+
+    summary = make_summary()
+    summary = type(summary)(**{**summary.__dict__, "detections": {"baseline": SeededDetections(0, [EXAMPLE] * 2)}})
+    page = render_report(summary, make_curves(summary.variants), SETTING)
+    figures = dict(re.findall(r'<figure class="plot" data-plot="([^"]+)">(.*?)</figure>', page, flags=re.S))
+    svg = figures["detections-baseline"]
+    assert "<svg" in svg and svg.count("3 0.90") == 2  # one labelled prediction per example
