@@ -24,7 +24,8 @@ from tricklab.data.files.code import check_code_spec, code_version, is_code_spec
 from tricklab.data.files.common import Digest
 from tricklab.data.graph import batch_graphs
 from tricklab.data.graph_loaders import FullBatchGraphLoader, GraphBatchLoader, NeighborLoader
-from tricklab.errors import ConfigError
+from tricklab.data.low_label import SemiSupervisedLoader, low_label_split
+from tricklab.errors import ConfigError, DataError
 from tricklab.lab.kinds import KINDS, ResolvedTask, TargetInfo, check_options, kind_for, resolve, token_cross_entropy
 from tricklab.lab.metrics import explain_metric, robust_metric
 from tricklab.lab.recipe import Recipe, TechniqueSpec, coerce
@@ -308,13 +309,47 @@ def prepare_data(task: Task, recipe: Recipe, info: distributed.DistInfo) -> Prep
 def _array_data(data: Any, recipe: Recipe, info: distributed.DistInfo) -> PreparedData:
     if recipe.data.val_fraction > 0 and data.meta.get("source") != "files":  # files: the loader split it
         data = data.with_validation(recipe.data.val_fraction, seed=recipe.seed)
-    loader = InMemoryLoader(data.x_train, data.y_train, recipe.batch_size // info.world_size,
-                            seed=recipe.seed, rank=info.rank, world_size=info.world_size)
     val = (data.x_val, data.y_val) if data.x_val is not None else None
     test = (data.x_test, data.y_test)
+    if recipe.data.labels_per_class is not None or recipe.data.unlabelled_ratio is not None:
+        loader, train_targets = _low_label_loader(data, recipe, info)
+    else:
+        loader = InMemoryLoader(data.x_train, data.y_train, recipe.batch_size // info.world_size,
+                                seed=recipe.seed, rank=info.rank, world_size=info.world_size)
+        train_targets = data.y_train
     return PreparedData(loader, val or test, test, val, tuple(data.input_shape), data.num_classes,
                         data.fingerprint(), None, data.x_test, data.meta.get("extra_tests"), data.meta.get("vocab"),
-                        dict(data.meta), data.y_train)
+                        dict(data.meta), train_targets)
+
+
+def _low_label_loader(data: Any, recipe: Recipe, info: distributed.DistInfo) -> tuple[SemiSupervisedLoader, Any]:
+    """k labels per class (seeded by the recipe's seed), the rest unlabelled; the labelled targets are the
+    training targets the task sees (e.g. for balanced class weights)."""
+    k, mu = recipe.data.labels_per_class, recipe.data.unlabelled_ratio
+    if k is None:
+        raise ConfigError("data.unlabelled_ratio is set but data.labels_per_class is not: set "
+                          "data.labels_per_class=K to keep K labels per class (the ratio only applies then)")
+    for name, value in (("labels_per_class", k), ("unlabelled_ratio", mu)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ConfigError(f"data.{name} must be a positive integer, got {value!r}")
+    y = data.y_train
+    if y.ndim != 1 or y.is_floating_point():
+        raise ConfigError(f"data.labels_per_class needs class labels (N,) of a classification task, got targets "
+                          f"of shape {tuple(y.shape)} and dtype {y.dtype}")
+    if info.world_size > 1:
+        raise ConfigError("data.labels_per_class: low-label training runs in one process (the labelled set is "
+                          "too small to shard); run it without torchrun")
+    if recipe.batch_size > k * data.num_classes:
+        raise ConfigError(f"batch_size {recipe.batch_size} is the number of labelled examples per batch and exceeds "
+                          f"the {k * data.num_classes} labelled examples (data.labels_per_class={k} x "
+                          f"{data.num_classes} classes): lower batch_size or raise data.labels_per_class")
+    try:
+        split = low_label_split(y, k, recipe.seed, data.num_classes)
+    except DataError as e:
+        raise ConfigError(f"data.labels_per_class={k}: {e}") from None
+    loader = SemiSupervisedLoader(data.x_train[split.labelled], y[split.labelled], data.x_train[split.unlabelled],
+                                  recipe.batch_size, 7 if mu is None else mu, seed=recipe.seed)
+    return loader, y[split.labelled]
 
 
 def _node_data(data: Any, recipe: Recipe) -> PreparedData:

@@ -66,6 +66,11 @@ class DataSpec:
     # node tasks: sample this many neighbours per hop around batch_size seed nodes (GraphSAGE mini-batches)
     # instead of training on the whole graph each step
     fanouts: list[int] | None = None
+    # low-label training (docs/transfer/semi-supervised.md): only k labels per class of the training set
+    # (seeded, stratified), the rest unlabelled (targets -100, which the loss ignores and the semi-supervised
+    # techniques use); a batch holds batch_size labelled and unlabelled_ratio x batch_size unlabelled examples
+    labels_per_class: int | None = None
+    unlabelled_ratio: int | None = None  # FixMatch's mu; 7 when labels_per_class is set and this is not
 
 
 @dataclass
@@ -76,6 +81,7 @@ class CheckpointSpec:
 
 # keys the hash leaves out while they are unset (empty / None)
 _UNSET_KEYS = ("task_args", "robustness", "faithfulness")
+_UNSET_DATA_KEYS = ("labels_per_class", "unlabelled_ratio")
 
 
 @dataclass
@@ -118,13 +124,17 @@ class Recipe:
     def hash(self) -> str:
         """SHA-256 (first 16 hex digits) of the canonical recipe without its seeds, progress display and thread
         count: runs of one recipe with different seeds share the hash. Keys added after the first stores were
-        written (``task_args``, ``robustness``, ``faithfulness``) enter it only when set, so the hash of every
+        written (``task_args``, ``robustness``, ``faithfulness``, ``data.labels_per_class``,
+        ``data.unlabelled_ratio``) enter it only when set, so the hash of every
         older recipe, and the stores keyed by it, stay as they were."""
         d = self.to_dict()
         d.pop("seed"), d.pop("seeds"), d.pop("progress"), d.pop("threads")
         for key in _UNSET_KEYS:
             if not d.get(key):
                 d.pop(key, None)
+        for key in _UNSET_DATA_KEYS:  # likewise inside ``data``
+            if d.get("data", {}).get(key) is None:
+                d["data"].pop(key, None)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -309,7 +319,7 @@ def _normalise_techniques(value: Any) -> Any:
 
 
 _FILE_KEYS = ("format", "path", "train", "code")  # code: data from the user's code (module:attribute)
-_DATA_SPEC_KEYS = ("data_dir", "val_fraction", "args", "fanouts")
+_DATA_SPEC_KEYS = ("data_dir", "val_fraction", "args", "fanouts", "labels_per_class", "unlabelled_ratio")
 
 
 def _file_spec(data: Any) -> bool:
