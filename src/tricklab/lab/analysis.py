@@ -27,6 +27,7 @@ from tricklab.lab.summary import (
     SeededAttention,
     SeededDetections,
     SeededDiagnostics,
+    SeededImages,
     SeededSample,
 )
 from tricklab.lab.verdicts import adjust_family, apply_verdicts
@@ -105,6 +106,7 @@ def summarize(runs: Sequence[StoredRun], listed: Sequence[str] = (), baseline: s
         diagnostics={v: d for v in variants if (d := first_diagnostics(groups[v])) is not None},
         attention={v: a for v in variants if (a := first_attention(groups[v])) is not None},
         detections={v: d for v in variants if (d := first_detections(groups[v])) is not None},
+        images={v: i for v in variants if (i := first_images(groups[v])) is not None},
         noise=floors,
         control={m.key: paired_metric(control, base, m, confidence) for m in metrics} if control else {},
         family_size=family_size,
@@ -324,6 +326,27 @@ def first_detections(runs: Runs) -> SeededDetections | None:
             isinstance(e, dict) and _BOX_KEYS <= set(e) for e in examples):
         return None
     return SeededDetections(first.seed, examples)
+
+
+IMAGE_ROWS = ("originals", "reconstructions", "samples")  # the order the report draws them in
+
+
+def _is_grid_list(value: Any) -> bool:
+    """A non-empty list of (H, W) grids of numbers: what the generative loop tasks store as images."""
+    return (isinstance(value, list) and bool(value) and all(
+        isinstance(g, list) and g and all(isinstance(r, list) and r and all(isinstance(v, (int, float)) for v in r)
+                                          for r in g) for g in value))
+
+
+def first_images(runs: Runs) -> SeededImages | None:
+    """A generative loop task's image grids (``extras`` "originals" / "reconstructions" / "samples"), from the
+    first seed."""
+    first = _first(runs)
+    extras = None if first is None else first.summary.extras
+    if not extras:
+        return None
+    rows = {k: extras[k] for k in IMAGE_ROWS if _is_grid_list(extras.get(k))}
+    return SeededImages(first.seed, rows) if rows else None
 
 
 def averaged_vs_final(runs: Runs, metrics: Sequence[MetricInfo], confidence: float

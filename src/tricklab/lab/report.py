@@ -27,7 +27,7 @@ from markupsafe import Markup
 
 from tricklab.io import atomic_write_text
 from tricklab.lab.attention_plots import attention_svg
-from tricklab.lab.detection_plots import detections_svg
+from tricklab.lab.image_plots import detections_svg, image_rows_svg
 from tricklab.lab.diagnostics_plots import diagnostic_figures
 from tricklab.lab.differences import recipe_changes, show
 from tricklab.lab.format import format_difference, format_p, format_value
@@ -170,6 +170,12 @@ def _detections(summary: AblationSummary) -> list[tuple[str, int, Markup | None]
             if (d := summary.detections.get(v)) is not None]
 
 
+def _images(summary: AblationSummary) -> list[tuple[str, int, Markup | None]]:
+    """Per generative variant: its seed and its image rows (originals, reconstructions, samples)."""
+    return [(v, i.seed, _markup(image_rows_svg(i.rows))) for v in summary.variants
+            if (i := summary.images.get(v)) is not None]
+
+
 def _setting_items(setting: AblationSetting) -> list[tuple[str, str]]:
     items = []
     for key in _SETTING_KEYS:
@@ -221,7 +227,7 @@ def render_report(summary: AblationSummary, curves: dict[str, Any] | None, setti
         title=title, summary=summary, setting=setting, setting_items=_setting_items(setting),
         plots=_plots(summary, curves or {}), seed_note_for=_seed_note_for(summary),
         diagnostics=_diagnostics(summary), attention=_attention(summary),
-        detections=_detections(summary), csp=_CSP,
+        detections=_detections(summary), images=_images(summary), csp=_CSP,
         accuracy_fmt=head.fmt if head else ".4f",
         averaging_metrics=averaging_metrics, changes=_changes(summary), timing_notes=setting.timing_note(),
         steps_note=_steps_note(summary, setting), head_name=_headline_name(summary),

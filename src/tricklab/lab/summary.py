@@ -21,7 +21,7 @@ from tricklab.lab.stats import Description, PairedDifference
 __all__ = [
     "AblationSetting", "AblationSummary", "AttentionMaps", "Convergence", "Cost", "EqualTime", "Evaluation", "Latency",
     "NoiseFloor", "Reliability", "RunSummary", "SeededAttention", "SeededDetections", "SeededDiagnostics",
-    "SeededSample", "TextSample",
+    "SeededImages", "SeededSample", "TextSample",
 ]
 
 
@@ -425,6 +425,15 @@ class SeededDetections:
 
 
 @dataclass(frozen=True)
+class SeededImages:
+    """A generative variant's image grids (a loop task's ``extras``: "originals", "reconstructions", "samples",
+    each a list of (H, W) grids with values in [0, 1]) and the seed of the run they came from (its first seed)."""
+
+    seed: int
+    rows: dict[str, list[list[list[float]]]]
+
+
+@dataclass(frozen=True)
 class SeededDiagnostics:
     """A variant's diagnostics records and the seed of the run they came from (its first seed)."""
 
@@ -439,8 +448,8 @@ class AblationSummary:
     ``variants`` lists the baseline first. ``per_variant[v][key]`` describes metric ``key`` over the seeds of
     ``v``; ``paired[v][key]`` is the paired difference ``v - baseline`` (every variant but the baseline);
     ``averaging[v][key]`` the averaged weights against the same runs' final weights (weight averagers only).
-    ``per_class_f1`` is averaged over seeds; ``reliability``, ``samples``, ``diagnostics``, ``attention`` and
-    ``detections`` come from each variant's first seed.
+    ``per_class_f1`` is averaged over seeds; ``reliability``, ``samples``, ``diagnostics``, ``attention``,
+    ``detections`` and ``images`` come from each variant's first seed.
     """
 
     variants: list[str]
@@ -456,6 +465,7 @@ class AblationSummary:
     diagnostics: dict[str, SeededDiagnostics] = field(default_factory=dict)
     attention: dict[str, SeededAttention] = field(default_factory=dict)
     detections: dict[str, SeededDetections] = field(default_factory=dict)
+    images: dict[str, SeededImages] = field(default_factory=dict)
     #: timing metric key -> its noise floor between identical contenders
     noise: dict[str, NoiseFloor] = field(default_factory=dict)
     #: the control run (the baseline again, same seeds) minus the baseline, per metric: what an identical

@@ -1,7 +1,10 @@
-"""The report's detection figure: example test images with their true boxes (green) and the predictions the
-model is confident in (red, dashed, with class and score), from a detection loop task's ``extras["examples"]``.
+"""The report's image figures of loop tasks.
 
-Boxes are xyxy in pixels, pixel centres at integer coordinates, so a box edge is drawn half a pixel outside.
+* :func:`detections_svg`: example test images with their true boxes (green) and the predictions the model is
+  confident in (red, dashed, with class and score), from a detection loop task's ``extras["examples"]``. Boxes
+  are xyxy in pixels, pixel centres at integer coordinates, so a box edge is drawn half a pixel outside.
+* :func:`image_rows_svg`: a generative loop task's image grids, one row per kind (originals, reconstructions,
+  samples), from its ``extras``.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from typing import Any
 
 from tricklab.lab.plots import mpl_text, new_figure, svg
 
-__all__ = ["detections_svg"]
+__all__ = ["detections_svg", "image_rows_svg"]
 
 
 def detections_svg(examples: Sequence[dict[str, Any]], class_names: Sequence[str] | None = None,
@@ -42,4 +45,25 @@ def detections_svg(examples: Sequence[dict[str, Any]], class_names: Sequence[str
             ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, edgecolor="red", lw=1.0,
                                    ls="--"))
             ax.text(x0, y0 - 1, mpl_text(f"{name(lab)} {float(s):.2f}"), color="red", fontsize=6)
+    return svg(fig)
+
+
+def image_rows_svg(rows: dict[str, Sequence[Any]], limit: int = 16) -> str | None:
+    """One row of at most ``limit`` grey images (values in [0, 1]) per named kind, labelled on the left."""
+    rows = {k: list(v)[:limit] for k, v in rows.items() if v}
+    if not rows:
+        return None
+    cols = max(len(v) for v in rows.values())
+    fig = new_figure(0.75 * cols + 0.9, 0.85 * len(rows) + 0.2)
+    axes = fig.subplots(len(rows), cols, squeeze=False)
+    for r, (kind, images) in enumerate(rows.items()):
+        for c in range(cols):
+            ax = axes[r, c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c < len(images):
+                ax.imshow(images[c], cmap="gray", vmin=0, vmax=1)
+            else:
+                ax.axis("off")
+        axes[r, 0].set_ylabel(mpl_text(kind), fontsize=7)
     return svg(fig)

@@ -1,9 +1,10 @@
-"""Vision figures in the lab report (issue 15 items 3-4).
+"""Image figures in the lab report (issue 15 items 3-4, issue 20's sample grids).
 
 Attention rollout: a ViT run records the rollout of its first test images and the report draws it. Reference:
 tricklab.models.vision.vit.image_rollout called directly on the trained model and the same test images (its own
 test checks it against the rollout recursion written with loops). Detections: a detection loop task's example
-boxes (as the DETR task writes them) are drawn in the report."""
+boxes (as the DETR task writes them) are drawn in the report. Generated images: a generative loop task's
+originals / reconstructions / samples (as run_vae writes them) are drawn, one row per kind."""
 
 from __future__ import annotations
 
@@ -14,10 +15,10 @@ import pytest
 import torch
 
 from tricklab.data import load_dataset
-from tricklab.lab.analysis import StoredRun, first_attention, first_detections
+from tricklab.lab.analysis import StoredRun, first_attention, first_detections, first_images
 from tricklab.lab.recipe import load_recipe
 from tricklab.lab.runner import run
-from tricklab.lab.summary import AttentionMaps, RunSummary, SeededAttention, SeededDetections
+from tricklab.lab.summary import AttentionMaps, RunSummary, SeededAttention, SeededDetections, SeededImages
 from tricklab.models.vision.common import to_images
 from tricklab.models.vision.vit import image_rollout
 
@@ -95,3 +96,32 @@ def test_the_report_draws_the_boxes_of_each_detection_variant() -> None:
     figures = dict(re.findall(r'<figure class="plot" data-plot="([^"]+)">(.*?)</figure>', page, flags=re.S))
     svg = figures["detections-baseline"]
     assert "<svg" in svg and svg.count("3 0.90") == 2  # one labelled prediction per example
+
+
+GRID = [[0.0, 0.5], [1.0, 0.25]]
+
+
+def test_first_images_reads_the_generative_grids_in_order() -> None:
+    """Reference: the extras as run_vae / run_gan write them (paradigms/generative/paradigm.py)."""
+    extras = {"config": {}, "samples": [GRID] * 3, "reconstructions": [GRID] * 2, "originals": [GRID] * 2}
+    got = first_images({0: StoredRun(1, "v", 0, RunSummary(extras=extras), [])})
+    assert got == SeededImages(0, {"originals": [GRID] * 2, "reconstructions": [GRID] * 2, "samples": [GRID] * 3})
+    assert list(got.rows) == ["originals", "reconstructions", "samples"]
+    # numbers that are not image grids (e.g. a bandit's per-step rewards) give no figure
+    assert first_images({0: StoredRun(1, "v", 0, RunSummary(extras={"samples": [1.0, 2.0]}), [])}) is None
+    assert first_images({0: StoredRun(1, "v", 0, RunSummary(), [])}) is None
+
+
+def test_the_report_draws_each_generative_variants_images() -> None:
+    pytest.importorskip("matplotlib")
+    from tests.lab.test_report import SETTING, make_curves, make_summary
+
+    from tricklab.lab.report import render_report
+
+    summary = make_summary()
+    images = {"label_smoothing": SeededImages(1, {"samples": [GRID] * 4, "originals": [GRID] * 2})}
+    summary = type(summary)(**{**summary.__dict__, "images": images})
+    page = render_report(summary, make_curves(summary.variants), SETTING)
+    figures = dict(re.findall(r'<figure class="plot" data-plot="([^"]+)">(.*?)</figure>', page, flags=re.S))
+    svg = figures["images-label_smoothing"]
+    assert svg.count("<image") == 6 and ">samples<" in svg and ">originals<" in svg  # 4 + 2 images, labelled rows
