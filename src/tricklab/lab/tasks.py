@@ -340,8 +340,9 @@ for _t in (
              "fomaml, reptile, protonets); docs/paradigms/", run_meta, META_METRICS, MetaConfig),
     LoopTask("mnist1d-continual", "continual learning on split / permuted MNIST-1D (fine-tuning, EWC, replay, "
              "progressive nets); docs/paradigms/", run_continual, CONTINUAL_METRICS, ContinualConfig),
-    LoopTask("mnist1d-federated", "FedAvg / FedProx on MNIST-1D clients (IID or Dirichlet), optional DP-SGD and "
-             "masked aggregation; docs/paradigms/", run_federated, FEDERATED_METRICS, FederatedConfig),
+    LoopTask("mnist1d-federated", "FedAvg / FedProx on MNIST-1D clients (IID or Dirichlet) on Flower (simulation; "
+             "SecAgg+, client- or sample-level DP); docs/paradigms/flower.md", run_federated, FEDERATED_METRICS,
+             FederatedConfig),
     LoopTask("mnist1d-darts", "DARTS cell search on MNIST-1D against an equal-cost random cell; docs/paradigms/",
              run_nas, NAS_METRICS, NasConfig),
     LoopTask("mnist1d-ofa", "once-for-all supernet on MNIST-1D, a sub-network under a latency budget (use "
