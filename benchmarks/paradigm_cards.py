@@ -34,6 +34,7 @@ KINDS: dict[str, tuple[str, str, str, str]] = {
     "federated": ("tricklab.paradigms.federated.run", "FederatedConfig", "run_federated", "FEDERATED_METRICS"),
     "nas": ("tricklab.paradigms.nas.run", "NasConfig", "run_nas", "NAS_METRICS"),
     "ofa": ("tricklab.paradigms.nas.ofa_run", "OfaConfig", "run_ofa", "OFA_METRICS"),
+    "proxyless": ("tricklab.paradigms.nas.proxyless_run", "ProxylessConfig", "run_proxyless", "PROXYLESS_METRICS"),
 }
 
 _META = {"meta_steps": 1000, "eval_every": 500, "eval_episodes": 50, "train_eval_episodes": 100,
@@ -67,8 +68,9 @@ STUDIES: dict[str, dict[str, Any]] = {
     },
     "federated": {
         "area": "federated", "kind": "federated", "baseline": "fedavg-iid",
-        "title": "FedAvg / FedProx on MNIST-1D, 10 clients, 30 rounds of 2 local epochs, IID and Dirichlet(0.1)",
-        "variants": [(name, dict(_FED, **ov)) for name, ov in (
+        "title": "FedAvg / FedProx on Flower (simulation), MNIST-1D, 10 clients, 30 rounds of 2 local epochs, IID and "
+                 "Dirichlet(0.1)",
+        "variants": [(name, dict(_FED, engine="flower", **ov)) for name, ov in (
             ("fedavg-iid", {"algorithm": "fedavg", "split": "iid"}),
             ("fedprox-iid", {"algorithm": "fedprox", "split": "iid"}),
             ("fedavg-dir0.1", {"algorithm": "fedavg", "split": "dirichlet", "alpha": 0.1}),
@@ -77,15 +79,31 @@ STUDIES: dict[str, dict[str, Any]] = {
     },
     "federated-dp": {
         "area": "federated", "kind": "federated", "baseline": "fedavg-iid",
-        "title": "FedAvg IID, 20 rounds of 1 local epoch, DP-SGD clients at epsilon 1, 3, 8 (delta 1e-5)",
-        "variants": [("fedavg-iid", {"algorithm": "fedavg", "split": "iid", "rounds": 20})]
-        + [(f"dp-eps{e}", {"algorithm": "fedavg", "split": "iid", "rounds": 20, "dp_epsilon": float(e)})
-           for e in (1, 3, 8)],
+        "title": "FedAvg IID on Flower, 20 rounds of 1 local epoch: Flower's client-level DP (fixed clipping, clip 1) "
+                 "at epsilon 1, 3, 8 (delta 1e-5)",
+        "variants": [("fedavg-iid", {"algorithm": "fedavg", "split": "iid", "rounds": 20, "engine": "flower"})]
+        + [(f"client-dp-eps{e}", {"algorithm": "fedavg", "split": "iid", "rounds": 20, "engine": "flower",
+                                  "dp_epsilon": float(e), "dp_level": "client"}) for e in (1, 3, 8)],
+    },
+    # the sample-level card (DP-SGD in the clients) of the reference engine, kept from commit 03774f4
+    "federated-sample-dp": {
+        "area": "federated", "kind": "federated", "baseline": "fedavg-iid",
+        "title": "FedAvg IID (reference engine), 20 rounds of 1 local epoch, sample-level DP-SGD clients at epsilon "
+                 "1, 3, 8 (delta 1e-5)",
+        "variants": [("fedavg-iid", {"algorithm": "fedavg", "split": "iid", "rounds": 20, "engine": "reference"})]
+        + [(f"dp-eps{e}", {"algorithm": "fedavg", "split": "iid", "rounds": 20, "dp_epsilon": float(e),
+                           "engine": "reference", "dp_level": "sample"}) for e in (1, 3, 8)],
     },
     "nas": {
         "area": "nas", "kind": "nas", "baseline": "darts",
         "title": "DARTS (first order) cell vs a random cell of equal cost on MNIST-1D (paired inside each run)",
         "variants": [("darts", {"method": "darts"})],
+    },
+    "proxyless": {
+        "area": "nas", "kind": "proxyless", "baseline": "proxyless",
+        "title": "ProxylessNAS cell (binarized paths, latency weight 0.1, CPU lookup table) vs a random cell of "
+                 "equal table latency on MNIST-1D (paired inside each run)",
+        "variants": [("proxyless", {"latency_weight": 0.1})],
     },
     "ofa": {
         "area": "nas", "kind": "ofa", "baseline": "ofa",
