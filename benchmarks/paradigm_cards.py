@@ -76,6 +76,11 @@ STUDIES: dict[str, dict[str, Any]] = {
             ("fedavg-dir0.1", {"algorithm": "fedavg", "split": "dirichlet", "alpha": 0.1}),
             ("fedprox-dir0.1", {"algorithm": "fedprox", "split": "dirichlet", "alpha": 0.1}),
             ("centralized", {"algorithm": "centralized"}))],
+        "notes": ["Engine: Flower 1.42 (`engine=\"flower\"`): Flower's `FedAvg` / `FedProx` strategies (compat API, "
+                  "`flwr.server.strategy`) over our clients, run by Flower's simulation engine (`run_simulation`, "
+                  "Ray 2.55.1 backend) in one process; `centralized` is our own loop (the same MLP and SGD on all "
+                  "4000 signals for rounds x local epochs epochs). FedProx's mu is 0.01. Client batches: a stream of "
+                  "their own per (seed, round, client). `train_seconds` includes Flower's start-up (Ray, actors)."],
     },
     "federated-dp": {
         "area": "federated", "kind": "federated", "baseline": "fedavg-iid",
@@ -84,6 +89,25 @@ STUDIES: dict[str, dict[str, Any]] = {
         "variants": [("fedavg-iid", {"algorithm": "fedavg", "split": "iid", "rounds": 20, "engine": "flower"})]
         + [(f"client-dp-eps{e}", {"algorithm": "fedavg", "split": "iid", "rounds": 20, "engine": "flower",
                                   "dp_epsilon": float(e), "dp_level": "client"}) for e in (1, 3, 8)],
+        "notes": ["DP kind: every `client-dp-*` number is Flower's **client-level** DP "
+                  "(`DifferentialPrivacyClientSideFixedClipping` + `fixedclipping_mod`): each client's update is "
+                  "clipped to norm 1, the 10 updates are averaged with equal weights and the server adds "
+                  "N(0, (z/10)^2) per coordinate; z is the smallest noise multiplier whose epsilon over the 20 rounds "
+                  "(Gaussian mechanism, no sampling amplification, RDP accountant) is the target at delta 1e-5. "
+                  "Sample-level DP-SGD (each client's examples) is in "
+                  "[federated-sample-dp.md](federated-sample-dp.md)."],
+    },
+    "federated-dp-100": {
+        "area": "federated", "kind": "federated", "baseline": "fedavg-iid",
+        "title": "FedAvg IID on Flower with 100 clients of 40 signals, 20 rounds of 1 local epoch: Flower's "
+                 "client-level DP (clip 1) at epsilon 1, 3, 8 (delta 1e-5)",
+        "variants": [("fedavg-iid", {"algorithm": "fedavg", "split": "iid", "rounds": 20, "clients": 100,
+                                     "engine": "flower"})]
+        + [(f"client-dp-eps{e}", {"algorithm": "fedavg", "split": "iid", "rounds": 20, "clients": 100,
+                                  "engine": "flower", "dp_epsilon": float(e), "dp_level": "client"})
+           for e in (1, 3, 8)],
+        "notes": ["DP kind: Flower's **client-level** DP as in [federated-dp.md](federated-dp.md), with ten times the "
+                  "clients: the server's noise on the mean is N(0, (z/100)^2), a tenth of the 10-client study's."],
     },
     # the sample-level card (DP-SGD in the clients) of the reference engine, kept from commit 03774f4
     "federated-sample-dp": {
@@ -260,6 +284,13 @@ def _details(results: dict[str, dict[int, Any]]) -> list[str]:
             lines += ["", f"Cells of `{name}` per seed (searched; random of equal cost):", ""]
             lines += [f"- seed {s}: {r['extras']['genotype']}; random {r['extras']['random_genotype']}"
                       for s, r in sorted(runs.items())]
+        if ex and "client_sizes" in ex[0] and all(r["history"] for r in runs.values()):
+            rounds = [h["step"] for h in next(iter(runs.values()))["history"]]
+            marks = [t for t in rounds if t in (1, 5, 10, 20, 30) or t == rounds[-1]]
+            mean = {t: sum(h["accuracy"] for r in runs.values() for h in r["history"] if h["step"] == t) / len(runs)
+                    for t in marks}
+            lines += ["", f"Test accuracy of `{name}` after round t (mean over {len(runs)} seeds): "
+                      + ", ".join(f"t={t}: {mean[t]:.3f}" for t in marks)]
         if ex and "selected" in ex[0]:
             lines += ["", f"Sub-networks chosen by `{name}` per seed:", ""]
             lines += [f"- seed {s}: {r['extras']['selected']}" for s, r in sorted(runs.items())]
@@ -305,6 +336,8 @@ def write_card(study: str, results: dict[str, dict[int, Any]], command: str) -> 
         lines += ["", "Accuracy pooled over all test episodes of all seeds (95% normal interval over episodes):", ""]
         lines += [f"- {n}: {p['mean']:.4f} ± {p['half_width']:.4f} over {p['n']} episodes" for n, p in pooled.items()]
     lines += _details(results)
+    if spec.get("notes"):
+        lines += ["", *spec["notes"]]
     lines += ["", f"![{study}]({study}.svg)", "", "Configs: see the JSON next to this card.", ""]
     folder.mkdir(parents=True, exist_ok=True)
     from tricklab.paradigms.common import write_json
