@@ -197,6 +197,10 @@ def _fmt(x: float | None, fmt: str) -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, fmt)
 
 
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
+
+
 def _summarise(study: str, results: dict[str, dict[int, Any]]) -> dict[str, Any]:
     from tricklab.lab import stats
 
@@ -208,10 +212,13 @@ def _summarise(study: str, results: dict[str, dict[int, Any]]) -> dict[str, Any]
         seeds = sorted(runs)
         row: dict[str, Any] = {"seeds": seeds, "metrics": {}}
         for m in metrics:
-            vals = [runs[s]["metrics"][m.key] for s in seeds if runs[s]["metrics"].get(m.key) is not None]
-            d = stats.describe(vals).to_dict()
-            if name != base and m.verdict and base in results:
-                common = sorted(set(seeds) & set(results[base]))
+            # a diverged run's NaN loss is left out (the card says how many were missing)
+            ok = [s for s in seeds if _finite(runs[s]["metrics"].get(m.key))]
+            vals = [runs[s]["metrics"][m.key] for s in ok]
+            d = stats.describe(vals).to_dict() if vals else {"n": 0, "mean": None, "half_width": None}
+            d["missing"] = len(seeds) - len(ok)
+            if name != base and m.verdict and base in results and vals:
+                common = sorted(set(ok) & {s for s in results[base] if _finite(results[base][s]["metrics"][m.key])})
                 p = stats.paired([runs[s]["metrics"][m.key] for s in common],
                                  [results[base][s]["metrics"][m.key] for s in common], m.higher_is_better)
                 d["paired_vs_baseline"] = p.to_dict()
@@ -325,6 +332,8 @@ def write_card(study: str, results: dict[str, dict[int, Any]], command: str) -> 
             c = _fmt(d["mean"], m.fmt)
             if d["half_width"] is not None:
                 c += f" ± {_fmt(d['half_width'], m.fmt)}"
+            if d.get("missing"):
+                c += f" ({d['missing']} of {len(row['seeds'])} NaN: diverged)"
             p = d.get("paired_vs_baseline")
             if p and p["mean_diff"] is not None:
                 ci = (f" [{p['ci_low']:+{m.fmt}}, {p['ci_high']:+{m.fmt}}]" if p["ci_low"] is not None else "")
