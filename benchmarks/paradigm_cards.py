@@ -127,7 +127,11 @@ STUDIES: dict[str, dict[str, Any]] = {
         "area": "nas", "kind": "proxyless", "baseline": "proxyless",
         "title": "ProxylessNAS cell (binarized paths, latency weight 0.1, CPU lookup table) vs a random cell of "
                  "equal table latency on MNIST-1D (paired inside each run)",
-        "variants": [("proxyless", {"latency_weight": 0.1})],
+        "variants": [("proxyless", {"latency_weight": 0.1}), ("proxyless-lat0", {"latency_weight": 0.0})],
+        "notes": ["`proxyless-lat0`: the same search without the latency term (accuracy only), to separate what the "
+                  "latency term does from what binarized path sampling does. Latency: the cell's table latency "
+                  "(the sum of its operations' entries in src/tricklab/paradigms/nas/latency_table.json, measured "
+                  "on this CPU), the random cell matched to within 10% of it."],
     },
     "ofa": {
         "area": "nas", "kind": "ofa", "baseline": "ofa",

@@ -8,6 +8,11 @@ averages the results weighted by client size (through :func:`secure_weighted_ave
 ``rounds * local_epochs`` epochs: the reference federated training is compared with. With ``dp_epsilon`` every
 client runs DP-SGD with the noise multiplier that spends exactly that epsilon (delta ``dp_delta``) on its own data
 over all its local steps (example-level privacy per client, RDP accountant).
+
+Engines (``engine``): "flower" (the default) runs the rounds on Flower (:mod:`.flower`: Flower's FedAvg / FedProx
+strategies, SecAgg+ for ``secure_aggregation``, and with ``dp_level="client"`` Flower's client-level DP) in its
+simulation engine; "reference" runs the loop below over the same clients, the tested reference. ``centralized``
+always runs the loop below.
 """
 
 from __future__ import annotations
