@@ -34,6 +34,7 @@ KINDS: dict[str, tuple[str, str, str, str]] = {
     "federated": ("tricklab.paradigms.federated.run", "FederatedConfig", "run_federated", "FEDERATED_METRICS"),
     "nas": ("tricklab.paradigms.nas.run", "NasConfig", "run_nas", "NAS_METRICS"),
     "ofa": ("tricklab.paradigms.nas.ofa_run", "OfaConfig", "run_ofa", "OFA_METRICS"),
+    "proxyless": ("tricklab.paradigms.nas.proxyless_run", "ProxylessConfig", "run_proxyless", "PROXYLESS_METRICS"),
 }
 
 _META = {"meta_steps": 1000, "eval_every": 500, "eval_episodes": 50, "train_eval_episodes": 100,
@@ -67,25 +68,70 @@ STUDIES: dict[str, dict[str, Any]] = {
     },
     "federated": {
         "area": "federated", "kind": "federated", "baseline": "fedavg-iid",
-        "title": "FedAvg / FedProx on MNIST-1D, 10 clients, 30 rounds of 2 local epochs, IID and Dirichlet(0.1)",
-        "variants": [(name, dict(_FED, **ov)) for name, ov in (
+        "title": "FedAvg / FedProx on Flower (simulation), MNIST-1D, 10 clients, 30 rounds of 2 local epochs, IID and "
+                 "Dirichlet(0.1)",
+        "variants": [(name, dict(_FED, engine="flower", **ov)) for name, ov in (
             ("fedavg-iid", {"algorithm": "fedavg", "split": "iid"}),
             ("fedprox-iid", {"algorithm": "fedprox", "split": "iid"}),
             ("fedavg-dir0.1", {"algorithm": "fedavg", "split": "dirichlet", "alpha": 0.1}),
             ("fedprox-dir0.1", {"algorithm": "fedprox", "split": "dirichlet", "alpha": 0.1}),
             ("centralized", {"algorithm": "centralized"}))],
+        "notes": ["Engine: Flower 1.42 (`engine=\"flower\"`): Flower's `FedAvg` / `FedProx` strategies (compat API, "
+                  "`flwr.server.strategy`) over our clients, run by Flower's simulation engine (`run_simulation`, "
+                  "Ray 2.55.1 backend) in one process; `centralized` is our own loop (the same MLP and SGD on all "
+                  "4000 signals for rounds x local epochs epochs). FedProx's mu is 0.01. Client batches: a stream of "
+                  "their own per (seed, round, client). `train_seconds` includes Flower's start-up (Ray, actors)."],
     },
     "federated-dp": {
         "area": "federated", "kind": "federated", "baseline": "fedavg-iid",
-        "title": "FedAvg IID, 20 rounds of 1 local epoch, DP-SGD clients at epsilon 1, 3, 8 (delta 1e-5)",
-        "variants": [("fedavg-iid", {"algorithm": "fedavg", "split": "iid", "rounds": 20})]
-        + [(f"dp-eps{e}", {"algorithm": "fedavg", "split": "iid", "rounds": 20, "dp_epsilon": float(e)})
+        "title": "FedAvg IID on Flower, 20 rounds of 1 local epoch: Flower's client-level DP (fixed clipping, clip 1) "
+                 "at epsilon 1, 3, 8 (delta 1e-5)",
+        "variants": [("fedavg-iid", {"algorithm": "fedavg", "split": "iid", "rounds": 20, "engine": "flower"})]
+        + [(f"client-dp-eps{e}", {"algorithm": "fedavg", "split": "iid", "rounds": 20, "engine": "flower",
+                                  "dp_epsilon": float(e), "dp_level": "client"}) for e in (1, 3, 8)],
+        "notes": ["DP kind: every `client-dp-*` number is Flower's **client-level** DP "
+                  "(`DifferentialPrivacyClientSideFixedClipping` + `fixedclipping_mod`): each client's update is "
+                  "clipped to norm 1, the 10 updates are averaged with equal weights and the server adds "
+                  "N(0, (z/10)^2) per coordinate; z is the smallest noise multiplier whose epsilon over the 20 rounds "
+                  "(Gaussian mechanism, no sampling amplification, RDP accountant) is the target at delta 1e-5. "
+                  "Sample-level DP-SGD (each client's examples) is in "
+                  "[federated-sample-dp.md](federated-sample-dp.md)."],
+    },
+    "federated-dp-100": {
+        "area": "federated", "kind": "federated", "baseline": "fedavg-iid",
+        "title": "FedAvg IID on Flower with 100 clients of 40 signals, 20 rounds of 1 local epoch: Flower's "
+                 "client-level DP (clip 1) at epsilon 1, 3, 8 (delta 1e-5)",
+        "variants": [("fedavg-iid", {"algorithm": "fedavg", "split": "iid", "rounds": 20, "clients": 100,
+                                     "engine": "flower"})]
+        + [(f"client-dp-eps{e}", {"algorithm": "fedavg", "split": "iid", "rounds": 20, "clients": 100,
+                                  "engine": "flower", "dp_epsilon": float(e), "dp_level": "client"})
            for e in (1, 3, 8)],
+        "notes": ["DP kind: Flower's **client-level** DP as in [federated-dp.md](federated-dp.md), with ten times the "
+                  "clients: the server's noise on the mean is N(0, (z/100)^2), a tenth of the 10-client study's."],
+    },
+    # the sample-level card (DP-SGD in the clients) of the reference engine, kept from commit 03774f4
+    "federated-sample-dp": {
+        "area": "federated", "kind": "federated", "baseline": "fedavg-iid",
+        "title": "FedAvg IID (reference engine), 20 rounds of 1 local epoch, sample-level DP-SGD clients at epsilon "
+                 "1, 3, 8 (delta 1e-5)",
+        "variants": [("fedavg-iid", {"algorithm": "fedavg", "split": "iid", "rounds": 20, "engine": "reference"})]
+        + [(f"dp-eps{e}", {"algorithm": "fedavg", "split": "iid", "rounds": 20, "dp_epsilon": float(e),
+                           "engine": "reference", "dp_level": "sample"}) for e in (1, 3, 8)],
     },
     "nas": {
         "area": "nas", "kind": "nas", "baseline": "darts",
         "title": "DARTS (first order) cell vs a random cell of equal cost on MNIST-1D (paired inside each run)",
         "variants": [("darts", {"method": "darts"})],
+    },
+    "proxyless": {
+        "area": "nas", "kind": "proxyless", "baseline": "proxyless",
+        "title": "ProxylessNAS cell (binarized paths, latency weight 0.1, CPU lookup table) vs a random cell of "
+                 "equal table latency on MNIST-1D (paired inside each run)",
+        "variants": [("proxyless", {"latency_weight": 0.1}), ("proxyless-lat0", {"latency_weight": 0.0})],
+        "notes": ["`proxyless-lat0`: the same search without the latency term (accuracy only), to separate what the "
+                  "latency term does from what binarized path sampling does. Latency: the cell's table latency "
+                  "(the sum of its operations' entries in src/tricklab/paradigms/nas/latency_table.json, measured "
+                  "on this CPU), the random cell matched to within 10% of it."],
     },
     "ofa": {
         "area": "nas", "kind": "ofa", "baseline": "ofa",
@@ -155,6 +201,10 @@ def _fmt(x: float | None, fmt: str) -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, fmt)
 
 
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
+
+
 def _summarise(study: str, results: dict[str, dict[int, Any]]) -> dict[str, Any]:
     from tricklab.lab import stats
 
@@ -166,10 +216,13 @@ def _summarise(study: str, results: dict[str, dict[int, Any]]) -> dict[str, Any]
         seeds = sorted(runs)
         row: dict[str, Any] = {"seeds": seeds, "metrics": {}}
         for m in metrics:
-            vals = [runs[s]["metrics"][m.key] for s in seeds if runs[s]["metrics"].get(m.key) is not None]
-            d = stats.describe(vals).to_dict()
-            if name != base and m.verdict and base in results:
-                common = sorted(set(seeds) & set(results[base]))
+            # a diverged run's NaN loss is left out (the card says how many were missing)
+            ok = [s for s in seeds if _finite(runs[s]["metrics"].get(m.key))]
+            vals = [runs[s]["metrics"][m.key] for s in ok]
+            d = stats.describe(vals).to_dict() if vals else {"n": 0, "mean": None, "half_width": None}
+            d["missing"] = len(seeds) - len(ok)
+            if name != base and m.verdict and base in results and vals:
+                common = sorted(set(ok) & {s for s in results[base] if _finite(results[base][s]["metrics"][m.key])})
                 p = stats.paired([runs[s]["metrics"][m.key] for s in common],
                                  [results[base][s]["metrics"][m.key] for s in common], m.higher_is_better)
                 d["paired_vs_baseline"] = p.to_dict()
@@ -242,6 +295,13 @@ def _details(results: dict[str, dict[int, Any]]) -> list[str]:
             lines += ["", f"Cells of `{name}` per seed (searched; random of equal cost):", ""]
             lines += [f"- seed {s}: {r['extras']['genotype']}; random {r['extras']['random_genotype']}"
                       for s, r in sorted(runs.items())]
+        if ex and "client_sizes" in ex[0] and all(r["history"] for r in runs.values()):
+            rounds = [h["step"] for h in next(iter(runs.values()))["history"]]
+            marks = [t for t in rounds if t in (1, 5, 10, 20, 30) or t == rounds[-1]]
+            mean = {t: sum(h["accuracy"] for r in runs.values() for h in r["history"] if h["step"] == t) / len(runs)
+                    for t in marks}
+            lines += ["", f"Test accuracy of `{name}` after round t (mean over {len(runs)} seeds): "
+                      + ", ".join(f"t={t}: {mean[t]:.3f}" for t in marks)]
         if ex and "selected" in ex[0]:
             lines += ["", f"Sub-networks chosen by `{name}` per seed:", ""]
             lines += [f"- seed {s}: {r['extras']['selected']}" for s, r in sorted(runs.items())]
@@ -276,6 +336,8 @@ def write_card(study: str, results: dict[str, dict[int, Any]], command: str) -> 
             c = _fmt(d["mean"], m.fmt)
             if d["half_width"] is not None:
                 c += f" ± {_fmt(d['half_width'], m.fmt)}"
+            if d.get("missing"):
+                c += f" ({d['missing']} of {len(row['seeds'])} NaN: diverged)"
             p = d.get("paired_vs_baseline")
             if p and p["mean_diff"] is not None:
                 ci = (f" [{p['ci_low']:+{m.fmt}}, {p['ci_high']:+{m.fmt}}]" if p["ci_low"] is not None else "")
@@ -287,6 +349,8 @@ def write_card(study: str, results: dict[str, dict[int, Any]], command: str) -> 
         lines += ["", "Accuracy pooled over all test episodes of all seeds (95% normal interval over episodes):", ""]
         lines += [f"- {n}: {p['mean']:.4f} ± {p['half_width']:.4f} over {p['n']} episodes" for n, p in pooled.items()]
     lines += _details(results)
+    if spec.get("notes"):
+        lines += ["", *spec["notes"]]
     lines += ["", f"![{study}]({study}.svg)", "", "Configs: see the JSON next to this card.", ""]
     folder.mkdir(parents=True, exist_ok=True)
     from tricklab.paradigms.common import write_json

@@ -85,6 +85,7 @@ class Case:
     accumulates: bool = True  # runs under gradient accumulation too
     tabular: bool = False  # (B, features) inputs whose last column is a 0/1 group id, and an MLP
     any_size: bool = False  # it changes the input length (multi_scale): the models end in global pooling
+    group_norm: bool = False  # GroupNorm in place of BatchNorm (dp_sgd refuses batch norm)
     tags: tuple[str, ...] = field(default_factory=tuple)
 
 
@@ -124,6 +125,7 @@ _CASES = [
     Case("sam", lambda tmp: {"rho": 0.1}, accumulates=False),
     Case("sam", sam_optimizer=True, accumulates=False, tags=("sam_optimizer",)),
     Case("fairness_penalty", lambda tmp: {"weight": 1.0}, tabular=True),
+    Case("dp_sgd", lambda tmp: {"clip": 0.5, "noise_multiplier": 1.0, "seed": 3}, accumulates=False, group_norm=True),
     Case("mlflow_log", lambda tmp: {"tracking_uri": str(tmp / "mlruns")}),
     Case("tensorboard_log", lambda tmp: {"log_dir": str(tmp / "tensorboard")}),
     Case("optuna_pruning", lambda tmp: _optuna_trial(tmp)),
@@ -143,7 +145,10 @@ CASES = _CASES + [Case(n) for n in NAMES if n not in {c.name for c in _CASES}]
 CASE_IDS = [c.name + "".join(f"[{t}]" for t in c.tags) for c in CASES]
 
 
-def _model(tabular: bool = False, any_size: bool = False) -> nn.Module:
+def _model(tabular: bool = False, any_size: bool = False, group_norm: bool = False) -> nn.Module:
+    if group_norm:  # the conv net with GroupNorm(2 groups of 2 channels)
+        return nn.Sequential(nn.Conv1d(2, 4, 3, padding=1), nn.GroupNorm(2, 4), nn.ReLU(),
+                             DropBlock(0.2, block_size=3, dim=1), nn.Flatten(), nn.Dropout(0.1), nn.Linear(32, CLASSES))
     if tabular:
         return nn.Sequential(nn.Linear(5, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Dropout(0.1), nn.Linear(8, CLASSES))
     if any_size:  # the same net with global average pooling before the head, so any length fits
@@ -182,7 +187,7 @@ class Run:
 def _run(case: Case, tmp: Path, *, accumulate: bool, resume: Path | None = None, seed: int = 0) -> Run:
     x, y, xe, ye = _data(case.poison, case.tabular)
     torch.manual_seed(seed)
-    model = _model(case.tabular, case.any_size)
+    model = _model(case.tabular, case.any_size, case.group_norm)
     if case.sam_optimizer:
         opt: torch.optim.Optimizer = SAM(model.parameters(), torch.optim.SGD, rho=0.1, lr=0.05, momentum=0.9)
     else:
@@ -398,7 +403,7 @@ def test_state_dict_round_trip_on_a_fresh_instance(name: str, tmp_path: Path) ->
 # ------------------------------------------------------------------------------------------------- naming
 #: how a word of a registry name is spelled in a class name (acronyms, and words written as two)
 SPELLING = {"ema": "EMA", "swa": "SWA", "sam": "SAM", "lsuv": "LSUV", "lr": "LR", "cutmix": "CutMix",
-            "dropblock": "DropBlock", "gce": "GCE", "fixmatch": "FixMatch"}
+            "dropblock": "DropBlock", "gce": "GCE", "fixmatch": "FixMatch", "dp": "DP", "sgd": "SGD"}
 
 
 @functools.cache

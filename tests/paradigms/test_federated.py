@@ -168,7 +168,10 @@ def test_client_splits_cover_everything_once_and_dirichlet_skews_labels() -> Non
 
 @pytest.mark.parametrize("kw,field", [({"algorithm": "scaffold"}, "algorithm"), ({"split": "shards"}, "split"),
                                       ({"participation": 0.0}, "participation"), ({"mu": -1.0}, "mu"),
-                                      ({"algorithm": "centralized", "dp_epsilon": 1.0}, "dp_epsilon")])
+                                      ({"algorithm": "centralized", "dp_epsilon": 1.0}, "dp_epsilon"),
+                                      ({"engine": "tff"}, "engine"), ({"dp_level": "user"}, "dp_level"),
+                                      ({"engine": "reference", "dp_level": "client", "dp_epsilon": 1.0},
+                                       "dp_level")])
 def test_federated_config_rejects_bad_fields(kw: dict, field: str) -> None:
     with pytest.raises(ConfigError, match=field):
         FederatedConfig(**kw)
@@ -177,7 +180,7 @@ def test_federated_config_rejects_bad_fields(kw: dict, field: str) -> None:
 @pytest.mark.parametrize("kw", [{"split": "dirichlet", "algorithm": "fedprox", "secure_aggregation": True},
                                 {"dp_epsilon": 8.0, "participation": 0.5, "rounds": 1}])
 def test_run_federated_is_deterministic_and_reports_declared_metrics(kw: dict) -> None:
-    cfg = FederatedConfig(**{"clients": 4, "rounds": 2, "hidden": 8, "batch_size": 200, **kw})
+    cfg = FederatedConfig(**{"clients": 4, "rounds": 2, "hidden": 8, "batch_size": 200, "engine": "reference", **kw})
     a, b = run_federated(cfg, seed=2), run_federated(cfg, seed=2)
     assert set(a.metrics) == {m.key for m in FEDERATED_METRICS}
     assert [r["accuracy"] for r in a.history] == [r["accuracy"] for r in b.history]

@@ -54,6 +54,7 @@ from tricklab.paradigms.federated.run import FEDERATED_METRICS, FederatedConfig,
 from tricklab.paradigms.meta.run import META_METRICS, MetaConfig, run_meta
 from tricklab.paradigms.nas.ofa_run import OFA_METRICS, OfaConfig, run_ofa
 from tricklab.paradigms.nas.run import NAS_METRICS, NasConfig, run_nas
+from tricklab.paradigms.nas.proxyless_run import PROXYLESS_METRICS, ProxylessConfig, run_proxyless
 from tricklab.rl.alphazero import AlphaZeroConfig, run_alphazero
 from tricklab.rl.metrics import ALPHAZERO_METRICS, EPISODE_METRICS, PREFERENCE_METRICS
 from tricklab.rl.ppo import PPOConfig, run_ppo
@@ -340,11 +341,15 @@ for _t in (
              "fomaml, reptile, protonets); docs/paradigms/", run_meta, META_METRICS, MetaConfig),
     LoopTask("mnist1d-continual", "continual learning on split / permuted MNIST-1D (fine-tuning, EWC, replay, "
              "progressive nets); docs/paradigms/", run_continual, CONTINUAL_METRICS, ContinualConfig),
-    LoopTask("mnist1d-federated", "FedAvg / FedProx on MNIST-1D clients (IID or Dirichlet), optional DP-SGD and "
-             "masked aggregation; docs/paradigms/", run_federated, FEDERATED_METRICS, FederatedConfig),
+    LoopTask("mnist1d-federated", "FedAvg / FedProx on MNIST-1D clients (IID or Dirichlet) on Flower (simulation; "
+             "SecAgg+, client- or sample-level DP); docs/paradigms/flower.md", run_federated, FEDERATED_METRICS,
+             FederatedConfig),
     LoopTask("mnist1d-darts", "DARTS cell search on MNIST-1D against an equal-cost random cell; docs/paradigms/",
              run_nas, NAS_METRICS, NasConfig),
     LoopTask("mnist1d-ofa", "once-for-all supernet on MNIST-1D, a sub-network under a latency budget (use "
              "task_args.latency_model: macs for repeatable runs); docs/paradigms/", run_ofa, OFA_METRICS, OfaConfig),
+    LoopTask("mnist1d-proxyless", "ProxylessNAS cell search on MNIST-1D (binarized paths, CPU latency table) against "
+             "an equal-latency random cell; docs/paradigms/proxyless.md", run_proxyless, PROXYLESS_METRICS,
+             ProxylessConfig),
 ):
     TASKS.register(_t.name, _t, summary=_t.summary)

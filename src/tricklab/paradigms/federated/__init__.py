@@ -1,5 +1,6 @@
 """Federated learning: IID and Dirichlet client splits, FedAvg and FedProx, masked (secure) aggregation, DP-SGD with
-per-sample gradients and a Renyi-DP accountant."""
+per-sample gradients and a Renyi-DP accountant; the Flower engine is in :mod:`.flower` (imported on use: flwr is the
+``federated`` extra)."""
 
 from tricklab.paradigms.federated.dp import (DEFAULT_ORDERS, clip_and_noise, dp_epsilon, epsilon_from_rdp,
                                              noise_for_epsilon, per_sample_grads, rdp_sampled_gaussian)

@@ -8,12 +8,17 @@ averages the results weighted by client size (through :func:`secure_weighted_ave
 ``rounds * local_epochs`` epochs: the reference federated training is compared with. With ``dp_epsilon`` every
 client runs DP-SGD with the noise multiplier that spends exactly that epsilon (delta ``dp_delta``) on its own data
 over all its local steps (example-level privacy per client, RDP accountant).
+
+Engines (``engine``): "flower" (the default) runs the rounds on Flower (:mod:`.flower`: Flower's FedAvg / FedProx
+strategies, SecAgg+ for ``secure_aggregation``, and with ``dp_level="client"`` Flower's client-level DP) in its
+simulation engine; "reference" runs the loop below over the same clients, the tested reference. ``centralized``
+always runs the loop below.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -21,65 +26,15 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from tricklab.evaluate.declared import MetricSpec
-from tricklab.paradigms.common import ParadigmResult, Progress, check, mlp, mnist1d_arrays, pos_int, pos_num, \
-    write_json
+from tricklab.paradigms.common import ParadigmResult, Progress, mlp, mnist1d_arrays, write_json
+from tricklab.paradigms.federated.config import FEDERATED_ALGORITHMS, FEDERATED_ENGINES, FEDERATED_METRICS, \
+    FederatedConfig
 from tricklab.paradigms.federated.dp import dp_epsilon, noise_for_epsilon
 from tricklab.paradigms.federated.fedavg import DPSettings, client_update, secure_weighted_average, \
     weighted_average
 from tricklab.paradigms.federated.partition import dirichlet_split, iid_split
 
-__all__ = ["FEDERATED_ALGORITHMS", "FEDERATED_METRICS", "FederatedConfig", "run_federated"]
-
-FEDERATED_ALGORITHMS: tuple[str, ...] = ("fedavg", "fedprox", "centralized")
-
-FEDERATED_METRICS: list[MetricSpec] = [
-    MetricSpec("accuracy", "test accuracy of the global model", True),
-    MetricSpec("loss", "test cross-entropy", False),
-    MetricSpec("best_accuracy", "best test accuracy over rounds", True, verdict=False),
-    MetricSpec("epsilon", "epsilon spent per client (0: no DP)", False, verdict=False, fmt=".3f"),
-    MetricSpec("train_seconds", "training time", False, unit="s", verdict=False, fmt=".1f"),
-]
-
-
-@dataclass
-class FederatedConfig:
-    """Federated training on MNIST-1D; defaults: 10 clients, full participation, 30 rounds of 1 local epoch."""
-
-    algorithm: str = "fedavg"
-    split: str = "iid"
-    alpha: float = 0.1
-    clients: int = 10
-    participation: float = 1.0
-    rounds: int = 30
-    local_epochs: int = 1
-    batch_size: int = 32
-    lr: float = 0.05
-    mu: float = 0.01
-    hidden: int = 100
-    secure_aggregation: bool = False
-    dp_epsilon: float | None = None
-    dp_delta: float = 1e-5
-    dp_clip: float = 1.0
-    threads: int = 1
-
-    def __post_init__(self) -> None:
-        check(self.algorithm in FEDERATED_ALGORITHMS, "algorithm", f"one of {FEDERATED_ALGORITHMS}", self.algorithm)
-        check(self.split in ("iid", "dirichlet"), "split", "'iid' or 'dirichlet'", self.split)
-        for name in ("clients", "rounds", "local_epochs", "batch_size", "hidden", "threads"):
-            check(pos_int(getattr(self, name)), name, "a positive int", getattr(self, name))
-        check(self.clients <= 400, "clients", "<= 400 (at least 10 training examples each)", self.clients)
-        for name in ("alpha", "lr", "dp_clip"):
-            check(pos_num(getattr(self, name)), name, "a positive number", getattr(self, name))
-        check(isinstance(self.participation, (int, float)) and 0 < self.participation <= 1, "participation",
-              "in (0, 1]", self.participation)
-        check(isinstance(self.mu, (int, float)) and self.mu >= 0, "mu", ">= 0 (FedProx's proximal weight)", self.mu)
-        check(self.dp_epsilon is None or pos_num(self.dp_epsilon), "dp_epsilon", "None or a positive number",
-              self.dp_epsilon)
-        check(0 < self.dp_delta < 1, "dp_delta", "in (0, 1)", self.dp_delta)
-        check(not (self.algorithm == "centralized" and self.dp_epsilon is not None), "dp_epsilon",
-              "None for algorithm 'centralized' (DP is applied on the clients)", self.dp_epsilon)
-
+__all__ = ["FEDERATED_ALGORITHMS", "FEDERATED_ENGINES", "FEDERATED_METRICS", "FederatedConfig", "run_federated"]
 
 @torch.no_grad()
 def _evaluate(model: torch.nn.Module, params: dict[str, torch.Tensor], x: torch.Tensor,
@@ -101,6 +56,8 @@ def run_federated(config: FederatedConfig, *, seed: int, run_dir: Path | None = 
         shards = iid_split(len(x), config.clients, seed=seed)
     else:
         shards = dirichlet_split(y, config.clients, config.alpha, seed=seed, min_size=config.batch_size // 4 or 1)
+    if config.engine == "flower" and not central:
+        return _run_on_flower(config, seed, shards, y, run_dir, progress)
     torch.manual_seed(seed)
     model = mlp([40, config.hidden, config.hidden, 10])
     params = {k: v.detach().clone() for k, v in model.named_parameters()}
@@ -129,8 +86,11 @@ def run_federated(config: FederatedConfig, *, seed: int, run_dir: Path | None = 
         updates, weights = [], []
         for k in chosen:
             idx = shards[k]
+            # each client's batches and noise: a stream of its own per (seed, round, client), the one the Flower
+            # engine's clients draw from, so both engines train on the same batches
+            local_gen = torch.Generator().manual_seed(seed * 1_000_003 + rnd * 10_007 + k)
             p, _ = client_update(model, params, x[idx], y[idx], epochs=config.local_epochs,
-                                 batch_size=config.batch_size, lr=config.lr, mu=mu, gen=gen, dp=dp[k])
+                                 batch_size=config.batch_size, lr=config.lr, mu=mu, gen=local_gen, dp=dp[k])
             updates.append(p)
             weights.append(float(len(idx)))
         if config.secure_aggregation and len(updates) > 1:
@@ -146,9 +106,35 @@ def run_federated(config: FederatedConfig, *, seed: int, run_dir: Path | None = 
     metrics = {"accuracy": history[-1]["accuracy"], "loss": history[-1]["loss"],
                "best_accuracy": max(r["accuracy"] for r in history), "epsilon": eps_spent,
                "train_seconds": train_seconds}
-    extras = {"config": asdict(config), "seed": seed, "client_sizes": [len(s) for s in shards],
+    extras = {"config": asdict(config), "seed": seed, "engine": "reference" if not central else "own loop",
+              "client_sizes": [len(s) for s in shards],
               "client_label_counts": [torch.bincount(y[s], minlength=10).tolist() for s in shards],
               "noise_multipliers": [d.sigma for d in dp if d is not None]}
+    result = ParadigmResult(metrics, history, extras)
+    if run_dir is not None:
+        write_json(Path(run_dir) / "result.json", asdict(result))
+    return result
+
+
+def _run_on_flower(config: FederatedConfig, seed: int, shards: list[torch.Tensor], y: torch.Tensor,
+                   run_dir: Path | None, progress: Progress | None) -> ParadigmResult:
+    """The same experiment on Flower's simulation engine (tricklab.paradigms.federated.flower)."""
+    from tricklab.paradigms.federated.flower import client_level_noise, epsilon_spent, run_flower_simulation
+
+    t0 = time.perf_counter()
+    history = run_flower_simulation(config, seed, progress)
+    metrics = {"accuracy": history[-1]["accuracy"], "loss": history[-1]["loss"],
+               "best_accuracy": max(r["accuracy"] for r in history),
+               "epsilon": epsilon_spent(config, [len(s) for s in shards]),
+               "train_seconds": time.perf_counter() - t0}
+    extras = {"config": asdict(config), "seed": seed, "engine": "flower (run_simulation, Ray backend)",
+              "client_sizes": [len(s) for s in shards],
+              "client_label_counts": [torch.bincount(y[s], minlength=10).tolist() for s in shards],
+              "dp": None if config.dp_epsilon is None else (
+                  "client-level (Flower's DifferentialPrivacyClientSideFixedClipping)" if config.dp_level == "client"
+                  else "sample-level (DP-SGD in each client)"),
+              "noise_multiplier": (client_level_noise(config.dp_epsilon, config.rounds, config.dp_delta)
+                                   if config.dp_epsilon is not None and config.dp_level == "client" else None)}
     result = ParadigmResult(metrics, history, extras)
     if run_dir is not None:
         write_json(Path(run_dir) / "result.json", asdict(result))
