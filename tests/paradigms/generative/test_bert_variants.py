@@ -104,6 +104,9 @@ def test_albert_factorized_embedding_shapes_and_forward_formula() -> None:
     g = F.layer_norm(F.gelu(g @ dense.weight.T + dense.bias), (e,), ln.weight, ln.bias)
     logits = g @ enc.tok_emb.weight.T + m.bias
     torch.testing.assert_close(m(x), logits)
+    m(x).logsumexp(-1).sum().backward()  # every parameter (E, P, projection, the shared block, head) is trained
+    for name, p in m.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
     # the classifier's CLS vector lives in E, before the projection
     clf = BertClassifier(enc, 3, pooling="cls").double()
     assert clf.cls.shape == (e,) and clf(x).shape == (2, 3)
