@@ -301,9 +301,9 @@ for _t in (
              "references; docs/generative/gan.md", run_gan, GAN_METRICS, GANConfig),
     LoopTask("fashion-mnist-clip", "CLIP-style image-text model, captions made by code: zero-shot accuracy, linear "
              "probe, recall@k; docs/generative/clip.md", run_clip, CLIP_METRICS, CLIPConfig),
-    LoopTask("shakespeare-word2vec", "skip-gram with negative sampling on a text file (default shakespeare.txt): "
-             "WordSim-353, SimLex-999, analogies; docs/generative/word2vec.md", run_word2vec, WORD2VEC_METRICS,
-             Word2VecConfig),
+    LoopTask("shakespeare-word2vec", "word2vec (task_args: model skipgram|cbow, objective negative|hs) on a text "
+             "file (default shakespeare.txt): WordSim-353, SimLex-999, analogies; docs/generative/word2vec.md",
+             run_word2vec, WORD2VEC_METRICS, Word2VecConfig),
     LoopTask("shakespeare-bert-variants", "masked-LM pre-training on Shakespeare then plays fine-tuning, one "
              "variant (task_args.variant: bert, roberta, albert, distilbert); docs/generative/albert.md etc.",
              run_bert_variant, BERT_VARIANT_METRICS, BertVariantConfig),

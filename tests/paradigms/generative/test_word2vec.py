@@ -329,3 +329,15 @@ def test_cbow_and_hierarchical_softmax_train_deterministically(model: str, objec
     if objective == "hs":  # zero inner nodes start every decision at a coin flip: loss = code length x ln 2, at most
         tree = huffman_tree(vocab.counts)
         assert losses[0] < float(tree.lengths.max()) * math.log(2)
+
+
+@needs_text
+@pytest.mark.slow  # one torch.compile (tens of seconds on a cold cache)
+def test_compiled_sgns_step_learns_what_the_eager_loop_learns() -> None:
+    tokens = tokenize(DEFAULT_TEXT.read_text())[:15_000]
+    cfg = Word2VecConfig(epochs=2, dim=16, min_count=3, batch_size=256)
+    _, eager, _, _ = train_word2vec(tokens, cfg, seed=1)
+    _, fused, hist, _ = train_word2vec(tokens, Word2VecConfig(**{**cfg.__dict__, "compile": True}), seed=1)
+    assert "compile_seconds" in hist[0]
+    # the fused C++ loop rounds differently in the last bits; the vectors agree far below their scale (~0.03)
+    torch.testing.assert_close(fused, eager, rtol=1e-4, atol=1e-6)

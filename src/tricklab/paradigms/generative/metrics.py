@@ -28,8 +28,9 @@ WORD2VEC_METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("wordsim353_spearman", "WordSim-353 Spearman rho (pairs in vocabulary)", True),
     MetricSpec("simlex999_spearman", "SimLex-999 Spearman rho (pairs in vocabulary)", True),
     MetricSpec("analogy_accuracy", "Analogy accuracy, 3CosAdd (questions in vocabulary)", True),
-    MetricSpec("words_per_second", "Training words/s, shared machine", True, "words/s", verdict=False, fmt=".0f"),
-    MetricSpec("train_seconds", "Training time (s), shared machine", False, "s", verdict=False, fmt=".1f"),
+    MetricSpec("words_per_second", "Training words per CPU second (1 thread)", True, "words/s", verdict=False,
+               fmt=".0f"),
+    MetricSpec("train_seconds", "Training CPU time (s)", False, "s", verdict=False, fmt=".1f"),
 )
 
 GAN_METRICS: tuple[MetricSpec, ...] = (
