@@ -41,8 +41,9 @@ IDS = [f"{n}-{'x'.join(map(str, s))}-{i}" for i, (n, s, _, _) in enumerate(CASES
 
 GRAPH_MODELS = {"gcn", "gat", "graphsage", "gcn_graph", "gated_gnn"}  # take a Graph: tests/models/test_gnn.py
 # tested in their own files: plain_mlp (test_plain_mlp.py); token models take int64 ids (test_gpt.py,
-# test_seq_lm.py, test_bert.py, test_seq2seq.py)
-ELSEWHERE = {"plain_mlp", "gpt", "lstm_lm", "mamba_lm", "hybrid_lm", "bert", "bert_classifier", "seq2seq_rnn"}
+# test_seq_lm.py, test_bert.py, test_seq2seq.py; albert: tests/paradigms/generative/test_bert_variants.py)
+ELSEWHERE = {"plain_mlp", "gpt", "lstm_lm", "mamba_lm", "hybrid_lm", "bert", "bert_classifier", "seq2seq_rnn",
+             "albert"}
 # the vision classifiers: tests/models/vision/ (shapes at several sizes, compile, Swin / ViT references)
 ELSEWHERE |= {"resnet", "mobilenetv2", "xception", "convnext", "vit", "swin", "hybrid"}
 

@@ -39,8 +39,10 @@ from tricklab.lab.metrics import MetricInfo, as_metric_info
 from tricklab.lab.recipe import build_dataclass
 from tricklab.models.vision.detr_task import DETECTION_METRICS, DetrConfig, run_detr
 from tricklab.registry import Registry
+from tricklab.paradigms.generative.bert_variants import BertVariantConfig, run_bert_variant
 from tricklab.paradigms.generative.clip import CLIPConfig, run_clip
 from tricklab.paradigms.generative.metrics import (
+    BERT_VARIANT_METRICS,
     CLIP_METRICS,
     GAN_METRICS,
     REALNVP_METRICS,
@@ -300,9 +302,12 @@ for _t in (
              "references; docs/generative/gan.md", run_gan, GAN_METRICS, GANConfig),
     LoopTask("fashion-mnist-clip", "CLIP-style image-text model, captions made by code: zero-shot accuracy, linear "
              "probe, recall@k; docs/generative/clip.md", run_clip, CLIP_METRICS, CLIPConfig),
-    LoopTask("shakespeare-word2vec", "skip-gram with negative sampling on a text file (default shakespeare.txt): "
-             "WordSim-353, SimLex-999, analogies; docs/generative/word2vec.md", run_word2vec, WORD2VEC_METRICS,
-             Word2VecConfig),
+    LoopTask("shakespeare-word2vec", "word2vec (task_args: model skipgram|cbow, objective negative|hs) on a text "
+             "file (default shakespeare.txt): WordSim-353, SimLex-999, analogies; docs/generative/word2vec.md",
+             run_word2vec, WORD2VEC_METRICS, Word2VecConfig),
+    LoopTask("shakespeare-bert-variants", "masked-LM pre-training on Shakespeare then plays fine-tuning, one "
+             "variant (task_args.variant: bert, roberta, albert, distilbert); docs/generative/albert.md etc.",
+             run_bert_variant, BERT_VARIANT_METRICS, BertVariantConfig),
     LoopTask("mnist1d-lottery", "lottery tickets: iterative magnitude pruning with rewinding to step k against "
              "random re-init and random masks, one row per round (task_args: rounds, prune_fraction, scope, "
              "rewind_step, steps, model, model_args); docs/compress/lottery.md", run_lottery, LOTTERY_METRICS,

@@ -52,8 +52,10 @@ __all__ = [
     "ElectraDiscriminator",
     "ElectraOutput",
     "ElectraPretrainer",
+    "albert",
     "bert",
     "bert_classifier",
+    "distil_student",
     "electra_forward",
     "electra_loss",
     "load_encoder_weights",
@@ -65,12 +67,17 @@ __all__ = [
 class BertEncoder(nn.Module):
     """Token + learned position embeddings, LayerNorm, bidirectional pre-LN blocks, final LayerNorm.
 
-    ``forward(x (B, T) int64, key_padding_mask (B, T) bool | None = None, cls (D,) | None = None) -> (B, T', D)``
+    ``forward(x (B, T) int64, key_padding_mask (B, T) bool | None = None, cls (E,) | None = None) -> (B, T', D)``
     with T' = T, or T + 1 when a ``cls`` vector is prepended (then output position 0 is the CLS summary).
+
+    ALBERT (Lan et al. 2020) is two options of this encoder: ``embedding_dim=E`` factorizes the embedding (token
+    and position tables V x E and T x E, LayerNorm in E, then a linear E -> H = d_model) and ``share_layers=True``
+    applies one block ``n_layer`` times. With both off (the default) it is BERT, unchanged.
     """
 
     def __init__(self, vocab_size: int, max_len: int, d_model: int = 128, n_layer: int = 4, n_heads: int = 4,
-                 dropout: float = 0.1, d_ff: int | None = None) -> None:
+                 dropout: float = 0.1, d_ff: int | None = None, embedding_dim: int | None = None,
+                 share_layers: bool = False) -> None:
         super().__init__()
         check_positive("bert", vocab_size=vocab_size, max_len=max_len, d_model=d_model, n_layer=n_layer,
                        n_heads=n_heads)
@@ -78,17 +85,31 @@ class BertEncoder(nn.Module):
             raise ConfigError(f"model 'bert': d_model={d_model} must be divisible by n_heads={n_heads}")
         if not 0.0 <= float(dropout) < 1.0:
             raise ConfigError(f"model 'bert': dropout must be in [0, 1), got {dropout}")
-        self.vocab_size, self.max_len, self.d_model = vocab_size, max_len, d_model
-        self.tok_emb = nn.Embedding(vocab_size, d_model)
-        self.pos_emb = LearnedPositionalEmbedding(max_len, d_model)
-        self.emb_norm = nn.LayerNorm(d_model)
+        if embedding_dim is not None:
+            check_positive("bert", embedding_dim=embedding_dim)
+        self.vocab_size, self.max_len, self.d_model, self.n_layer = vocab_size, max_len, d_model, n_layer
+        # ALBERT's factorized embedding (Lan et al. 2020, sec. 3.1): tokens and positions live in E dimensions
+        # (V x E + T x E parameters) and one E x H projection lifts their sum to the hidden size H = d_model
+        self.embedding_dim = d_model if embedding_dim is None else int(embedding_dim)
+        e = self.embedding_dim
+        self.tok_emb = nn.Embedding(vocab_size, e)
+        self.pos_emb = LearnedPositionalEmbedding(max_len, e)
+        self.emb_norm = nn.LayerNorm(e)
+        self.emb_proj = nn.Linear(e, d_model) if e != d_model else None
         self.drop = nn.Dropout(dropout)
+        # ALBERT's cross-layer sharing (sec. 3.1): one block applied n_layer times, so the block parameters do not
+        # grow with depth; the state dict then holds blocks.0 only
+        self.share_layers = bool(share_layers)
         self.blocks = nn.ModuleList(
             TransformerBlock(d_model, n_heads, d_ff=d_ff, dropout=dropout, norm_first=True, causal=False)
-            for _ in range(n_layer)
+            for _ in range(1 if self.share_layers else n_layer)
         )
         self.final_norm = nn.LayerNorm(d_model)
         gpt2_init_(self)  # BERT's init: N(0, 0.02) weights, zero biases
+
+    def layers(self) -> list[nn.Module]:
+        """The blocks in the order they are applied (the one shared block n_layer times under sharing)."""
+        return [self.blocks[0]] * self.n_layer if self.share_layers else list(self.blocks)
 
     def forward(self, x: Tensor, key_padding_mask: Tensor | None = None, cls: Tensor | None = None) -> Tensor:
         check_tokens(x, "BertEncoder", self.max_len)
@@ -101,8 +122,10 @@ class BertEncoder(nn.Module):
             h = torch.cat([cls.expand(h.shape[0], 1, -1).to(h.dtype), h], dim=1)  # (B, T+1, D)
             if key_padding_mask is not None:
                 key_padding_mask = F.pad(key_padding_mask, (1, 0), value=False)
-        h = self.drop(self.emb_norm(h))
-        for block in self.blocks:
+        h = self.drop(self.emb_norm(h))  # (B, T, E)
+        if self.emb_proj is not None:
+            h = self.emb_proj(h)  # (B, T, H)
+        for block in self.layers():
             h = block(h, key_padding_mask=key_padding_mask)  # every position sees every non-padding position
         return self.final_norm(h)
 
@@ -116,17 +139,22 @@ class BertMLM(nn.Module):
 
     def __init__(self, encoder: BertEncoder, mask_id: int | None = None) -> None:
         super().__init__()
-        v, d = encoder.vocab_size, encoder.d_model
+        v, d, e = encoder.vocab_size, encoder.d_model, encoder.embedding_dim
         self.mask_id = v - 1 if mask_id is None else int(mask_id)
         if not 0 <= self.mask_id < v:
             raise ConfigError(f"model 'bert': mask_id={self.mask_id} is outside the vocabulary [0, {v})")
         self.encoder = encoder
-        self.transform = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.LayerNorm(d))
+        # H -> E so the tied decoder E^T (V x E) applies; E = H for BERT, E < H for ALBERT's factorized embedding
+        self.transform = nn.Sequential(nn.Linear(d, e), nn.GELU(), nn.LayerNorm(e))
         self.bias = nn.Parameter(torch.zeros(v))
         gpt2_init_(self.transform)
 
     def forward(self, x: Tensor, key_padding_mask: Tensor | None = None) -> Tensor:
-        h = self.transform(self.encoder(x, key_padding_mask))  # (B, T, D)
+        return self.head(self.encoder(x, key_padding_mask))
+
+    def head(self, hidden: Tensor) -> Tensor:
+        """The MLM head on encoder outputs (B, T, H) -> logits (B, T, V) (DistilBERT needs both)."""
+        h = self.transform(hidden)  # (B, T, E)
         return F.linear(h, self.encoder.tok_emb.weight, self.bias)  # (B, T, V), tied decoder
 
 
@@ -189,7 +217,8 @@ class BertClassifier(nn.Module):
             raise ConfigError(f"model 'bert_classifier': pooling must be 'mean' or 'cls', got {pooling!r}")
         check_positive("bert_classifier", num_classes=num_classes)
         self.encoder, self.pooling = encoder, pooling
-        self.cls = nn.Parameter(torch.randn(encoder.d_model) * 0.02) if pooling == "cls" else None
+        # the CLS vector is prepended before the embedding LayerNorm, so it lives in the embedding size E
+        self.cls = nn.Parameter(torch.randn(encoder.embedding_dim) * 0.02) if pooling == "cls" else None
         self.drop = nn.Dropout(dropout)
         self.head = nn.Linear(encoder.d_model, num_classes)
 
@@ -247,6 +276,55 @@ def bert_classifier(input_shape: tuple[int, ...], num_classes: int, vocab_size: 
     if pretrained is not None:
         load_encoder_weights(enc, pretrained)
     return BertClassifier(enc, num_classes, pooling, dropout)
+
+
+@MODELS.register("albert", summary="ALBERT masked LM: BERT with a factorized embedding (V x E, E x H) and one "
+                                   "block shared by all layers (Lan 2020)")
+def albert(input_shape: tuple[int, ...], num_classes: int, n_layer: int = 4, d_model: int = 128, n_heads: int = 4,
+           embedding_dim: int = 32, share_layers: bool = True, dropout: float = 0.1, d_ff: int | None = None,
+           mask_id: int | None = None) -> nn.Module:
+    """BertMLM whose encoder has ALBERT's factorized embedding (``embedding_dim`` = E) and cross-layer sharing.
+
+    Parameters (biases included, H = d_model, F = d_ff, V = num_classes, T = input length):
+    ``V E + T E + 2 E + (E H + H) + P_block + 2 H`` in the encoder, with ``P_block = 4 H^2 + 4 H + 2 H F + F + H +
+    4 H`` counted once however deep the stack, plus the head ``H E + E + 2 E + V``. Sentence-order prediction is
+    left out: our BERT has no sentence-pair objective to replace.
+    """
+    (length,) = as_shape(input_shape, model="albert", ndim=(1,))
+    enc = BertEncoder(num_classes, length, d_model, n_layer, n_heads, dropout, d_ff, embedding_dim=embedding_dim,
+                      share_layers=share_layers)
+    return BertMLM(enc, mask_id)
+
+
+def distil_student(teacher: BertMLM, n_layer: int | None = None, dropout: float | None = None) -> BertMLM:
+    """DistilBERT's student (Sanh et al. 2019, sec. 3): the teacher's architecture with every other layer.
+
+    The student keeps the teacher's width, embeddings, final LayerNorm and MLM head (copied), and its block i
+    starts as a copy of teacher block ``2 i`` ("taking one layer out of two"); ``n_layer`` defaults to half the
+    teacher's depth (rounded up). The teacher is not modified; the copies share no storage with it.
+    """
+    if not isinstance(teacher, BertMLM):
+        raise TypeError(f"distil_student needs a BertMLM teacher, got {type(teacher).__name__}")
+    t_enc = teacher.encoder
+    if t_enc.share_layers:
+        raise ValueError("distil_student: the teacher shares one block across layers (ALBERT); there are no "
+                         "distinct alternate layers to copy")
+    n_layer = (t_enc.n_layer + 1) // 2 if n_layer is None else int(n_layer)
+    if not 1 <= n_layer <= (t_enc.n_layer + 1) // 2:
+        raise ValueError(f"distil_student: n_layer must be in [1, {(t_enc.n_layer + 1) // 2}] for a "
+                         f"{t_enc.n_layer}-layer teacher (block i copies teacher block 2i), got {n_layer}")
+    block0 = t_enc.blocks[0]
+    p = float(block0.dropout.p) if dropout is None else float(dropout)
+    enc = BertEncoder(t_enc.vocab_size, t_enc.max_len, t_enc.d_model, n_layer, block0.self_attn.n_heads, p,
+                      block0.linear1.out_features, embedding_dim=t_enc.embedding_dim)
+    student = BertMLM(enc, teacher.mask_id)
+    state = {k: v for k, v in teacher.state_dict().items() if not k.startswith("encoder.blocks.")}
+    for i in range(n_layer):
+        prefix = f"encoder.blocks.{2 * i}."
+        state.update({f"encoder.blocks.{i}.{k[len(prefix):]}": v for k, v in teacher.state_dict().items()
+                      if k.startswith(prefix)})
+    student.load_state_dict({k: v.detach().clone() for k, v in state.items()}, strict=True)
+    return student
 
 
 # ================================================================================================= ELECTRA

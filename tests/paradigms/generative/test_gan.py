@@ -1,6 +1,9 @@
 """GAN parts against references: the Frechet distance against the NumPy/SciPy closed form
 (``scipy.linalg.sqrtm``) on Gaussians, the 1-D formula, a finite-difference gradient check (torch.autograd.gradcheck)
-and the moments of samples; the losses against torch's binary cross-entropy (outputs and gradients)."""
+and the moments of samples; the losses against torch's binary cross-entropy (outputs and gradients). WGAN-GP's
+gradient penalty against closed forms: a linear critic (gradient w everywhere), a quadratic critic (input gradient
+A x_hat written out, outputs and parameter gradients without a double backward), and per-example input gradients
+of the DCGAN critic from torch.func.vmap(grad)."""
 
 from __future__ import annotations
 
@@ -17,7 +20,11 @@ from tricklab.paradigms.generative.gan import (
     frechet_distance,
     gaussian_stats,
     generator_loss,
+    gradient_penalty,
+    wgan_critic_loss,
+    wgan_generator_loss,
 )
+from tricklab.paradigms.generative.paradigm import GANConfig
 
 
 def _spd(rng: np.random.Generator, d: int) -> np.ndarray:
@@ -112,3 +119,93 @@ def test_dcgan_shapes_and_one_discriminator_step_lowers_its_loss(spectral: bool)
     assert discriminator_loss(disc(real), disc(fake.detach())) < before
     (g_loss := generator_loss(disc(gen(torch.randn(4, 8))))).backward()
     assert torch.isfinite(g_loss) and all(p.grad is not None for p in gen.parameters())
+
+
+# ------------------------------------------------------------------------------------------------ WGAN-GP
+class _Linear(torch.nn.Module):
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.randn(d, dtype=torch.float64))
+        self.b = torch.nn.Parameter(torch.zeros((), dtype=torch.float64))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1) @ self.w + self.b
+
+
+class _Quadratic(torch.nn.Module):
+    """f(x) = x^T A x / 2 with A = M + M^T symmetric: grad_x f = A x in closed form."""
+
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        self.m = torch.nn.Parameter(torch.randn(d, d, dtype=torch.float64) / d**0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = self.m + self.m.T
+        return 0.5 * torch.einsum("bi,ij,bj->b", x, a, x)
+
+
+def test_gradient_penalty_of_a_linear_critic_equals_the_closed_form() -> None:
+    torch.manual_seed(0)
+    critic = _Linear(12)
+    real, fake = torch.randn(5, 3, 4, dtype=torch.float64), torch.randn(5, 3, 4, dtype=torch.float64)
+    gp = gradient_penalty(critic, real, fake, weight=10.0)
+    w = critic.w.detach()
+    # grad_x f = w at every x_hat: the penalty is 10 (|w| - 1)^2 whatever eps, its w-gradient 20 (|w| - 1) w / |w|
+    torch.testing.assert_close(gp, 10.0 * (w.norm() - 1) ** 2)
+    (g_w,) = torch.autograd.grad(gp, critic.w)
+    torch.testing.assert_close(g_w, 20.0 * (w.norm() - 1) * w / w.norm())
+
+
+def test_gradient_penalty_of_a_quadratic_critic_equals_the_formula_outputs_and_gradients() -> None:
+    torch.manual_seed(1)
+    critic = _Quadratic(6)
+    real, fake = torch.randn(7, 6, dtype=torch.float64), torch.randn(7, 6, dtype=torch.float64)
+    eps = torch.rand(7, dtype=torch.float64)
+    gp = gradient_penalty(critic, real, fake, weight=3.0, eps=eps)
+    # reference: the input gradient written in closed form, A x_hat, so no double backward is involved
+    x_hat = eps[:, None] * real + (1 - eps[:, None]) * fake
+    a = critic.m + critic.m.T
+    ref = 3.0 * ((x_hat @ a).norm(dim=1) - 1).pow(2).mean()
+    torch.testing.assert_close(gp, ref)
+    (g_ours,) = torch.autograd.grad(gp, critic.m)
+    (g_ref,) = torch.autograd.grad(ref, critic.m)
+    torch.testing.assert_close(g_ours, g_ref)
+
+
+def test_gradient_penalty_on_the_dcgan_critic_equals_per_example_gradients() -> None:
+    from torch.func import functional_call, grad, vmap
+
+    torch.manual_seed(2)
+    critic = DCGANDiscriminator(width=4).double()
+    real, fake = torch.rand(4, 1, 28, 28, dtype=torch.float64), torch.rand(4, 1, 28, 28, dtype=torch.float64)
+    eps = torch.rand(4, dtype=torch.float64)
+    gp = gradient_penalty(critic, real, fake, weight=10.0, eps=eps)
+    x_hat = eps.view(-1, 1, 1, 1) * real + (1 - eps.view(-1, 1, 1, 1)) * fake
+    params = dict(critic.named_parameters())
+
+    def one(x: torch.Tensor) -> torch.Tensor:  # the critic on one example, as torch.func sees it
+        return functional_call(critic, params, (x.unsqueeze(0),)).squeeze(0)
+
+    per_example = vmap(grad(one))(x_hat)  # (B, 1, 28, 28): each example's own input gradient
+    ref = 10.0 * (per_example.flatten(1).norm(dim=1) - 1).pow(2).mean()
+    torch.testing.assert_close(gp, ref)
+    gp.backward()  # the double backward reaches the critic's weights
+    for name, p in critic.named_parameters():
+        # grad_x f = W_0^T D_0 W_2^T D_1 w_5 with D the LeakyReLU slopes: piecewise constant in the biases, so the
+        # penalty's bias gradients are zero and its weight gradients are not
+        if name.endswith("bias"):
+            assert p.grad is None or not p.grad.any(), name
+        else:
+            assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.any(), name
+
+
+def test_wgan_losses_and_config() -> None:
+    real, fake = torch.tensor([1.0, 3.0]), torch.tensor([-1.0, 0.5])
+    torch.testing.assert_close(wgan_critic_loss(real, fake), torch.tensor(-0.25 - 2.0))
+    torch.testing.assert_close(wgan_generator_loss(fake), torch.tensor(0.25))
+    with pytest.raises(ValueError, match="same shape"):
+        gradient_penalty(DCGANDiscriminator(width=4), torch.rand(2, 1, 28, 28), torch.rand(3, 1, 28, 28))
+    with pytest.raises(ConfigError, match="loss"):
+        GANConfig(loss="hinge")
+    with pytest.raises(ConfigError, match="spectral"):
+        GANConfig(loss="wgan-gp", spectral=True)

@@ -70,3 +70,6 @@ def test_run_gan_reports_the_declared_metrics_with_ordered_references() -> None:
     assert run_gan(cfg, seed=0).metrics["frechet_distance"] == a.metrics["frechet_distance"]
     with pytest.raises(ConfigError, match="eval_examples"):
         GANConfig(eval_examples=1)
+    wgan = run_gan(GANConfig(**{**cfg.__dict__, "loss": "wgan-gp", "n_critic": 2}), seed=0)
+    assert set(wgan.metrics) == set(a.metrics) and all(math.isfinite(v) for v in wgan.metrics.values())
+    assert wgan.metrics["frechet_distance"] != a.metrics["frechet_distance"]  # the critic objective was used

@@ -14,7 +14,15 @@ Frechet distance between N(mu_1, S_1) and N(mu_2, S_2) (Dowson & Landau 1982):
 ``sum_i sqrt(lambda_i)`` of the symmetric PSD matrix ``S_1^{1/2} S_2 S_1^{1/2}`` (same eigenvalues as S_1 S_2).
 
 Optional stabilisation: spectral normalization of the discriminator's layers (Miyato et al., 2018), with
-torch's own ``torch.nn.utils.parametrizations.spectral_norm``.
+torch's own ``torch.nn.utils.parametrizations.spectral_norm``; or WGAN-GP (Gulrajani et al., 2017, Algorithm 1):
+the discriminator becomes a critic f with unbounded scores, trained on
+
+    L_critic = E f(x_fake) - E f(x_real) + lambda E (||grad_x f(x_hat)||_2 - 1)^2,
+    x_hat = eps x_real + (1 - eps) x_fake,  eps ~ U[0, 1] per example,
+
+(the penalty keeps f near 1-Lipschitz, so the first two terms estimate the Wasserstein-1 distance) and the
+generator on ``L_G = -E f(x_fake)``; lambda = 10, n_critic = 5 critic steps per generator step, Adam (1e-4,
+beta = (0, 0.9)) in the paper.
 """
 
 from __future__ import annotations
@@ -33,6 +41,9 @@ __all__ = [
     "frechet_distance",
     "gaussian_stats",
     "generator_loss",
+    "gradient_penalty",
+    "wgan_critic_loss",
+    "wgan_generator_loss",
 ]
 
 
@@ -44,6 +55,35 @@ def discriminator_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
 def generator_loss(fake_logits: Tensor) -> Tensor:
     """Non-saturating generator loss, mean of ``softplus(-l_fake) = -log D(G(z))``."""
     return F.softplus(-fake_logits).mean()
+
+
+def wgan_critic_loss(real_scores: Tensor, fake_scores: Tensor) -> Tensor:
+    """WGAN critic loss without its penalty: ``mean f(x_fake) - mean f(x_real)``."""
+    return fake_scores.mean() - real_scores.mean()
+
+
+def wgan_generator_loss(fake_scores: Tensor) -> Tensor:
+    """WGAN generator loss ``-mean f(x_fake)``."""
+    return -fake_scores.mean()
+
+
+def gradient_penalty(critic: nn.Module, real: Tensor, fake: Tensor, weight: float = 10.0,
+                     eps: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
+    """WGAN-GP's penalty ``weight * mean_i (||grad_x f(x_hat_i)||_2 - 1)^2`` on x_hat = eps x_real + (1 - eps)
+    x_fake (module docstring). ``eps`` (B,) defaults to U[0, 1) draws from ``generator``; ``fake`` is detached.
+    The input gradient is taken with ``create_graph=True`` so that the penalty trains the critic's parameters
+    (a double backward)."""
+    if real.shape != fake.shape:
+        raise ValueError(f"real {tuple(real.shape)} and fake {tuple(fake.shape)} batches must have the same shape")
+    if eps is None:
+        eps = torch.rand(real.shape[0], generator=generator, device=real.device, dtype=real.dtype)
+    e = eps.view(-1, *([1] * (real.dim() - 1)))
+    x_hat = (e * real.detach() + (1 - e) * fake.detach()).requires_grad_(True)
+    scores = critic(x_hat)
+    # the sum's gradient wrt x_hat is each example's own gradient: example i's score depends on x_hat_i only
+    (grad,) = torch.autograd.grad(scores.sum(), x_hat, create_graph=True)
+    norms = grad.flatten(1).norm(dim=1)
+    return float(weight) * (norms - 1.0).pow(2).mean()
 
 
 def gaussian_stats(features: Tensor) -> tuple[Tensor, Tensor]:

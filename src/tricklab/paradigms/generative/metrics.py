@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from tricklab.evaluate.declared import MetricSpec
 
-__all__ = ["CLIP_METRICS", "GAN_METRICS", "REALNVP_METRICS", "VAE_METRICS", "WORD2VEC_METRICS"]
+__all__ = ["BERT_VARIANT_METRICS", "CLIP_METRICS", "GAN_METRICS", "REALNVP_METRICS", "VAE_METRICS", "WORD2VEC_METRICS"]
 
 VAE_METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("test_bpd", "Test bits/dim, IWAE bound (k samples)", False, "bits/dim"),
@@ -28,8 +28,9 @@ WORD2VEC_METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("wordsim353_spearman", "WordSim-353 Spearman rho (pairs in vocabulary)", True),
     MetricSpec("simlex999_spearman", "SimLex-999 Spearman rho (pairs in vocabulary)", True),
     MetricSpec("analogy_accuracy", "Analogy accuracy, 3CosAdd (questions in vocabulary)", True),
-    MetricSpec("words_per_second", "Training words/s, shared machine", True, "words/s", verdict=False, fmt=".0f"),
-    MetricSpec("train_seconds", "Training time (s), shared machine", False, "s", verdict=False, fmt=".1f"),
+    MetricSpec("words_per_second", "Training words per CPU second (1 thread)", True, "words/s", verdict=False,
+               fmt=".0f"),
+    MetricSpec("train_seconds", "Training CPU time (s)", False, "s", verdict=False, fmt=".1f"),
 )
 
 GAN_METRICS: tuple[MetricSpec, ...] = (
@@ -58,4 +59,13 @@ CLIP_METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("recall_at_5", "Image -> caption recall@5 (distinct test captions)", True),
     MetricSpec("chance_accuracy", "Chance accuracy (10 classes)", True, verdict=False),
     MetricSpec("train_seconds", "Training time (s), shared machine", False, "s", verdict=False, fmt=".1f"),
+)
+
+BERT_VARIANT_METRICS: tuple[MetricSpec, ...] = (
+    MetricSpec("mlm_accuracy", "Masked-LM accuracy, held-out text (one fixed mask)", True),
+    MetricSpec("mlm_loss", "Masked-LM cross-entropy, held-out text (nats)", False),
+    MetricSpec("plays_accuracy", "Plays accuracy after fine-tuning the encoder", True),
+    MetricSpec("parameters", "Parameters of the masked-LM model", False, verdict=False, fmt=",.0f"),
+    MetricSpec("pretrain_cpu_seconds", "Pre-training CPU time (s, 1 thread)", False, "s", verdict=False, fmt=".1f"),
+    MetricSpec("finetune_cpu_seconds", "Fine-tuning CPU time (s, 1 thread)", False, "s", verdict=False, fmt=".1f"),
 )

@@ -213,7 +213,9 @@ def run_realnvp(config: RealNVPConfig, *, seed: int, run_dir: Path | None = None
 class GANConfig:
     """DCGAN-small on Fashion-MNIST (Adam 2e-4, beta1 0.5: the DCGAN paper's), scored by the Frechet distance
     in the 64-feature space of our own CNN classifier (tricklab.models.cnn2d), trained once per run with the
-    fixed ``classifier_seed`` so every GAN seed is measured in the same feature space."""
+    fixed ``classifier_seed`` so every GAN seed is measured in the same feature space. ``loss="wgan-gp"``
+    trains a WGAN-GP critic instead (``n_critic`` critic steps on fresh real batches per generator step, penalty
+    weight ``gp_weight``, Adam betas (0, 0.9) as in Gulrajani et al. 2017; ``lr`` is used as given)."""
 
     steps: int = 2000
     batch_size: int = 64
@@ -221,6 +223,9 @@ class GANConfig:
     latent_dim: int = 64
     width: int = 32
     spectral: bool = False
+    loss: str = "nonsaturating"
+    gp_weight: float = 10.0
+    n_critic: int = 5
     classifier_steps: int = 600
     classifier_seed: int = 0
     eval_examples: int = 2000
@@ -234,6 +239,12 @@ class GANConfig:
             _check(_pos_int(getattr(self, name)), name, "a positive int", getattr(self, name))
         _check(isinstance(self.lr, (int, float)) and self.lr > 0, "lr", "a positive number", self.lr)
         _check(2 <= self.eval_examples <= 10000, "eval_examples", "in 2..10000", self.eval_examples)
+        _check(self.loss in ("nonsaturating", "wgan-gp"), "loss", "'nonsaturating' or 'wgan-gp'", self.loss)
+        _check(_pos_int(self.n_critic), "n_critic", "a positive int", self.n_critic)
+        _check(isinstance(self.gp_weight, (int, float)) and self.gp_weight >= 0, "gp_weight", "a number >= 0",
+               self.gp_weight)
+        _check(not (self.loss == "wgan-gp" and self.spectral), "spectral", "False with loss='wgan-gp' (the "
+               "gradient penalty is the Lipschitz constraint)", self.spectral)
 
 
 def _classifier_features(cfg: GANConfig, x_train: Tensor, y_train: Tensor, x_test: Tensor, y_test: Tensor,
@@ -273,6 +284,9 @@ def run_gan(config: GANConfig, *, seed: int, run_dir: Path | None = None,
         frechet_distance,
         gaussian_stats,
         generator_loss,
+        gradient_penalty,
+        wgan_critic_loss,
+        wgan_generator_loss,
     )
     from tricklab.paradigms.generative.precision_recall import precision_recall
 
@@ -282,24 +296,36 @@ def run_gan(config: GANConfig, *, seed: int, run_dir: Path | None = None,
     features, clf_acc = _classifier_features(config, ds.x_train, ds.y_train, ds.x_test[:n], ds.y_test[:n])
     torch.manual_seed(seed)
     gen, disc = DCGANGenerator(config.latent_dim, config.width), DCGANDiscriminator(config.width, config.spectral)
-    opt_g = torch.optim.Adam(gen.parameters(), lr=config.lr, betas=(0.5, 0.999))
-    opt_d = torch.optim.Adam(disc.parameters(), lr=config.lr, betas=(0.5, 0.999))
+    wgan = config.loss == "wgan-gp"
+    betas = (0.0, 0.9) if wgan else (0.5, 0.999)
+    opt_g = torch.optim.Adam(gen.parameters(), lr=config.lr, betas=betas)
+    opt_d = torch.optim.Adam(disc.parameters(), lr=config.lr, betas=betas)
     loader = InMemoryLoader(ds.x_train, ds.y_train, config.batch_size, seed=seed)
     history: list[dict[str, Any]] = []
     t0, d_sum, g_sum = time.perf_counter(), 0.0, 0.0
     batches = iter(loader)
-    for step in range(1, config.steps + 1):
+
+    def next_real() -> Tensor:
+        nonlocal batches
         try:
-            real, _ = next(batches)
+            return next(batches)[0]
         except StopIteration:
             batches = iter(loader)
-            real, _ = next(batches)
-        fake = gen(torch.randn(len(real), config.latent_dim))
-        d_loss = discriminator_loss(disc(real), disc(fake.detach()))
-        opt_d.zero_grad()
-        d_loss.backward()
-        opt_d.step()
-        g_loss = generator_loss(disc(fake))
+            return next(batches)[0]
+
+    for step in range(1, config.steps + 1):
+        for _ in range(config.n_critic if wgan else 1):
+            real = next_real()
+            fake = gen(torch.randn(len(real), config.latent_dim))
+            if wgan:
+                d_loss = (wgan_critic_loss(disc(real), disc(fake.detach()))
+                          + gradient_penalty(disc, real, fake, config.gp_weight))
+            else:
+                d_loss = discriminator_loss(disc(real), disc(fake.detach()))
+            opt_d.zero_grad()
+            d_loss.backward()
+            opt_d.step()
+        g_loss = wgan_generator_loss(disc(fake)) if wgan else generator_loss(disc(fake))
         opt_g.zero_grad()
         g_loss.backward()
         opt_g.step()
