@@ -253,13 +253,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scope", default="layer")
     p.add_argument("--rewind-step", type=int, default=0)
     p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--lr", type=float, default=1e-2, help="Adam learning rate")
+    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--hidden", type=int, default=None, help="the MLP's hidden width (model argument 'hidden')")
     p.add_argument("--model", default="mlp")
     p.add_argument("--dataset", default="mnist1d")
     p.add_argument("--out", type=Path, required=True)
     a = p.parse_args(argv)
     try:
         cfg = LotteryConfig(model=a.model, dataset=a.dataset, rounds=a.rounds, prune_fraction=a.prune_fraction,
-                            scope=a.scope, rewind_step=a.rewind_step, steps=a.steps)
+                            scope=a.scope, rewind_step=a.rewind_step, steps=a.steps, lr=a.lr,
+                            batch_size=a.batch_size, model_args={} if a.hidden is None else {"hidden": a.hidden})
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
