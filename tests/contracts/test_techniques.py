@@ -85,6 +85,7 @@ class Case:
     accumulates: bool = True  # runs under gradient accumulation too
     tabular: bool = False  # (B, features) inputs whose last column is a 0/1 group id, and an MLP
     any_size: bool = False  # it changes the input length (multi_scale): the models end in global pooling
+    container: bool = False  # it wraps the model's layers in place (qat): a bare layer is wrapped in Sequential
     tags: tuple[str, ...] = field(default_factory=tuple)
 
 
@@ -138,6 +139,9 @@ _CASES = [
     Case("pseudo_label", lambda tmp: {"threshold": 0.0, "on": "all"}),
     Case("fixmatch", lambda tmp: {"threshold": 0.0, "on": "all"}),
     Case("mean_teacher", lambda tmp: {"decay": 0.9, "on": "all"}),
+    # wraps the conv and linear layers at fit_start (the resume checkpoint holds the observers' ranges), converts
+    # them to int8 at fit_end (the models compared are the converted ones)
+    Case("qat", lambda tmp: {"momentum": 0.1}, container=True),
 ]
 CASES = _CASES + [Case(n) for n in NAMES if n not in {c.name for c in _CASES}]
 CASE_IDS = [c.name + "".join(f"[{t}]" for t in c.tags) for c in CASES]
@@ -381,7 +385,7 @@ def test_state_dict_round_trip_on_a_fresh_instance(name: str, tmp_path: Path) ->
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(24, 4, generator=g), torch.randint(0, 3, (24,), generator=g)
-    model: nn.Module = nn.Linear(4, 3)
+    model: nn.Module = nn.Sequential(nn.Linear(4, 3)) if case.container else nn.Linear(4, 3)
     if case.any_size:  # (B, L) signals of any length: pool the length to 4 first
         model = nn.Sequential(nn.Unflatten(1, (1, -1)), nn.AdaptiveAvgPool1d(4), nn.Flatten(), nn.Linear(4, 3))
     Trainer(model, torch.optim.SGD(model.parameters(), lr=0.1), InMemoryLoader(x, y, 8, seed=0),
@@ -398,7 +402,7 @@ def test_state_dict_round_trip_on_a_fresh_instance(name: str, tmp_path: Path) ->
 # ------------------------------------------------------------------------------------------------- naming
 #: how a word of a registry name is spelled in a class name (acronyms, and words written as two)
 SPELLING = {"ema": "EMA", "swa": "SWA", "sam": "SAM", "lsuv": "LSUV", "lr": "LR", "cutmix": "CutMix",
-            "dropblock": "DropBlock", "gce": "GCE", "fixmatch": "FixMatch"}
+            "dropblock": "DropBlock", "gce": "GCE", "fixmatch": "FixMatch", "qat": "QAT"}
 
 
 @functools.cache
