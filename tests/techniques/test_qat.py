@@ -6,15 +6,20 @@ batch, autograd through the straight-through estimator), and the ConfigError mes
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tricklab.compress.distill import load_run_model
 from tricklab.compress.quantize import FakeQuant, Int8Layer, prepare
 from tricklab.data import InMemoryLoader
 from tricklab.errors import ConfigError
+from tricklab.evaluate.cost import count_parameters, model_size_bytes
+from tricklab.lab.recipe import load_recipe
+from tricklab.lab.runner import run
 from tricklab.models import build_model
 from tricklab.techniques import QAT
 from tricklab.train import Technique, Trainer, TrainState
@@ -113,3 +118,20 @@ def test_bad_arguments_and_a_bare_layer_are_refused() -> None:
     with pytest.raises(ConfigError, match=r"nn.Sequential"):
         Trainer(layer, torch.optim.SGD(layer.parameters(), lr=0.1), InMemoryLoader(x, y, 4, seed=0),
                 techniques=[QAT()], max_steps=1).fit()
+
+
+def test_a_lab_run_with_qat_evaluates_and_saves_the_int8_model(tmp_path: Path) -> None:
+    """Reference: the run folder's model rebuilt by load_run_model (int8 layers from model.safetensors) evaluated on
+    the test split must give the summary's accuracy; the float model of the same recipe for the size."""
+    recipe = load_recipe(None, ["budget.steps=20", "eval_every=20", "log_every=20", "progress=false", "threads=1",
+                                "model=mlp", "techniques=[{name: qat, args: {momentum: 0.1}}]"])
+    result = run(recipe, out=tmp_path / "run")
+    model, data = load_run_model(tmp_path / "run")
+    assert sum(isinstance(m, Int8Layer) for m in model.modules()) == 3
+    with torch.no_grad():
+        acc = float((model(data.x_test).argmax(1) == data.y_test).float().mean())
+    assert result.summary.test.value("accuracy") == pytest.approx(acc, abs=1e-6)  # float32 mean
+    dense = build_model("mlp", data.input_shape, data.num_classes)
+    cost = result.summary.cost
+    assert cost is not None and cost.parameters == count_parameters(dense)  # int8 weights still count
+    assert cost.model_size_bytes < 0.35 * model_size_bytes(dense)

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from tricklab.compress.pruning import PRUNABLE
+from tricklab.compress.quantize import Int8Layer
 from tricklab.evaluate.cost import inference_latency, model_size_bytes
 from tricklab.evaluate.declared import MetricSpec
 
@@ -32,8 +33,13 @@ def nonzero_parameters(model: nn.Module) -> int:
 
 def weight_sparsity(model: nn.Module) -> float:
     """The fraction of exactly-zero entries among the weights of ``model``'s linear and convolution layers (the
-    prunable weights; biases and normalisation parameters are not counted); 0.0 when it has no such layer."""
-    weights = {id(m.weight): m.weight for m in model.modules() if isinstance(m, PRUNABLE)}  # shared: once
+    prunable weights, or the int8 weights of converted layers; biases and normalisation parameters are not
+    counted); 0.0 when it has no such layer."""
+    weights = {}
+    for m in model.modules():
+        w = m.weight_q if isinstance(m, Int8Layer) else getattr(m, "weight", None) if isinstance(m, PRUNABLE) else None
+        if isinstance(w, torch.Tensor):  # (an Int8Layer keeps a parameterless copy of its layer's configuration)
+            weights[id(w)] = w  # a shared weight counted once
     total = sum(w.numel() for w in weights.values())
     zeros = sum(w.numel() - int(torch.count_nonzero(w.detach())) for w in weights.values())
     return zeros / total if total else 0.0

@@ -137,15 +137,16 @@ class Int8Layer(nn.Module):
         w = layer.weight.detach()
         scale = weight_scale(w)
         shape = (-1,) + (1,) * (w.dim() - 1)
-        # a frozen int8 Parameter (not a buffer): the weights still count as the model's parameters (the lab's
-        # ``parameters`` and ``nonzero_parameters``), the same keys and bytes in the state dict
+        # a frozen int8 Parameter (not a buffer), the bias a frozen float one: they still count as the model's
+        # parameters (the lab's ``parameters`` and ``nonzero_parameters``); the same keys and bytes on disk
         q = torch.clamp(torch.round(w / scale.view(shape)), -W_MAX, W_MAX).to(torch.int8)
         self.weight_q = nn.Parameter(q, requires_grad=False)
         self.register_buffer("weight_scale", scale)
         s, z = fake.qparams()
         self.register_buffer("input_scale", s.clone())
         self.register_buffer("input_zero_point", z.clone())
-        self.register_buffer("bias", None if layer.bias is None else layer.bias.detach().clone())
+        self.register_parameter("bias", None if layer.bias is None else
+                                nn.Parameter(layer.bias.detach().clone(), requires_grad=False))  # float, frozen
         # the original layer without its parameters keeps the configuration (and _conv_forward)
         self.config = copy.copy(layer)
         self.config._parameters = {}
