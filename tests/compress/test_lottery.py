@@ -82,10 +82,24 @@ def test_rounds_prune_to_the_schedule_and_write_every_round(digits, tmp_path) ->
 @pytest.mark.parametrize("kwargs, match", [({"rewind_step": 30, "steps": 30}, "rewind_step"),
                                            ({"prune_fraction": 1.0}, "prune_fraction"),
                                            ({"arms": ("reinit",)}, "arms"), ({"scope": "row"}, "scope"),
-                                           ({"rounds": 0}, "rounds")])
+                                           ({"rounds": 0}, "rounds"),
+                                           ({"rounds": 3, "control_rounds": (1, 2)}, "including the last"),
+                                           ({"rounds": 3, "control_rounds": (0, 3)}, "control_rounds")])
 def test_bad_config_is_refused(kwargs: dict, match: str) -> None:
     with pytest.raises(ConfigError, match=match):
         LotteryConfig(**kwargs)
+
+
+def test_controls_run_only_at_their_rounds_the_chain_every_round(digits) -> None:
+    cfg = LotteryConfig(dataset="digits", model_args={"hidden": 16}, rounds=3, steps=12, batch_size=32,
+                        control_rounds=(2, 3))
+    full = LotteryConfig(dataset="digits", model_args={"hidden": 16}, rounds=3, steps=12, batch_size=32)
+    thin, every = run_lottery(cfg, seed=0), run_lottery(full, seed=0)
+    assert [sorted(k for k in row if k.startswith("accuracy_")) for row in thin.history[1:]] == [
+        ["accuracy_rewind"], ["accuracy_random_mask", "accuracy_reinit", "accuracy_rewind"],
+        ["accuracy_random_mask", "accuracy_reinit", "accuracy_rewind"]]
+    # the IMP chain does not depend on which controls ran (they train copies)
+    assert [r["accuracy_rewind"] for r in thin.history] == [r["accuracy_rewind"] for r in every.history]
 
 
 def test_masks_of_the_chain_survive_between_rounds(digits) -> None:

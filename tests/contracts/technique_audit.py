@@ -131,9 +131,17 @@ def changes(before: dict[str, Any], s: TrainState) -> set[str]:
         out.add("log_row")
     if before["param_ids"] != after["param_ids"]:
         out.add("model.structure")
-    for key in ("params", "grads", "buffers", "lr", "optimizer", "rng", "model.structure"):
+    for key in ("params", "buffers", "lr", "optimizer", "rng", "model.structure"):
         if not _same(before[key], after[key]):
             out.add(key)
+    # gradients of the parameters present before and after: a structure change that removes parameters (qat's
+    # conversion to int8) takes their gradients with them without writing any
+    grads_a = dict(zip(before["param_ids"], before["grads"]))
+    grads_b = dict(zip(after["param_ids"], after["grads"]))
+    common = [i for i in grads_a if i in grads_b]
+    added = [grads_b[i] for i in grads_b if i not in grads_a]
+    if not _same([grads_a[i] for i in common], [grads_b[i] for i in common]) or any(g is not None for g in added):
+        out.add("grads")
     for f in fields(s):
         if f.name not in _SPECIAL and not _same(before[f.name], after[f.name]):
             out.add(f.name)

@@ -86,6 +86,9 @@ class Case:
     tabular: bool = False  # (B, features) inputs whose last column is a 0/1 group id, and an MLP
     any_size: bool = False  # it changes the input length (multi_scale): the models end in global pooling
     group_norm: bool = False  # GroupNorm in place of BatchNorm (dp_sgd refuses batch norm)
+    container: bool = False  # it wraps the model's layers in place (qat): a bare layer is wrapped in Sequential
+    # arguments for the state_dict round trip (an nn.Linear(4, 3) model) when they depend on the model
+    round_trip_args: Callable[[Path], dict[str, Any]] | None = None
     tags: tuple[str, ...] = field(default_factory=tuple)
 
 
@@ -98,6 +101,13 @@ def _optuna_trial(tmp: Path) -> dict[str, Any]:
     study = optuna.create_study(storage=url, study_name="contract", load_if_exists=True, direction="maximize")
     number = study.trials[0].number if study.trials else study.ask().number
     return {"storage": url, "study_name": "contract", "trial_number": number}
+
+
+def _fixed(build: Callable[[], nn.Module]) -> nn.Module:
+    """``build()`` initialised from seed 99 without touching the global RNG (a resumed process gets the same)."""
+    with torch.random.fork_rng():
+        torch.manual_seed(99)
+        return build().eval()
 
 
 # small arguments that make each technique act within six steps (others: the defaults)
@@ -140,6 +150,12 @@ _CASES = [
     Case("pseudo_label", lambda tmp: {"threshold": 0.0, "on": "all"}),
     Case("fixmatch", lambda tmp: {"threshold": 0.0, "on": "all"}),
     Case("mean_teacher", lambda tmp: {"decay": 0.9, "on": "all"}),
+    # wraps the conv and linear layers at fit_start (the resume checkpoint holds the observers' ranges), converts
+    # them to int8 at fit_end (the models compared are the converted ones)
+    Case("qat", lambda tmp: {"momentum": 0.1}, container=True),
+    # a teacher of the sweep model's own architecture, fixed (its own seed, the global RNG untouched)
+    Case("self_distillation", lambda tmp: {"teacher": _fixed(_model), "temperature": 2.0, "alpha": 0.5},
+         round_trip_args=lambda tmp: {"teacher": _fixed(lambda: nn.Linear(4, 3))}),
 ]
 CASES = _CASES + [Case(n) for n in NAMES if n not in {c.name for c in _CASES}]
 CASE_IDS = [c.name + "".join(f"[{t}]" for t in c.tags) for c in CASES]
@@ -381,19 +397,21 @@ def test_docs_page(name: str) -> None:
 @pytest.mark.parametrize("name", NAMES)
 def test_state_dict_round_trip_on_a_fresh_instance(name: str, tmp_path: Path) -> None:
     case = next(c for c in CASES if c.name == name and c.build is None)
-    technique = _technique(case, tmp_path)
+    technique = TECHNIQUES.get(name)(**case.round_trip_args(tmp_path)) if case.round_trip_args else \
+        _technique(case, tmp_path)
     plan([technique])
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(24, 4, generator=g), torch.randint(0, 3, (24,), generator=g)
-    model: nn.Module = nn.Linear(4, 3)
+    model: nn.Module = nn.Sequential(nn.Linear(4, 3)) if case.container else nn.Linear(4, 3)
     if case.any_size:  # (B, L) signals of any length: pool the length to 4 first
         model = nn.Sequential(nn.Unflatten(1, (1, -1)), nn.AdaptiveAvgPool1d(4), nn.Flatten(), nn.Linear(4, 3))
     Trainer(model, torch.optim.SGD(model.parameters(), lr=0.1), InMemoryLoader(x, y, 8, seed=0),
             techniques=[technique], max_steps=4, eval_data=(x, y), eval_every=2).fit()
     sd = technique.state_dict()
     assert isinstance(sd, dict)
-    fresh = _technique(case, tmp_path)
+    fresh = TECHNIQUES.get(name)(**case.round_trip_args(tmp_path)) if case.round_trip_args else \
+        _technique(case, tmp_path)
     fresh.load_state_dict(sd)
     assert _equal(fresh.state_dict(), sd)
     # the state survives the checkpoint format (safetensors + JSON, no pickle)
@@ -403,7 +421,8 @@ def test_state_dict_round_trip_on_a_fresh_instance(name: str, tmp_path: Path) ->
 # ------------------------------------------------------------------------------------------------- naming
 #: how a word of a registry name is spelled in a class name (acronyms, and words written as two)
 SPELLING = {"ema": "EMA", "swa": "SWA", "sam": "SAM", "lsuv": "LSUV", "lr": "LR", "cutmix": "CutMix",
-            "dropblock": "DropBlock", "gce": "GCE", "fixmatch": "FixMatch", "dp": "DP", "sgd": "SGD"}
+            "dropblock": "DropBlock", "gce": "GCE", "fixmatch": "FixMatch", "dp": "DP", "sgd": "SGD",
+            "qat": "QAT"}
 
 
 @functools.cache

@@ -85,8 +85,9 @@ def test_ablation_summary_hand_computed(tmp_path: Path) -> None:
 
     assert out.variants == ["baseline", "mixup", "ema"]
     # bits per character is listed only when some run has it (language models); these runs are classifiers;
-    # the energy estimate likewise (these hand-made summaries have none)
-    assert out.metrics == [m for m in METRICS if m.key not in ("bpc", "energy_wh", "co2e_g")]
+    # the energy estimate and the sparsity metrics likewise (these hand-made summaries have none)
+    assert out.metrics == [m for m in METRICS if m.key not in ("bpc", "energy_wh", "co2e_g", "nonzero_parameters",
+                                                                "weight_sparsity")]
     assert out.seeds == {"baseline": [0, 1, 2], "mixup": [0, 1], "ema": [0, 1, 2]}
 
     t2 = _t2_quantile(0.975)  # t_{0.975, 2} = 4.302652729749464 (closed form, df = 2)

@@ -9,6 +9,7 @@ import math
 from pathlib import Path
 
 import pytest
+import torch
 
 from tricklab.lab.metrics import METRICS, MetricInfo, extra_test_metric
 from tricklab.lab.recipe import load_recipe
@@ -23,7 +24,8 @@ def test_reads_the_layout_of_an_old_summary() -> None:
            "inference_latency": {"median_ms": 5.29, "p90_ms": 8.2}, "convergence": None}
     expected = {"accuracy": 0.471, "macro_f1": 0.4576, "nll": 1.3629, "ece": 0.117, "brier": 0.648,
                 "train_seconds": 12.5, "latency_ms": 5.29, "parameters": 5210.0, "model_size_bytes": 21432.0,
-                "steps_to_target": None, "energy_wh": None, "co2e_g": None, "bpc": None}
+                "steps_to_target": None, "energy_wh": None, "co2e_g": None, "nonzero_parameters": None,
+                "weight_sparsity": None, "bpc": None}
     s = RunSummary.from_dict(old)
     assert [m.key for m in METRICS] == list(expected)
     assert {m.key: s.value(m) for m in METRICS} == expected
@@ -36,9 +38,11 @@ def test_reads_the_layout_of_an_old_summary() -> None:
     assert len256.key == "extra:len256:accuracy" and len256.higher_is_better
     assert RunSummary.from_dict({"extra_tests": {"len256": {"accuracy": 0.5}}}).value(len256) == 0.5
     assert s.value(len256) is None
-    assert [m.key for m in METRICS if m.higher_is_better] == ["accuracy", "macro_f1"]
+    assert [m.key for m in METRICS if m.higher_is_better] == ["accuracy", "macro_f1", "weight_sparsity"]
     assert {m.key for m in METRICS if m.kind == "timing"} == {"train_seconds", "latency_ms", "energy_wh", "co2e_g"}
-    assert [m.key for m in METRICS if not m.judged] == ["energy_wh", "co2e_g"]  # shown, never a verdict
+    assert [m.key for m in METRICS if not m.judged] == ["energy_wh", "co2e_g", "weight_sparsity"]  # never a verdict
+    written = RunSummary.from_dict(old).to_dict()
+    assert "nonzero_parameters" not in written and "weight_sparsity" not in written  # not invented for old runs
 
 
 def test_a_real_summary_json_round_trips(tmp_path: Path) -> None:
@@ -54,7 +58,8 @@ def test_a_real_summary_json_round_trips(tmp_path: Path) -> None:
     assert set(on_disk) == {"task", "model", "seed", "recipe_hash", "steps", "epochs_completed", "stop_reason",
                             "train_seconds", "wall_seconds_this_process", "nonfinite_steps", "test",
                             "test_trained_weights", "parameters", "model_size_bytes", "inference_latency",
-                            "convergence", "target_accuracy", "task_kind", "metrics", "energy"}
+                            "convergence", "target_accuracy", "task_kind", "metrics", "energy",
+                            "nonzero_parameters", "weight_sparsity"}
     assert on_disk["task_kind"] == "classification" and result.summary.metrics == METRICS
     assert {"accuracy", "macro_f1", "nll", "ece", "brier", "per_class_f1", "confusion_matrix",
             "reliability", "loss"} <= set(on_disk["test"])
@@ -91,3 +96,29 @@ def test_setting_reads_a_model_spec_and_says_where() -> None:
     assert s.where() == "mnist1d/cnn" and AblationSetting().where() == "this setting"
     assert list(s.card_dict()) == ["task", "model", "budget", "seeds", "machine", "recipe_hash", "eval_every",
                                    "contention"]
+
+
+def test_a_pruned_run_reports_its_sparsity_and_non_zero_parameters(tmp_path: Path) -> None:
+    # reference: counts by hand on the trained model's own tensors (zeros of the linear weights, non-zeros of
+    # every parameter); the dense run of the same recipe is the control (no zero weight)
+    pruned = ["budget.steps=12", "eval_every=12", "log_every=12", "progress=false", "threads=1", "model=mlp",
+              "techniques=[{name: gradual_pruning, args: {final_sparsity: 0.8, start_step: 0, end_step: 10, "
+              "every: 5}}]"]
+    results = {name: run(load_recipe(None, overrides), out=tmp_path / name)
+               for name, overrides in (("pruned", pruned), ("dense", pruned[:-1]))}
+    for name, result in results.items():
+        model = result.trainer.state.raw_model  # the model the summary measured
+        weights = [m.weight for m in model.modules() if isinstance(m, torch.nn.Linear)]
+        zeros = sum(int((w == 0).sum()) for w in weights)
+        nonzero = sum(int((p != 0).sum()) for p in model.parameters())
+        s = result.summary
+        assert s.cost is not None and s.cost.nonzero_parameters == nonzero
+        assert s.cost.weight_sparsity == pytest.approx(zeros / sum(w.numel() for w in weights), abs=0)
+        by_key = {m.key: m for m in METRICS}
+        assert s.value(by_key["nonzero_parameters"]) == nonzero
+        assert s.value(by_key["weight_sparsity"]) == s.cost.weight_sparsity
+        on_disk = json.loads((tmp_path / name / "summary.json").read_text())
+        assert on_disk["nonzero_parameters"] == nonzero and RunSummary.from_dict(on_disk) == s
+    assert results["pruned"].summary.cost.weight_sparsity == pytest.approx(0.8, abs=1e-3)  # global, 0.8 of all
+    assert results["dense"].summary.cost.weight_sparsity == 0.0
+    assert results["dense"].summary.cost.nonzero_parameters == results["dense"].summary.cost.parameters

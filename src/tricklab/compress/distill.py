@@ -28,6 +28,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from tricklab.compress.pruning import MASK, apply_masks_
+from tricklab.compress.quantize import FakeQuant, convert, prepare
 from tricklab.data import load_dataset
 from tricklab.errors import UserError
 from tricklab.models import build_model
@@ -70,11 +71,26 @@ def load_run_model(run_dir: str | Path, input_shape: tuple[int, ...] | None = No
     masks = {k[: -len(MASK) - 1]: v for k, v in state.items() if k.endswith("." + MASK)}
     if masks:  # a pruned model: register its mask buffers so the state dict fits
         apply_masks_(model, masks)
+    if any(k.endswith(".weight_q") for k in state):  # an int8 model (the qat technique converts at the end)
+        model = _int8_layout(model, {k[: -len(".weight_q")] for k in state if k.endswith(".weight_q")})
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
         raise UserError(f"{weights} does not fit the model its recipe builds: {e}") from None
     return model.eval(), data
+
+
+def _int8_layout(model: nn.Module, int8_layers: set[str]) -> nn.Module:
+    """``model`` with the layers named in ``int8_layers`` replaced by empty ``Int8Layer`` s (their values come from
+    the state dict loaded next): prepare, a placeholder input range, convert."""
+    names = [n for n, m in model.named_modules() if n and n not in int8_layers
+             and any(True for _ in m.parameters(recurse=False))]  # everything else stays float
+    prepared = prepare(model, mode="minmax", skip=names, inplace=True)
+    for m in prepared.modules():
+        if isinstance(m, FakeQuant):
+            m.input_min.fill_(0.0)
+            m.input_max.fill_(1.0)
+    return convert(prepared, inplace=True)
 
 
 def load_teacher(run_dir: str | Path, input_shape: tuple[int, ...] | None = None,

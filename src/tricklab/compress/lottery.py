@@ -76,6 +76,9 @@ class LotteryConfig:
     lr: float = 1e-2
     arms: tuple[str, ...] = ARMS
     threads: int = 1
+    #: the rounds at which the controls (reinit, random_mask) are trained; None: every round. The IMP chain
+    #: (rewind) runs every round regardless, so a subset only thins the controls' curve (saves compute)
+    control_rounds: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         for name in ("rounds", "steps", "batch_size", "threads"):
@@ -97,6 +100,12 @@ class LotteryConfig:
         bad = [a for a in self.arms if a not in ARMS]
         if bad or "rewind" not in self.arms:
             raise ConfigError(f"lottery arms must include 'rewind' and be among {list(ARMS)}, got {list(self.arms)}")
+        if self.control_rounds is not None:
+            self.control_rounds = tuple(self.control_rounds)
+            if any(isinstance(r, bool) or not isinstance(r, int) or not 1 <= r <= self.rounds
+                   for r in self.control_rounds) or self.rounds not in self.control_rounds:
+                raise ConfigError(f"lottery control_rounds must be rounds in [1, rounds={self.rounds}] including "
+                                  f"the last one, got {list(self.control_rounds)}")
 
 
 @dataclass
@@ -216,6 +225,8 @@ def run_lottery(config: LotteryConfig, *, seed: int, run_dir: Path | None = None
         masks = magnitude_masks({n: m.weight for n, m in layers.items()}, target, config.scope)
         row: dict[str, Any] = {"step": r, "sparsity": target}
         for arm in config.arms:
+            if arm != "rewind" and config.control_rounds is not None and r not in config.control_rounds:
+                continue
             if arm == "rewind":  # the IMP chain itself: its trained weights are what the next round prunes
                 net = model
                 rewind_(net, theta_k, masks)
@@ -253,13 +264,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scope", default="layer")
     p.add_argument("--rewind-step", type=int, default=0)
     p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--lr", type=float, default=1e-2, help="Adam learning rate")
+    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--hidden", type=int, default=None, help="the MLP's hidden width (model argument 'hidden')")
     p.add_argument("--model", default="mlp")
+    p.add_argument("--control-rounds", type=int, nargs="+", default=None,
+                   help="train the controls only at these rounds (default: every round)")
     p.add_argument("--dataset", default="mnist1d")
     p.add_argument("--out", type=Path, required=True)
     a = p.parse_args(argv)
     try:
         cfg = LotteryConfig(model=a.model, dataset=a.dataset, rounds=a.rounds, prune_fraction=a.prune_fraction,
-                            scope=a.scope, rewind_step=a.rewind_step, steps=a.steps)
+                            scope=a.scope, rewind_step=a.rewind_step, steps=a.steps, lr=a.lr,
+                            batch_size=a.batch_size, model_args={} if a.hidden is None else {"hidden": a.hidden},
+                            control_rounds=None if a.control_rounds is None else tuple(a.control_rounds))
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

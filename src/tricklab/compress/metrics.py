@@ -11,10 +11,11 @@ import torch
 from torch import nn
 
 from tricklab.compress.pruning import PRUNABLE
+from tricklab.compress.quantize import Int8Layer
 from tricklab.evaluate.cost import inference_latency, model_size_bytes
 from tricklab.evaluate.declared import MetricSpec
 
-__all__ = ["COMPRESSION_METRICS", "compression_metrics"]
+__all__ = ["COMPRESSION_METRICS", "compression_metrics", "nonzero_parameters", "weight_sparsity"]
 
 COMPRESSION_METRICS: list[MetricSpec] = [
     MetricSpec("model_bytes", "model size (safetensors bytes)", False, unit="B", fmt=".0f"),
@@ -25,17 +26,33 @@ COMPRESSION_METRICS: list[MetricSpec] = [
 ]
 
 
+def nonzero_parameters(model: nn.Module) -> int:
+    """How many entries of ``model``'s parameters are not exactly zero (each shared parameter counted once)."""
+    return sum(int(torch.count_nonzero(p.detach())) for p in model.parameters())
+
+
+def weight_sparsity(model: nn.Module) -> float:
+    """The fraction of exactly-zero entries among the weights of ``model``'s linear and convolution layers (the
+    prunable weights, or the int8 weights of converted layers; biases and normalisation parameters are not
+    counted); 0.0 when it has no such layer."""
+    weights = {}
+    for m in model.modules():
+        w = m.weight_q if isinstance(m, Int8Layer) else getattr(m, "weight", None) if isinstance(m, PRUNABLE) else None
+        if isinstance(w, torch.Tensor):  # (an Int8Layer keeps a parameterless copy of its layer's configuration)
+            weights[id(w)] = w  # a shared weight counted once
+    total = sum(w.numel() for w in weights.values())
+    zeros = sum(w.numel() - int(torch.count_nonzero(w.detach())) for w in weights.values())
+    return zeros / total if total else 0.0
+
+
 def compression_metrics(model: nn.Module, example: torch.Tensor, repeats: int = 20) -> dict[str, float]:
     """The values of :data:`COMPRESSION_METRICS` for ``model``; ``example`` is one input batch (its first example
     is repeated to batch 1 and 64 for the latencies)."""
-    weights = [m.weight for m in model.modules() if isinstance(m, PRUNABLE)]
-    total = sum(w.numel() for w in weights)
-    zeros = sum(int((w == 0).sum()) for w in weights)
     one = example[:1]
     return {
         "model_bytes": float(model_size_bytes(model)),
-        "nonzero_params": float(sum(int((p != 0).sum()) for p in model.parameters())),
-        "weight_sparsity": zeros / total if total else 0.0,
+        "nonzero_params": float(nonzero_parameters(model)),
+        "weight_sparsity": weight_sparsity(model),
         "latency_ms_b1": inference_latency(model, one, repeats=repeats)["median_ms"],
         "latency_ms_b64": inference_latency(model, one.expand(64, *one.shape[1:]).contiguous(),
                                             repeats=repeats)["median_ms"],

@@ -127,8 +127,9 @@ class FakeQuant(nn.Module):
 
 
 class Int8Layer(nn.Module):
-    """A converted layer: int8 weights ``weight_q`` with per-channel ``weight_scale``, the input's ``input_scale``
-    and ``input_zero_point``, a float bias; the layer's configuration (stride, padding, ...) from the original."""
+    """A converted layer: int8 weights ``weight_q`` (a frozen parameter) with per-channel ``weight_scale``, the
+    input's ``input_scale`` and ``input_zero_point``, a float bias; the layer's configuration (stride, padding,
+    ...) from the original."""
 
     def __init__(self, fake: FakeQuant) -> None:
         super().__init__()
@@ -136,12 +137,16 @@ class Int8Layer(nn.Module):
         w = layer.weight.detach()
         scale = weight_scale(w)
         shape = (-1,) + (1,) * (w.dim() - 1)
-        self.register_buffer("weight_q", torch.clamp(torch.round(w / scale.view(shape)), -W_MAX, W_MAX).to(torch.int8))
+        # a frozen int8 Parameter (not a buffer), the bias a frozen float one: they still count as the model's
+        # parameters (the lab's ``parameters`` and ``nonzero_parameters``); the same keys and bytes on disk
+        q = torch.clamp(torch.round(w / scale.view(shape)), -W_MAX, W_MAX).to(torch.int8)
+        self.weight_q = nn.Parameter(q, requires_grad=False)
         self.register_buffer("weight_scale", scale)
         s, z = fake.qparams()
         self.register_buffer("input_scale", s.clone())
         self.register_buffer("input_zero_point", z.clone())
-        self.register_buffer("bias", None if layer.bias is None else layer.bias.detach().clone())
+        self.register_parameter("bias", None if layer.bias is None else
+                                nn.Parameter(layer.bias.detach().clone(), requires_grad=False))  # float, frozen
         # the original layer without its parameters keeps the configuration (and _conv_forward)
         self.config = copy.copy(layer)
         self.config._parameters = {}
@@ -225,10 +230,11 @@ def calibrate(prepared: nn.Module, batches: Iterable[Any]) -> nn.Module:
 
 
 @torch.no_grad()
-def convert(prepared: nn.Module) -> nn.Module:
+def convert(prepared: nn.Module, inplace: bool = False) -> nn.Module:
     """A copy of a prepared (calibrated or QAT-trained) model with every FakeQuant layer replaced by an
-    :class:`Int8Layer`, in evaluation mode."""
-    out = copy.deepcopy(prepared)
+    :class:`Int8Layer`, in evaluation mode; ``inplace=True`` replaces them in ``prepared`` itself (a model that
+    is itself one FakeQuant layer is still returned as a new module)."""
+    out = prepared if inplace else copy.deepcopy(prepared)
     names = [n for n, m in out.named_modules() if isinstance(m, FakeQuant)]
     if not names:
         raise UserError("convert expects a model returned by prepare() (no FakeQuant layer found)")

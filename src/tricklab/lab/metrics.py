@@ -98,6 +98,12 @@ METRICS: tuple[MetricInfo, ...] = (
                judged=False, optional=True),
     MetricInfo("co2e_g", "Training carbon (g CO2e, estimate)", False, ".4f", unit="g", source="run", kind="timing",
                judged=False, optional=True),
+    # how sparse the trained model is (pruning): its parameters that are not exactly zero, and the fraction of
+    # zero weights in its linear/conv layers (a description, no verdict); absent from runs stored before them
+    MetricInfo("nonzero_parameters", "Non-zero parameters", False, ",.0f", source="run", kind="size",
+               optional=True),
+    MetricInfo("weight_sparsity", "Weight sparsity (fraction of zero linear/conv weights)", True, ".3f",
+               source="run", kind="size", judged=False, optional=True),
     # per-token tasks only (language models): bits per token, nll / ln 2
     MetricInfo("bpc", "Test bits per token (per character for text)", False, optional=True),
 )
@@ -115,7 +121,8 @@ def extra_test_metric(test_set: str, base: MetricInfo) -> MetricInfo:
 
 #: What every trained model is measured on besides its task's quality metrics (time, latency, size).
 RUN_METRICS: tuple[MetricInfo, ...] = tuple(m for m in METRICS if m.key in (
-    "train_seconds", "latency_ms", "parameters", "model_size_bytes", "energy_wh", "co2e_g"))
+    "train_seconds", "latency_ms", "parameters", "model_size_bytes", "energy_wh", "co2e_g", "nonzero_parameters",
+    "weight_sparsity"))
 _BY_KEY = {m.key: m for m in METRICS}
 
 #: Binary classification (two logits, class 1 positive): the positive class's F1 first, then ranking and

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from safetensors.torch import save as st_save
 
+from tricklab.compress.metrics import nonzero_parameters, weight_sparsity
 from tricklab.errors import CheckpointError, ConfigError, UserError
 from tricklab.evaluate import count_parameters, inference_latency, model_size_bytes
 from tricklab.evaluate.energy import EnergyEstimate, EnergyMeter
@@ -304,7 +305,8 @@ def _main_process_measurements(setup: RunSetup, state: TrainState, summary: RunS
     recipe, data, model = setup.recipe, setup.data, setup.model
     example = data.latency_example(recipe.eval_batch_size, setup.device)
     cost = Cost(count_parameters(model), model_size_bytes(model),
-                Latency.from_dict(inference_latency(model, example, repeats=20, warmup=3)))
+                Latency.from_dict(inference_latency(model, example, repeats=20, warmup=3)),
+                nonzero_parameters(model), weight_sparsity(model))
     reached = steps_to_target(state.history, recipe.target_accuracy, recipe.eval_every)
     # per-layer statistics over training, plotted in the report
     diagnostics = next((t.records for t in setup.techniques if t.name == "diagnostics"), None)

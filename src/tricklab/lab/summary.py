@@ -110,11 +110,15 @@ class Latency:
 
 @dataclass(frozen=True)
 class Cost:
-    """What the trained model costs: parameters, bytes of its weights, inference latency."""
+    """What the trained model costs: parameters, bytes of its weights, inference latency, and how sparse it is:
+    the parameters that are not exactly zero and the fraction of zero weights in its linear and convolution
+    layers (``tricklab.compress.metrics``; None in summaries written before they were measured)."""
 
     parameters: int | None
     model_size_bytes: int | None
     inference_latency: Latency | None = None
+    nonzero_parameters: int | None = None
+    weight_sparsity: float | None = None
 
 
 @dataclass(frozen=True)
@@ -185,7 +189,7 @@ _RUN_KEYS = ("task", "model", "seed", "recipe_hash", "steps", "epochs_completed"
              "wall_seconds_this_process", "nonfinite_steps", "test", "val", "extra_tests", "test_trained_weights",
              "parameters", "model_size_bytes", "inference_latency", "convergence", "target_accuracy",
              "diagnostics", "sample", "task_kind", "metrics", "robustness", "extras", "energy", "faithfulness",
-             "attention")
+             "attention", "nonzero_parameters", "weight_sparsity")
 
 
 @dataclass(frozen=True)
@@ -252,8 +256,8 @@ class RunSummary:
         return None
 
     def run_metrics(self) -> dict[str, float | None]:
-        """The run-level metrics (source ``"run"``): training time, latency, size, steps to the target, and the
-        training's energy and carbon estimate."""
+        """The run-level metrics (source ``"run"``): training time, latency, size, steps to the target, the
+        training's energy and carbon estimate, and the model's non-zero parameters and weight sparsity."""
         cost, lat = self.cost, self.cost.inference_latency if self.cost else None
         return {
             "train_seconds": self.train_seconds,
@@ -263,6 +267,8 @@ class RunSummary:
             "steps_to_target": self.convergence.step if self.convergence else None,
             "energy_wh": self.energy.get("energy_wh") if self.energy else None,
             "co2e_g": self.energy.get("co2e_g") if self.energy else None,
+            "nonzero_parameters": cost.nonzero_parameters if cost else None,
+            "weight_sparsity": cost.weight_sparsity if cost else None,
         }
 
     def value(self, metric: MetricInfo) -> float | None:
@@ -285,7 +291,8 @@ class RunSummary:
         cost = None
         if any(k in data for k in ("parameters", "model_size_bytes", "inference_latency")):
             cost = Cost(data.get("parameters"), data.get("model_size_bytes"),
-                        _opt(Latency, data.get("inference_latency")))
+                        _opt(Latency, data.get("inference_latency")), data.get("nonzero_parameters"),
+                        data.get("weight_sparsity"))
         return cls(
             test=Evaluation.from_dict(data.get("test") or {}),
             task=data.get("task"), model=data.get("model"), seed=data.get("seed"),
@@ -325,6 +332,10 @@ class RunSummary:
             out["model_size_bytes"] = self.cost.model_size_bytes
             out["inference_latency"] = None if self.cost.inference_latency is None else \
                 self.cost.inference_latency.to_dict()
+            # measured since the sparsity metrics exist: absent keys stay absent, so old summaries round-trip
+            for key in ("nonzero_parameters", "weight_sparsity"):
+                if getattr(self.cost, key) is not None:
+                    out[key] = getattr(self.cost, key)
             out["convergence"] = None if self.convergence is None else self.convergence.to_dict()
             out["target_accuracy"] = self.target_accuracy
         if self.diagnostics:

@@ -35,12 +35,12 @@ class Distillation(Technique):
 
     def __init__(self, teacher: str | Path | nn.Module, temperature: float = 4.0, alpha: float = 0.9) -> None:
         if not isinstance(teacher, (str, Path, nn.Module)):
-            raise ConfigError(f"distillation teacher must be a run folder (recipe.yaml + model.safetensors) or an "
+            raise ConfigError(f"{self.name} teacher must be a run folder (recipe.yaml + model.safetensors) or an "
                               f"nn.Module, got {type(teacher).__name__}")
         if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
-            raise ConfigError(f"distillation temperature must be a positive number, got {temperature!r}")
+            raise ConfigError(f"{self.name} temperature must be a positive number, got {temperature!r}")
         if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
-            raise ConfigError(f"distillation alpha (weight of the soft term) must be in [0, 1], got {alpha!r}")
+            raise ConfigError(f"{self.name} alpha (weight of the soft term) must be in [0, 1], got {alpha!r}")
         self.teacher_source = teacher
         self.temperature, self.alpha = float(temperature), float(alpha)
         self.teacher: nn.Module | None = teacher if isinstance(teacher, nn.Module) else None

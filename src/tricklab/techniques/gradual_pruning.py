@@ -10,7 +10,6 @@ they are saved with the model in every checkpoint, so a resumed run continues wi
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import ClassVar
 
 import torch
@@ -47,7 +46,9 @@ class GradualPruning(Technique):
     writes = frozenset({"params", "norm_stats", "log_row"})
 
     def __init__(self, final_sparsity: float = 0.9, start_step: int = 0, end_step: int = 1000, every: int = 100,
-                 initial_sparsity: float = 0.0, scope: str = "global", exclude: Sequence[str] = ()) -> None:
+                 initial_sparsity: float = 0.0, scope: str = "global",
+                 exclude: list[str] | tuple[str, ...] = ()) -> None:
+        # exclude is annotated as a list (not Sequence) so that a recipe's YAML list is accepted
         self.final_sparsity = check_sparsity("gradual_pruning final_sparsity", final_sparsity)
         self.initial_sparsity = check_sparsity("gradual_pruning initial_sparsity", initial_sparsity)
         if self.initial_sparsity > self.final_sparsity:
