@@ -8,14 +8,16 @@ Studies (each writes docs/cards/vision-<study>/: a markdown card, its JSON with 
   macro-F1, ECE on the 10000 test images; parameters, size, CPU inference latency at batch 1 and 64.
 * ``multiscale``: the recipe's ResNet trained at the fixed 28 px against multi-scale training (every batch resized
   to a size drawn from {20, 24, 28, 32}, ``multi_scale``), both evaluated at 16 to 40 px; paired by seed.
-* ``best``: the ResNet recipe for the issue's target (>= 94.0% test accuracy within 10 minutes of training).
+* ``best``: the ResNet recipe plus :data:`BEST` (channels_last, label smoothing, test-time flip averaging) on 2
+  threads, for the issue's target (>= 94.0% test accuracy within 10 minutes of training on 2 cores, read as at most
+  1200 s of process CPU time with 2 threads); the runs go to ``resnet_best-seed<N>.json``.
 
 How the budget is spent: a budget of single-thread CPU seconds is turned into a step budget per run by timing 6
 training steps of that model first (after 2 warm-up steps) with the process's CPU clock, so the learning-rate
 schedule can decay to zero at the end (a schedule needs the run length), the run is deterministic given its seed,
 and other jobs on a shared machine do not shrink the budget (they stretch the wall clock instead; on a dedicated
 core the two are the same); the CPU and wall time actually used are reported beside it.
-``multiscale`` uses the same step budget for both arms (``--steps``). Every run uses 1 thread; ``--jobs``
+``multiscale`` uses the same step budget for both arms (``--steps``). Every run uses 1 thread (``best``: 2); ``--jobs``
 processes (at most 2 on the shared machine) run the seeds; finished runs are kept under
 benchmarks/results/vision/<study>/ and reused unless ``--fresh``.
 
