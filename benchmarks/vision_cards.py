@@ -602,7 +602,9 @@ def card_best(results: dict[str, dict[int, dict[str, Any]]], args: argparse.Name
         + (" (Fewer than 3 seeds: the run time on the shared machine allowed no more.)" if len(rows) < 3 else ""),
         "",
         "Before this recipe: the same ResNet without channels_last, label smoothing and flip averaging, 600 s on "
-        "1 thread (5335-5793 steps), reached 0.9276 [0.9259, 0.9293] over 3 seeds.",
+        "1 thread (5335-5793 steps, 11-12 epochs), reached 0.9276 [0.9259, 0.9293] over 3 seeds "
+        "(`benchmarks/results/vision/best/resnet-seed*.json`), with ECE 0.005-0.008; label smoothing leaves the "
+        "predictions underconfident, hence the higher ECE here.",
         "",
         "![training curve](best.svg)",
         "",
