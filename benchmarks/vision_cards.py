@@ -8,14 +8,16 @@ Studies (each writes docs/cards/vision-<study>/: a markdown card, its JSON with 
   macro-F1, ECE on the 10000 test images; parameters, size, CPU inference latency at batch 1 and 64.
 * ``multiscale``: the recipe's ResNet trained at the fixed 28 px against multi-scale training (every batch resized
   to a size drawn from {20, 24, 28, 32}, ``multi_scale``), both evaluated at 16 to 40 px; paired by seed.
-* ``best``: the ResNet recipe for the issue's target (>= 94.0% test accuracy within 10 minutes of training).
+* ``best``: the ResNet recipe plus :data:`BEST` (channels_last, label smoothing, test-time flip averaging) on 2
+  threads, for the issue's target (>= 94.0% test accuracy within 10 minutes of training on 2 cores, read as at most
+  1200 s of process CPU time with 2 threads); the runs go to ``resnet_best-seed<N>.json``.
 
 How the budget is spent: a budget of single-thread CPU seconds is turned into a step budget per run by timing 6
 training steps of that model first (after 2 warm-up steps) with the process's CPU clock, so the learning-rate
 schedule can decay to zero at the end (a schedule needs the run length), the run is deterministic given its seed,
 and other jobs on a shared machine do not shrink the budget (they stretch the wall clock instead; on a dedicated
 core the two are the same); the CPU and wall time actually used are reported beside it.
-``multiscale`` uses the same step budget for both arms (``--steps``). Every run uses 1 thread; ``--jobs``
+``multiscale`` uses the same step budget for both arms (``--steps``). Every run uses 1 thread (``best``: 2); ``--jobs``
 processes (at most 2 on the shared machine) run the seeds; finished runs are kept under
 benchmarks/results/vision/<study>/ and reused unless ``--fresh``.
 
@@ -37,9 +39,15 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+# Idle OpenMP threads sleep instead of spinning: a spinning thread burns CPU time that counts in a CPU-time budget
+# (time.process_time counts every thread) without doing work, which on a shared machine tripled the CPU time of a
+# 2-thread ResNet step (0.37 s against 0.13 s). Must be set before torch loads OpenMP; no effect with 1 thread.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
 import yaml  # noqa: E402
+
+from tricklab.train.technique import Technique  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "vision"
 CARDS = ROOT / "docs" / "cards"
@@ -48,19 +56,28 @@ TRAIN_SIZES = (20, 24, 28, 32)
 EVAL_SIZES = (16, 20, 24, 28, 32, 36, 40)
 BATCH = 128
 FOLDERS = {"compare": "vision-compare", "multiscale": "vision-multiscale", "best": "vision-best"}
+#: The ``best`` study's recipe on top of recipes/fashion-mnist-resnet.yaml: the model arguments added, label
+#: smoothing, test-time flip averaging and the thread count (the issue's "10 minutes on 2 cores").
+BEST = {"model_args": {"channels_last": True}, "label_smoothing": 0.1, "tta_flip": True, "threads": 2}
 
 
 def recipe(name: str) -> dict[str, Any]:
     return yaml.safe_load((ROOT / "recipes" / f"fashion-mnist-{name}.yaml").read_text(encoding="utf-8"))
 
 
-def _parts(model_name: str, seed: int, multi_scale: bool, steps: int) -> tuple[Any, Any, list[Any]]:
+def model_args(model_name: str, best: bool = False) -> dict[str, Any]:
+    """The model arguments of the recipe, with the ``best`` study's additions."""
+    return {**(recipe(model_name)["model"].get("args") or {}), **(BEST["model_args"] if best else {})}
+
+
+def _parts(model_name: str, seed: int, multi_scale: bool, steps: int,
+           best: bool = False) -> tuple[Any, Any, list[Any]]:
     from tricklab.models import build_model
-    from tricklab.techniques import LRSchedule, MultiScale, RandomFlip, RandomShift
+    from tricklab.techniques import LabelSmoothing, LRSchedule, MultiScale, RandomFlip, RandomShift
 
     r = recipe(model_name)
     torch.manual_seed(seed)
-    model = build_model(r["model"]["name"], (1, 28, 28), 10, **(r["model"].get("args") or {}))
+    model = build_model(r["model"]["name"], (1, 28, 28), 10, **model_args(model_name, best))
     opt = torch.optim.AdamW(model.parameters(), lr=r["optimizer"]["lr"],
                             weight_decay=r["optimizer"].get("weight_decay", 0.0))
     # the recipes warm up for one epoch of 10; a short budget warms up for the same 10% of its steps
@@ -68,20 +85,49 @@ def _parts(model_name: str, seed: int, multi_scale: bool, steps: int) -> tuple[A
                              LRSchedule("warmup_cosine", total_steps=steps, warmup_steps=max(1, steps // 10))]
     if multi_scale:
         techniques.append(MultiScale(sizes=list(TRAIN_SIZES), schedule="random", seed=seed))
+    if best:
+        techniques.append(LabelSmoothing(eps=float(BEST["label_smoothing"])))
     return model, opt, techniques
 
 
-def steps_for(model_name: str, seconds: float, x: torch.Tensor, y: torch.Tensor) -> tuple[int, float]:
-    """The step budget that spends ``seconds`` of single-thread CPU time in training: time 6 steps (after 2
-    warm-up steps) of a throwaway copy of the model with the process's CPU clock, which other jobs on the
+class CPUBudget(Technique):
+    """Stops training once the process has spent ``seconds`` of CPU time (all threads) since ``fit_start``: the
+    guard that keeps a run within its CPU budget when the steps calibrated before it turn out slower."""
+
+    name = "cpu_budget"
+    reads = frozenset()
+    writes = frozenset({"stop"})
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds, self.start = float(seconds), 0.0
+
+    def on_fit_start(self, state: Any) -> None:
+        self.start = time.process_time()
+
+    def on_after_step(self, state: Any) -> None:
+        if time.process_time() - self.start >= self.seconds:
+            state.should_stop = True
+            state.stop_reason = f"CPU budget of {self.seconds:g} s spent"
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
+def steps_for(model_name: str, seconds: float, x: torch.Tensor, y: torch.Tensor, best: bool = False,
+              timed: int = 6) -> tuple[int, float]:
+    """The step budget that spends ``seconds`` of CPU time (all threads) in training: time ``timed`` steps (after
+    2 warm-up steps) of a throwaway copy of the model with the process's CPU clock, which other jobs on the
     machine do not inflate (they stretch the wall clock instead). Returns (steps, CPU seconds per step)."""
     import torch.nn.functional as F
 
-    model, opt, _ = _parts(model_name, 12345, False, 100)
+    model, opt, _ = _parts(model_name, 12345, False, 100, best)
     model.train()
     g = torch.Generator().manual_seed(0)
     times = []
-    for i in range(8):
+    for i in range(timed + 2):
         idx = torch.randint(0, x.shape[0], (BATCH,), generator=g)
         t0 = time.process_time()
         opt.zero_grad(set_to_none=True)
@@ -102,7 +148,9 @@ def _logits(model: Any, x: torch.Tensor, batch: int = 500) -> torch.Tensor:
 def run_one(study: str, model_name: str, multi_scale: bool, seed: int, budget: float | None, steps: int | None,
             test_limit: int | None, out: str) -> dict[str, Any]:
     """Train one model for one seed and measure it; writes ``out`` (JSON) and returns the row."""
-    torch.set_num_threads(1)
+    best = study == "best"
+    threads = int(BEST["threads"]) if best else 1
+    torch.set_num_threads(threads)
     from tricklab.data import InMemoryLoader
     from tricklab.data.datasets import load_fashion_mnist
     from tricklab.data.multiscale import accuracy_at_sizes
@@ -119,21 +167,34 @@ def run_one(study: str, model_name: str, multi_scale: bool, seed: int, budget: f
     per_step = None
     if steps is None:
         assert budget is not None
-        steps, per_step = steps_for(model_name, budget, x, y)
-    model, opt, techniques = _parts(model_name, seed, multi_scale, steps)
+        steps, per_step = steps_for(model_name, budget, x, y, best, timed=20 if best else 6)
+    model, opt, techniques = _parts(model_name, seed, multi_scale, steps, best)
+    if best:
+        # the steps were calibrated on 20 steps; if the run turns out slower, it stops at the budget instead
+        techniques.append(CPUBudget(float(budget)))  # type: ignore[arg-type]
     trainer = Trainer(model, opt, InMemoryLoader(x, y, BATCH, seed=seed), techniques=techniques, max_steps=steps,
                       log_every=max(1, steps // 40))
     t0, c0 = time.perf_counter(), time.process_time()
     state = trainer.fit()
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     logits = _logits(model, xt)
+    plain = classification_metrics(logits, yt, 10)
+    if best and BEST["tta_flip"]:
+        # test-time augmentation: average the class probabilities of the image and its mirror image (the
+        # training flips images, so both are in-distribution); log of the mean probability as the logits
+        probs = (logits.softmax(-1) + _logits(model, xt.flip(-1)).softmax(-1)) / 2
+        logits = probs.clamp_min(1e-12).log()
     m = classification_metrics(logits, yt, 10)
     row: dict[str, Any] = {
-        "study": study, "model": model_name, "multi_scale": multi_scale, "seed": seed, "steps": steps,
+        "study": study, "model": model_name,
+        "model_args": model_args(model_name, best), "best_recipe": BEST if best else None,
+        "multi_scale": multi_scale, "seed": seed, "steps": steps,
         "budget_seconds": budget, "calibrated_seconds_per_step": per_step,
         "train_seconds": float(state.train_seconds), "wall_seconds": wall, "cpu_seconds": cpu,
         "test_examples": int(yt.shape[0]), "test_limit": test_limit,
         "accuracy": m["accuracy"], "macro_f1": m["macro_f1"], "ece": m["ece"], "nll": m["nll"],
+        "accuracy_plain": plain["accuracy"], "threads": threads, "completed_steps": int(state.step),
+        "stop_reason": getattr(state, "stop_reason", None),
         "parameters": count_parameters(model), "model_size_bytes": model_size_bytes(model),
         "curve": [{"step": int(h["step"]), "loss": float(h["train_loss"])} for h in state.history
                   if "train_loss" in h],
@@ -157,7 +218,8 @@ def variants(study: str) -> list[tuple[str, str, bool]]:
         return [(m, m, False) for m in MODELS]
     if study == "multiscale":
         return [("fixed_28", "resnet", False), ("multi_scale", "resnet", True)]
-    return [("resnet", "resnet", False)]
+    # "resnet_best": the ResNet with the BEST additions (the runs of the plain recipe, resnet-seed*.json, stay)
+    return [("resnet_best", "resnet", False)]
 
 
 def run_study(study: str, seeds: list[int], jobs: int, budget: float | None, steps: int | None,
@@ -171,8 +233,11 @@ def run_study(study: str, seeds: list[int], jobs: int, budget: float | None, ste
             path = folder / f"{name}-seed{seed}.json"
             row = json.loads(path.read_text(encoding="utf-8")) if path.is_file() and not fresh else None
             # reuse a finished run only when it was made with the same budget and test set
+            # (and the model arguments of the current recipe)
             if row is not None and row.get("budget_seconds") == budget and row.get("test_limit") == test_limit \
-                    and (steps is None or row.get("steps") == steps):
+                    and (steps is None or row.get("steps") == steps) \
+                    and row.get("model_args", {}) == model_args(model_name, study == "best") \
+                    and row.get("best_recipe") == (BEST if study == "best" else None):
                 results[name][seed] = row
             else:
                 todo.append((name, (study, model_name, ms, seed, budget, steps, test_limit, str(path))))
@@ -311,18 +376,28 @@ def card_compare(results: dict[str, dict[int, dict[str, Any]]], args: argparse.N
         "# Vision models on Fashion-MNIST at an equal training budget",
         "",
         f"Seven models of `tricklab.models.vision`, each with the model and learning rate of its recipe "
-        f"(`recipes/fashion-mnist-<model>.yaml`: AdamW, warm-up + cosine, random shift 2 px, horizontal flip, "
-        f"batch {BATCH}), trained for **{args.budget:g} s of single-thread CPU time** each (the budget becomes a "
-        f"step count by timing 6 steps of the model with the process's CPU clock first; on a dedicated core this "
-        f"is the equal wall-clock budget the issue asks for, while on this shared machine other jobs stretched "
-        f"the wall clock of every run), seeds {seeds_text(results)}, 1 thread per run, "
-        f"{args.jobs} run(s) at a time on a 2-core machine shared with other jobs. Test metrics on "
+        f"(`recipes/fashion-mnist-<model>.yaml`: AdamW, warm-up over 10% of the steps + cosine to 0, random "
+        f"shift 2 px, horizontal flip, batch {BATCH}), trained for **{args.budget:g} s of CPU time on 1 thread** "
+        f"each. The budget is measured with the process's CPU clock (`time.process_time()`), not the wall clock: "
+        f"the machine was **shared** with other helpers' jobs (2 cores, load average 4-13), which stretch the wall "
+        f"clock of a run but not its CPU time, so every model gets the same compute whatever else ran; on a "
+        f"dedicated core the two clocks agree and this is the equal wall-clock budget the issue asks for. The "
+        f"budget becomes a step count by timing 6 steps of the model on the CPU clock first (so the schedule can "
+        f"decay to 0 at the end); the CPU time actually spent is in the table. Seeds {seeds_text(results)}, "
+        f"{args.jobs} run(s) at a time. Test metrics on all "
         f"{next(iter(next(iter(results.values())).values()))['test_examples']} test images; mean and 95% "
         f"interval over seeds (Student t).",
         "",
-        "**This is a reduced budget**: the issue asks for the comparison at a budget where the models converge "
-        "(the recipes train 10 epochs); at this budget the ranking mostly reflects how fast each model learns per "
-        "second of one CPU thread, not what it reaches.",
+        "**A short budget**: the recipes train 10 epochs; the whole study (21 runs, one at a time) had to fit in "
+        "about an hour of the shared machine, so the ranking reflects how fast each model learns per second of "
+        "one CPU thread, not what it reaches at convergence.",
+        "",
+        "Recipe fix since the 20 s card: MobileNetV2 and Xception had a stem of stride 1 (their blocks ran at "
+        "28 px), 0.68 and 0.90 CPU s per step; in 20 s they made ~25 steps, too few for the BatchNorm running "
+        "statistics to follow the weights, and stayed at chance in eval mode (0.17 in eval mode against 0.69 in "
+        "train mode after 30 steps). Their recipes now use stem stride 2, as the ResNet recipe does (blocks at "
+        "14 px and below, ~3x less CPU per step); learning rate, warm-up and normalization are unchanged, and "
+        "every model has the same budget.",
         "",
         "| model | accuracy | macro-F1 | ECE | parameters | size (KiB) | steps | CPU s | wall s | CPU ms b=1 "
         "| CPU ms b=64 |",
@@ -344,15 +419,16 @@ def card_compare(results: dict[str, dict[int, dict[str, Any]]], args: argparse.N
         "jobs do not inflate it; the models were interleaved over 5 rounds (10 calls at batch 1, 1 call at batch "
         f"64 each) and the median is shown; the largest spread between rounds was {noise:.0%} of the median, so "
         "differences smaller than that are noise. Wall-clock medians taken after each run (inflated by other "
-        "jobs) are in the JSON (`latency_b1_ms`, `latency_b64_ms`); `benchmarks/vision_latency.py` measures "
-        "wall-clock latency and throughput side by side on a quiet machine.",
+        "jobs) are in the JSON (`latency_b1_ms`, `latency_b64_ms`). Throughput, MACs and wall-clock latency, "
+        "with the noise between two identical models: [the latency card](../vision-latency/README.md) "
+        "(`benchmarks/vision_latency.py`).",
         "",
         "![accuracy against latency and the training curves](compare.svg)",
         "",
         f"Command: `{cmd}`",
         "",
     ]
-    _write(folder / "compare.md", "\n".join(lines))
+    _write(folder / "README.md", "\n".join(lines))
     data = {"command": cmd, "study": "compare", "budget_seconds": args.budget, "seeds": args.seeds,
             "machine": _machine(), "summary": summary,
             "runs": {name: _strip(rows) for name, rows in results.items()}}
@@ -471,41 +547,87 @@ def card_multiscale(results: dict[str, dict[int, dict[str, Any]]], args: argpars
 
 
 def card_best(results: dict[str, dict[int, dict[str, Any]]], args: argparse.Namespace) -> None:
-    rows = results["resnet"]
+    rows = results["resnet_best"]
     acc = _describe([r["accuracy"] for r in rows.values()])
-    tr = _describe([r["train_seconds"] for r in rows.values()])
-    met = acc["mean"] >= 0.94 and tr["mean"] <= 600
+    plain = _describe([r.get("accuracy_plain", r["accuracy"]) for r in rows.values()])
+    cpu = _describe([r["cpu_seconds"] for r in rows.values()])
+    wall = _describe([r["wall_seconds"] for r in rows.values()])
+    budget = float(args.budget)
+    target_cpu = 1200.0  # 10 minutes x 2 cores
+    within = all(r["cpu_seconds"] <= target_cpu * 1.01 for r in rows.values())  # 1%: the last step's overshoot
+    met = acc["mean"] >= 0.94 and within
     folder = CARDS / FOLDERS["best"]
     cmd = command("best", args)
     r0 = next(iter(rows.values()))
+    threads = r0.get("threads", 1)
+    extra = ", ".join(f"{k}={v}" for k, v in BEST["model_args"].items())
     lines = [
         "# The best Fashion-MNIST recipe within 10 minutes of training",
         "",
-        f"Target (issue 15): >= 94.0% test accuracy in <= 10 minutes of training on 2 cores. Run: the ResNet "
-        f"recipe (`recipes/fashion-mnist-resnet.yaml`) for {r0['steps']} steps (a {args.budget:g} s budget "
-        f"turned into steps by timing the model), **1 thread** on a machine shared with other jobs, "
-        f"{len(rows)} seed(s).",
+        "Target (issue 15): >= 94.0% test accuracy in <= 10 minutes of training on 2 cores, read here as **at most "
+        f"{target_cpu:g} s of process CPU time with {threads} threads** (`time.process_time()`, which counts both "
+        "threads; 10 minutes x 2 cores). "
+        + (f"**This run had a budget of {budget:g} CPU s only**: a run of the full {target_cpu:g} s did not fit "
+           "in the time the shared machine left (at load 10-12 on 2 cores the 2 threads got about 0.27 cores, "
+           "74 minutes of wall clock for 1200 CPU s). " if budget < target_cpu else "")
+        + "The machine was shared with other helpers' jobs (load average 4-13 on 2 "
+        "cores), so wall-clock time was stretched and is shown only for information; the CPU-time budget does not "
+        "depend on the other jobs. Idle OpenMP threads sleep (`OMP_WAIT_POLICY=PASSIVE`) so that waiting does not "
+        "count as work; on a quiet machine with busy threads 1200 CPU s are 10 minutes of wall clock.",
         "",
-        "| seed | steps | train s | accuracy | macro-F1 | ECE |",
-        "|---|---|---|---|---|---|",
+        f"Recipe: `recipes/fashion-mnist-resnet.yaml` (ResNet widths 32/64/128, one basic block per stage, stem "
+        f"stride 2; AdamW lr 2e-3, weight decay 0.05; warm-up over 10% of the steps then cosine to 0; random shift "
+        f"<= 2 px and horizontal flip; batch {BATCH}) plus {extra}, label smoothing "
+        f"{BEST['label_smoothing']}, test-time flip averaging (mean class probability of the image and its mirror). "
+        f"The step count is the CPU budget divided by the CPU time of 20 timed steps; a guard stops the run if "
+        f"the budget is spent earlier. {len(rows)} seed(s); all 10000 test images.",
+        "",
+        "| seed | steps | epochs | CPU s | wall s | accuracy (flip TTA) | accuracy (plain) | macro-F1 | ECE |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for s, r in sorted(rows.items()):
-        lines.append(f"| {s} | {r['steps']} | {r['train_seconds']:.0f} | {r['accuracy']:.4f} | "
-                     f"{r['macro_f1']:.4f} | {r['ece']:.4f} |")
-    lines += ["", f"Result: **{'met' if met else 'missed'}**: mean test accuracy {acc['mean']:.4f} in "
-              f"{tr['mean']:.0f} s of training.", "", "![training curve](best.svg)", "", f"Command: `{cmd}`", ""]
-    _write(folder / "best.md", "\n".join(lines))
-    data = {"command": cmd, "study": "best", "target": {"accuracy": 0.94, "train_seconds": 600}, "met": met,
-            "accuracy": acc, "train_seconds": tr, "machine": _machine(), "runs": {"resnet": _strip(rows)}}
+        done = r.get("completed_steps", r["steps"])
+        lines.append(f"| {s} | {done} | {done * BATCH / 60000:.1f} | {r['cpu_seconds']:.0f} | "
+                     f"{r['wall_seconds']:.0f} | {r['accuracy']:.4f} | {r.get('accuracy_plain', r['accuracy']):.4f} "
+                     f"| {r['macro_f1']:.4f} | {r['ece']:.4f} |")
+    verdict = "MET" if met else "MISSED"
+    lines += [
+        "",
+        f"Result: **{verdict}**: test accuracy {_ci(acc)} (mean [95% interval] over {len(rows)} seed(s); "
+        f"{_ci(plain)} without the test-time flip) in {_ci(cpu, '.0f')} s of CPU time with {threads} threads "
+        f"(wall clock {_ci(wall, '.0f')} s on the shared machine)"
+        + ("." if met else f"; the target is 0.9400, {0.94 - acc['mean']:.4f} short"
+           + (f" at {budget:g} of the {target_cpu:g} CPU s allowed; the full budget was not run." if
+              budget < target_cpu else "."))
+        + (" (Fewer than 3 seeds: the run time on the shared machine allowed no more.)" if len(rows) < 3 else ""),
+        "",
+        "Before this recipe: the same ResNet without channels_last, label smoothing and flip averaging, 600 s on "
+        "1 thread (5335-5793 steps, 11-12 epochs), reached 0.9276 [0.9259, 0.9293] over 3 seeds "
+        "(`benchmarks/results/vision/best/resnet-seed*.json`), with ECE 0.005-0.008; label smoothing leaves the "
+        "predictions underconfident, hence the higher ECE here.",
+        "",
+        "![training curve](best.svg)",
+        "",
+        f"Command (a quiet machine reproduces the wall-clock reading): `{cmd}`",
+        "",
+    ]
+    _write(folder / "README.md", "\n".join(lines))
+    data = {"command": cmd, "study": "best", "budget_cpu_seconds": budget,
+            "target": {"accuracy": 0.94, "cpu_seconds": target_cpu,
+                                                        "threads": threads},
+            "recipe": BEST, "met": met, "accuracy": acc, "accuracy_plain": plain, "cpu_seconds": cpu,
+            "wall_seconds": wall, "machine": {**_machine(), "threads_per_run": threads},
+            "runs": {"resnet_best": _strip(rows)}}
     _write(folder / "best.json", json.dumps(data, indent=1) + "\n")
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 3.8))
     for s, r in sorted(rows.items()):
-        ax.plot([p["step"] for p in r["curve"]], [p["loss"] for p in r["curve"]], label=f"seed {s}")
+        ax.plot([p["step"] for p in r["curve"]], [p["loss"] for p in r["curve"]],
+                label=f"seed {s}: {r['accuracy']:.4f}")
     ax.set_yscale("log")
     ax.set_xlabel("step")
-    ax.set_ylabel("training loss")
-    ax.set_title(f"ResNet, {r0['steps']} steps: test accuracy {acc['mean']:.4f}")
+    ax.set_ylabel("training loss (label-smoothed)")
+    ax.set_title(f"ResNet, {budget:g} CPU s on {threads} threads: test accuracy {acc['mean']:.4f}")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(folder / "best.svg", format="svg", metadata={"Date": None})
