@@ -149,6 +149,8 @@ class Suite:
     sb3: str | None = None   # ... and SB3's
     target: float | None = None  # the issue's return target for our final episode return, if it names one
     card: str | None = None  # the card's folder under docs/cards/ (default rl-<suite>)
+    jobs: int = 2  # runs at a time when the card was made (each one thread)
+    only: str = ""  # the contenders the card's command runs (--only), when not all of them
 
 
 def ppo_suite(env_id: str, steps: int, eval_every: int) -> Suite:
@@ -213,6 +215,7 @@ def dqn_suite(steps: int, eval_every: int) -> Suite:
         what="full Rainbow against Rainbow without one component (as in Hessel et al. 2018, Fig. 3), a plain DQN "
              "with every component off (when run), and SB3's DQN with its default hyperparameters",
         contenders=contenders, baseline="rainbow", ours="rainbow", sb3="sb3-dqn", card="rl-rainbow-cartpole",
+        jobs=1, only="rainbow,no-double,no-dueling,no-prioritized,no-n-step,no-c51,no-noisy,sb3-dqn",
         metrics=("episode_return", "mean_eval_return", "train_return", "seconds_per_100k_steps",
                  "cpu_seconds_per_100k_steps"),
         notes=f"**Settings** (the same for every Rainbow variant): {DQN_CARTPOLE}, otherwise `RainbowConfig`'s "
@@ -223,7 +226,14 @@ def dqn_suite(steps: int, eval_every: int) -> Suite:
               "SB3's DQN keeps all its defaults (lr 1e-4, batch 32, 1M buffer, 100 steps before learning, an "
               "update every 4 steps, target copy every 10,000 steps, epsilon 1 -> 0.05 over 10% of the run), "
               "which are tuned for Atari, not CartPole: with a budget of at most 10,000 steps its target network "
-              "is never or barely refreshed. **Reduced budget**: the step budget was sized so that the runs fit "
+              "is never or barely refreshed. Time per 100k steps compares the two algorithms as configured, not "
+              "equal work: Rainbow makes one update (batch 64, C51, noisy layers, both networks' noise resampled) "
+              "every 2 steps, SB3's DQN one update (batch 32) every 4 steps; `benchmarks/rl_throughput.py` "
+              "compares equal networks. **Reading the verdicts**: each row is a variant *without* one component "
+              "against full Rainbow, so `hurts` means removing the component lowered the return (the component "
+              "helped) and `helps` means the variant did better without it; with 3 seeds and 14 return comparisons "
+              "(no multiple-comparison correction) a single p near 0.05 is weak evidence. **Reduced budget**: "
+              "the step budget was sized so that the runs fit "
               "the shared 2-core machine one at a time before the deadline.")
 
 
@@ -238,7 +248,7 @@ def alphazero_suite(games: int, eval_every: int) -> Suite:
         budget=f"{games} self-play games", what="AlphaZero after self-play, scored against a random player and "
         "alpha-beta minimax of depths 1, 2 and 3 (win 1, draw 1/2, loss 0), half the games as first player; the "
         "stated opponent is minimax of depth 2",
-        contenders={"alphazero": run}, baseline="alphazero",
+        contenders={"alphazero": run}, baseline="alphazero", jobs=1,
         metrics=("win_rate_random", "win_rate_minimax", "loss_rate_minimax", "train_seconds"),
         curve_key="win_rate_minimax", curve_x="games",
         notes=f"**Reduced budget**: {games} self-play games ({games // 40} iterations of 40 games, 50 simulations "
@@ -279,7 +289,7 @@ SUITES: dict[str, Callable[[], Suite]] = {
     "ppo-acrobot": lambda: ppo_suite("Acrobot-v1", 100_000, 10_000),
     "sac-pendulum": lambda: sac_suite(10_000, 1_000),
     "dqn-cartpole": lambda: dqn_suite(10_000, 1_000),
-    "alphazero-connect4": lambda: alphazero_suite(240, 2),
+    "alphazero-connect4": lambda: alphazero_suite(480, 2),
     "preferences-cartpole": lambda: preference_suite(100_000, 10_000),
 }
 
@@ -461,14 +471,16 @@ def write_card(name: str) -> Path:
     summary["machine"] = any_rec.get("machine")
     summary["gymnasium"] = any_rec.get("gymnasium")
     n_seeds = max(len(by_seed) for by_seed in runs.values())
-    command = (f"python benchmarks/rl_evidence.py run {name} --seeds {n_seeds} --jobs 2 && "
+    only = f" --only {suite.only}" if suite.only else ""
+    command = (f"python benchmarks/rl_evidence.py run {name} --seeds {n_seeds} --jobs {suite.jobs}{only} && "
                f"python benchmarks/rl_evidence.py card {name}")
     summary["command"] = command
     lines = [f"# {suite.title}", "", f"Command: `{command}`", "", "## Setting", "",
              f"- **what**: {suite.what}", f"- **environment**: {suite.env_id}", f"- **budget**: {suite.budget}",
              "- **seeds**: " + ", ".join(f"{c}: {summary['contenders'][c]['seeds']}" for c in runs),
              f"- **machine**: {json.dumps(summary['machine'])}, gymnasium {summary['gymnasium']}; 1 thread per run, "
-             "2 runs at a time, the 2 cores shared with other work (timings are rough)",
+             f"{'one run' if suite.jobs == 1 else f'{suite.jobs} runs'} at a time, the 2 cores shared with other "
+             "work (timings are rough)",
              "- **evaluation**: deterministic policy on separate envs, the same episodes for every contender and "
              "evaluation (seeds 1,000,000 + 1000 * seed + i)", ""]
     if suite.notes:
@@ -483,6 +495,7 @@ def write_card(name: str) -> Path:
         lines += [note, ""]
     from tricklab.rl.metrics import ALPHAZERO_METRICS, PREFERENCE_METRICS
     labels = {m.key: m.label + (f" ({m.unit})" if m.unit else "") for m in PREFERENCE_METRICS + ALPHAZERO_METRICS}
+    labels["cpu_seconds_per_100k_steps"] = "Training CPU time per 100k environment steps (s)"
     lines += ["## Results (mean and 95% interval over seeds)", "",
               "| contender | " + " | ".join(labels.get(m, m) for m in suite.metrics) + " |",
               "|---|" + "---|" * len(suite.metrics)]
