@@ -231,8 +231,9 @@ def dqn_suite(steps: int, eval_every: int) -> Suite:
               "every 2 steps, SB3's DQN one update (batch 32) every 4 steps; `benchmarks/rl_throughput.py` "
               "compares equal networks. **Reading the verdicts**: each row is a variant *without* one component "
               "against full Rainbow, so `hurts` means removing the component lowered the return (the component "
-              "helped) and `helps` means the variant did better without it; with 3 seeds and 14 return comparisons "
-              "(no multiple-comparison correction) a single p near 0.05 is weak evidence. **Reduced budget**: "
+              "helped) and `helps` means the variant did better without it; with so few seeds and 12 return "
+              "comparisons of variants (no multiple-comparison correction) a single p near 0.05 is weak evidence. "
+              "**Reduced budget**: "
               "the step budget was sized so that the runs fit "
               "the shared 2-core machine one at a time before the deadline.")
 
