@@ -70,12 +70,14 @@ def sb3_run(algo: str, env_id: str, total_steps: int, seed: int, eval_every: int
 
     history: list[dict[str, Any]] = []
     evals: list[float] = []
-    state = {"next": eval_every, "eval_seconds": 0.0, "episodes": 0, "returns": [], "start": time.perf_counter()}
+    state = {"next": eval_every, "eval_seconds": 0.0, "episodes": 0, "returns": [], "start": time.perf_counter(),
+             "eval_cpu_seconds": 0.0}
 
     def do_eval(step: int) -> float:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         value = float(np.mean(evaluate(policy, env_id, eval_episodes, eval_env_seed(seed))))
         state["eval_seconds"] += time.perf_counter() - t0
+        state["eval_cpu_seconds"] += time.process_time() - c0
         evals.append(value)
         return value
 
@@ -95,10 +97,11 @@ def sb3_run(algo: str, env_id: str, total_steps: int, seed: int, eval_every: int
                                 else float("nan")})
             return True
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     state["start"] = t0
     model.learn(total_timesteps=total_steps, callback=Eval())
     train_seconds = time.perf_counter() - t0 - state["eval_seconds"]
+    train_cpu_seconds = time.process_time() - c0 - state["eval_cpu_seconds"]
     steps = int(model.num_timesteps)
     if not history or history[-1]["step"] != steps:
         value = do_eval(steps)
@@ -111,6 +114,7 @@ def sb3_run(algo: str, env_id: str, total_steps: int, seed: int, eval_every: int
                "seconds_per_100k_steps": train_seconds / steps * 100_000}
     return {"metrics": metrics, "history": history,
             "extras": {"algorithm": f"sb3-{algo}", "sb3_version": sb3.__version__, "eval_returns": evals,
+                       "train_cpu_seconds": train_cpu_seconds,
                        "hyperparameters": "stable-baselines3 defaults" + (f" + {kwargs}" if kwargs else "")}}
 
 
@@ -144,6 +148,9 @@ class Suite:
     ours: str | None = None  # for the SB3 claim: our contender ...
     sb3: str | None = None   # ... and SB3's
     target: float | None = None  # the issue's return target for our final episode return, if it names one
+    card: str | None = None  # the card's folder under docs/cards/ (default rl-<suite>)
+    jobs: int = 2  # runs at a time when the card was made (each one thread)
+    only: str = ""  # the contenders the card's command runs (--only), when not all of them
 
 
 def ppo_suite(env_id: str, steps: int, eval_every: int) -> Suite:
@@ -183,11 +190,20 @@ RAINBOW_ABLATIONS = {"rainbow": {}, "no-double": {"double": False}, "no-dueling"
                              "distributional": False, "noisy": False}}
 
 
+#: CartPole settings shared by every Rainbow variant, after Dopamine's Rainbow CartPole configuration (Castro et
+#: al. 2018, ``rainbow_cartpole.gin``): support [-10, 10] for C51, one update every 2 env steps, target copy every
+#: 100 updates, 500 env steps before learning, 3-step returns; plus a 128-unit MLP and a 10k-transition buffer.
+#: Two pilots with the class defaults (support [0, 100], an update every step) stalled near a return of 110-130.
+DQN_CARTPOLE = {"hidden": (128, 128), "buffer_size": 10_000, "learning_starts": 500, "target_update": 100,
+                "train_every": 2, "eps_fraction": 0.1, "v_min": -10.0, "v_max": 10.0}
+
+
 def dqn_suite(steps: int, eval_every: int) -> Suite:
     def make(changes: dict[str, Any]) -> Callable[[int], dict[str, Any]]:
         def run(seed: int) -> dict[str, Any]:
             from tricklab.rl.rainbow import RainbowConfig, run_rainbow
-            cfg = RainbowConfig(env_id="CartPole-v1", total_steps=steps, eval_every=eval_every, **changes)
+            cfg = RainbowConfig(env_id="CartPole-v1", total_steps=steps, eval_every=eval_every,
+                                **{**DQN_CARTPOLE, **changes})
             return ours(run_rainbow, cfg, seed)
         return run
 
@@ -197,22 +213,49 @@ def dqn_suite(steps: int, eval_every: int) -> Suite:
         title="Rainbow DQN on CartPole-v1: each component removed in turn, and SB3's DQN", env_id="CartPole-v1",
         budget=f"{steps:,} env steps",
         what="full Rainbow against Rainbow without one component (as in Hessel et al. 2018, Fig. 3), a plain DQN "
-             "with every component off, and SB3's DQN with its default hyperparameters",
-        contenders=contenders, baseline="rainbow", ours="rainbow", sb3="sb3-dqn")
+             "with every component off (when run), and SB3's DQN with its default hyperparameters",
+        contenders=contenders, baseline="rainbow", ours="rainbow", sb3="sb3-dqn", card="rl-rainbow-cartpole",
+        jobs=1, only="rainbow,no-double,no-dueling,no-prioritized,no-n-step,no-c51,no-noisy,sb3-dqn",
+        metrics=("episode_return", "mean_eval_return", "train_return", "seconds_per_100k_steps",
+                 "cpu_seconds_per_100k_steps"),
+        notes=f"**Settings** (the same for every Rainbow variant): {DQN_CARTPOLE}, otherwise `RainbowConfig`'s "
+              "defaults (Adam lr 1e-3, batch 64, gamma 0.99, 51 atoms, alpha 0.5, beta 0.4 -> 1, noisy sigma0 0.5; "
+              "epsilon 1 -> 0.05 over the first 10% of the run when noisy nets are off). The C51 support [-10, 10] "
+              "and the update every 2 steps follow Dopamine's Rainbow CartPole configuration; two pilot runs with "
+              "the class defaults (support [0, 100], an update every step) stalled at a return of 110-130. "
+              "SB3's DQN keeps all its defaults (lr 1e-4, batch 32, 1M buffer, 100 steps before learning, an "
+              "update every 4 steps, target copy every 10,000 steps, epsilon 1 -> 0.05 over 10% of the run), "
+              "which are tuned for Atari, not CartPole: with a budget of at most 10,000 steps its target network "
+              "is never or barely refreshed. Time per 100k steps compares the two algorithms as configured, not "
+              "equal work: Rainbow makes one update (batch 64, C51, noisy layers, both networks' noise resampled) "
+              "every 2 steps, SB3's DQN one update (batch 32) every 4 steps; `benchmarks/rl_throughput.py` "
+              "compares equal networks. **Reading the verdicts**: each row is a variant *without* one component "
+              "against full Rainbow, so `hurts` means removing the component lowered the return (the component "
+              "helped) and `helps` means the variant did better without it; with so few seeds and 12 return "
+              "comparisons of variants (no multiple-comparison correction) a single p near 0.05 is weak evidence. "
+              "**Reduced budget**: "
+              "the step budget was sized so that the runs fit "
+              "the shared 2-core machine one at a time before the deadline.")
 
 
-def alphazero_suite() -> Suite:
+def alphazero_suite(games: int, eval_every: int) -> Suite:
     def run(seed: int) -> dict[str, Any]:
         from tricklab.rl.alphazero import AlphaZeroConfig, run_alphazero
-        return ours(run_alphazero, AlphaZeroConfig(game="connect4"), seed)
+        return ours(run_alphazero, AlphaZeroConfig(game="connect4", self_play_games=games, eval_every=eval_every),
+                    seed)
 
     return Suite(
         title="AlphaZero on Connect Four against random and depth-limited minimax", env_id="connect4",
-        budget="see config (self-play games)", what="AlphaZero after self-play, scored against a random player and "
-        "alpha-beta minimax of several depths (win 1, draw 1/2, loss 0), half the games as first player",
-        contenders={"alphazero": run}, baseline="alphazero",
+        budget=f"{games} self-play games", what="AlphaZero after self-play, scored against a random player and "
+        "alpha-beta minimax of depths 1, 2 and 3 (win 1, draw 1/2, loss 0), half the games as first player; the "
+        "stated opponent is minimax of depth 2",
+        contenders={"alphazero": run}, baseline="alphazero", jobs=1,
         metrics=("win_rate_random", "win_rate_minimax", "loss_rate_minimax", "train_seconds"),
-        curve_key="win_rate_minimax", curve_x="games")
+        curve_key="win_rate_minimax", curve_x="games",
+        notes=f"**Reduced budget**: {games} self-play games ({games // 40} iterations of 40 games, 50 simulations "
+              "per move), otherwise `AlphaZeroConfig`'s defaults, sized to fit the shared 2-core machine before the "
+              f"deadline. The learning curve is the score against depth-2 minimax, 20 games every {eval_every} "
+              "iterations.")
 
 
 def preference_suite(steps: int, eval_every: int) -> Suite:
@@ -246,8 +289,8 @@ SUITES: dict[str, Callable[[], Suite]] = {
     "ppo-cartpole": lambda: ppo_suite("CartPole-v1", 100_000, 10_000),
     "ppo-acrobot": lambda: ppo_suite("Acrobot-v1", 100_000, 10_000),
     "sac-pendulum": lambda: sac_suite(10_000, 1_000),
-    "dqn-cartpole": lambda: dqn_suite(25_000, 2_500),
-    "alphazero-connect4": alphazero_suite,
+    "dqn-cartpole": lambda: dqn_suite(10_000, 1_000),
+    "alphazero-connect4": lambda: alphazero_suite(480, 2),
     "preferences-cartpole": lambda: preference_suite(100_000, 10_000),
 }
 
@@ -274,6 +317,10 @@ def job(suite_name: str, contender: str, seed: int) -> None:
     suite = SUITES[suite_name]()
     t0 = time.perf_counter()
     out = suite.contenders[contender](seed)
+    cpu = out.get("extras", {}).get("train_cpu_seconds")
+    if cpu is not None:
+        # training CPU time of this one-thread process: robust to other work on the cores, unlike wall-clock
+        out["metrics"]["cpu_seconds_per_100k_steps"] = cpu / max(out["metrics"]["env_steps"], 1.0) * 100_000
     out.update({"suite": suite_name, "contender": contender, "seed": seed, "machine": machine(),
                 "wall_seconds": time.perf_counter() - t0, "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
     try:
@@ -377,9 +424,11 @@ def plot_curves(suite: Suite, runs: dict[str, dict[int, dict[str, Any]]], path: 
 
 
 HIGHER = {"episode_return": True, "mean_eval_return": True, "train_return": True, "seconds_per_100k_steps": False,
+          "cpu_seconds_per_100k_steps": False,
           "train_seconds": False, "win_rate_random": True, "win_rate_minimax": True, "loss_rate_minimax": False,
           "reward_model_accuracy": True, "labels": False}
-VERDICT = {"seconds_per_100k_steps": False, "train_seconds": False, "labels": False}
+VERDICT = {"seconds_per_100k_steps": False, "cpu_seconds_per_100k_steps": False, "train_seconds": False,
+           "labels": False}
 
 
 def write_card(name: str) -> Path:
@@ -389,7 +438,8 @@ def write_card(name: str) -> Path:
     runs = load_runs(name)
     if not runs:
         raise SystemExit(f"no runs for {name} under {RUNS / name}; run `python {__file__} run {name}` first")
-    folder = CARDS / f"rl-{name}"
+    folder = CARDS / (suite.card or f"rl-{name}")
+    stem = folder.name.removeprefix("rl-")
     summary: dict[str, Any] = {"suite": name, "title": suite.title, "budget": suite.budget, "what": suite.what,
                                "baseline": suite.baseline, "contenders": {}, "comparisons": {}}
     for contender, by_seed in runs.items():
@@ -422,14 +472,16 @@ def write_card(name: str) -> Path:
     summary["machine"] = any_rec.get("machine")
     summary["gymnasium"] = any_rec.get("gymnasium")
     n_seeds = max(len(by_seed) for by_seed in runs.values())
-    command = (f"python benchmarks/rl_evidence.py run {name} --seeds {n_seeds} --jobs 2 && "
+    only = f" --only {suite.only}" if suite.only else ""
+    command = (f"python benchmarks/rl_evidence.py run {name} --seeds {n_seeds} --jobs {suite.jobs}{only} && "
                f"python benchmarks/rl_evidence.py card {name}")
     summary["command"] = command
     lines = [f"# {suite.title}", "", f"Command: `{command}`", "", "## Setting", "",
              f"- **what**: {suite.what}", f"- **environment**: {suite.env_id}", f"- **budget**: {suite.budget}",
              "- **seeds**: " + ", ".join(f"{c}: {summary['contenders'][c]['seeds']}" for c in runs),
              f"- **machine**: {json.dumps(summary['machine'])}, gymnasium {summary['gymnasium']}; 1 thread per run, "
-             "2 runs at a time, the 2 cores shared with other work (timings are rough)",
+             f"{'one run' if suite.jobs == 1 else f'{suite.jobs} runs'} at a time, the 2 cores shared with other "
+             "work (timings are rough)",
              "- **evaluation**: deterministic policy on separate envs, the same episodes for every contender and "
              "evaluation (seeds 1,000,000 + 1000 * seed + i)", ""]
     if suite.notes:
@@ -444,6 +496,7 @@ def write_card(name: str) -> Path:
         lines += [note, ""]
     from tricklab.rl.metrics import ALPHAZERO_METRICS, PREFERENCE_METRICS
     labels = {m.key: m.label + (f" ({m.unit})" if m.unit else "") for m in PREFERENCE_METRICS + ALPHAZERO_METRICS}
+    labels["cpu_seconds_per_100k_steps"] = "Training CPU time per 100k environment steps (s)"
     lines += ["## Results (mean and 95% interval over seeds)", "",
               "| contender | " + " | ".join(labels.get(m, m) for m in suite.metrics) + " |",
               "|---|" + "---|" * len(suite.metrics)]
@@ -461,14 +514,14 @@ def write_card(name: str) -> Path:
             diff = (f"{fmt(d['mean_diff'], '+' + spec)} [{fmt(d['ci_low'], spec)}, {fmt(d['ci_high'], spec)}]"
                     if d.get("ci_low") is not None else fmt(d.get("mean_diff"), spec))
             lines.append(f"| {contender} | {m} | {diff} | {fmt(d.get('p_value'), '.3g')} | {d['verdict']} |")
-    lines += ["", f"![learning curves]({name}.svg)", ""]
+    lines += ["", f"![learning curves]({stem}.svg)", ""]
     extra = CARD_EXTRAS.get(name)
     if extra is not None:
         lines += extra(summary, runs, suite)
-    plot_curves(suite, runs, folder / f"{name}.svg")
-    atomic_write_text(folder / f"{name}.json", json.dumps(summary, indent=1, sort_keys=True, default=float))
-    atomic_write_text(folder / f"{name}.md", "\n".join(lines) + "\n")
-    print(f"wrote {folder / (name + '.md')}")
+    plot_curves(suite, runs, folder / f"{stem}.svg")
+    atomic_write_text(folder / f"{stem}.json", json.dumps(summary, indent=1, sort_keys=True, default=float))
+    atomic_write_text(folder / f"{stem}.md", "\n".join(lines) + "\n")
+    print(f"wrote {folder / (stem + '.md')}")
     return folder
 
 
@@ -498,6 +551,15 @@ def sb3_claim(summary: dict[str, Any], runs: dict[str, Any], suite: Suite) -> li
         t = summary["contenders"].get(c, {}).get("seconds_per_100k_steps")
         if t:
             out.append(f"- wall-clock training time per 100k env steps, {c}: {interval(t, '.1f')} s (shared machine)")
+        t = summary["contenders"].get(c, {}).get("cpu_seconds_per_100k_steps")
+        if t:
+            out.append(f"- CPU time of the training process per 100k env steps, {c}: {interval(t, '.1f')} s")
+    for key, what in (("seconds_per_100k_steps", "wall-clock"), ("cpu_seconds_per_100k_steps", "CPU")):
+        if all(key in ours[s]["metrics"] and key in sb3[s]["metrics"] for s in common):
+            ratios = [ours[s]["metrics"][key] / sb3[s]["metrics"][key] for s in common]
+            out.append(f"- {what} time ratio {suite.ours} / {suite.sb3} per 100k steps, by seed: "
+                       f"{interval(describe(ratios), '.2f')} (1 thread each, one run at a time; the machine was "
+                       "shared with other work, so timings are rough)")
     return out + [""]
 
 
@@ -545,7 +607,35 @@ def alphazero_table(summary: dict[str, Any], runs: dict[str, Any], suite: Suite)
             table.setdefault(opp, {})[k] = d
         out.append(f"| {opp} | " + " | ".join(cells) + " |")
     summary["final_evaluation"] = table
+    # the games pooled over seeds: counts with Wilson 95% intervals (valid with one seed, unlike a t-interval)
+    n_games = int(cfg.get("final_eval_games", 0))
+    if n_games:
+        out += ["", f"All games pooled over the {len(seeds)} seed(s) ({n_games * len(seeds)} per opponent); "
+                "rates with Wilson 95% intervals over games:", "",
+                "| opponent | games | wins | draws | losses | score |", "|---|---|---|---|---|---|"]
+        pooled = {}
+        for opp in opponents:
+            counts = {k: sum(round(by_seed[s]["extras"]["final_evaluation"][opp][k] * n_games) for s in seeds)
+                      for k in ("wins", "draws", "losses")}
+            total = n_games * len(seeds)
+            cells = [f"{counts[k]} = {counts[k] / total:.3f} [{wilson(counts[k], total)[0]:.3f}, "
+                     f"{wilson(counts[k], total)[1]:.3f}]" for k in ("wins", "draws", "losses")]
+            score = (counts["wins"] + counts["draws"] / 2) / total
+            out.append(f"| {opp} | {total} | " + " | ".join(cells) + f" | {score:.3f} |")
+            pooled[opp] = {**counts, "games": total, "score": score,
+                           **{f"{k}_wilson95": wilson(counts[k], total) for k in ("wins", "draws", "losses")}}
+        summary["final_evaluation_pooled"] = pooled
     return out + [""]
+
+
+def wilson(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """Wilson score interval for a binomial rate k / n (Wilson 1927), 95% by default."""
+    if n <= 0:
+        return (float("nan"), float("nan"))
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (max(0.0, centre - half), min(1.0, centre + half))
 
 
 CARD_EXTRAS: dict[str, Callable[[dict[str, Any], dict[str, Any], Suite], list[str]]] = {

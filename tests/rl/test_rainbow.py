@@ -81,6 +81,8 @@ def test_resumed_rainbow_run_equals_uninterrupted(tmp_path) -> None:
     strip = [{k: v for k, v in r.items() if k != "seconds"} for r in full.history]
     assert json.dumps([{k: v for k, v in r.items() if k != "seconds"} for r in resumed.history]) == json.dumps(strip)
     assert set(full.metrics) == {m.key for m in EPISODE_METRICS}  # every declared metric, nothing undeclared
+    # the CPU-time counter is carried through the checkpoint, so the resumed run's total covers all its steps
+    assert 0 < resumed.extras["train_cpu_seconds"] and 0 < full.extras["train_cpu_seconds"]
     from tricklab.train.checkpoint import load_latest
     a = load_latest(tmp_path / "full" / "checkpoints")[1]["state"]["agent"]
     b = load_latest(tmp_path / "cut" / "checkpoints")[1]["state"]["agent"]

@@ -307,22 +307,26 @@ def run_rainbow(config: RainbowConfig, *, seed: int, run_dir: Path | None = None
     schedule = EvalSchedule(c.eval_every, c.eval_episodes, seed, c.env_id)
     history: list[dict[str, Any]] = []
     train_seconds = 0.0
+    # CPU time of this process in the same spans: unlike wall-clock, it does not grow when other work shares the cores
+    train_cpu_seconds = 0.0
     if resume:
         state = load_run_checkpoint(run_dir, c)
         if state is not None:
             agent.load_state_dict(state["agent"])
             schedule.load_state_dict(state["schedule"])
             history, train_seconds = state["history"], float(state["train_seconds"])
+            train_cpu_seconds = float(state.get("train_cpu_seconds", 0.0))
     info: dict[str, float] = {}
     next_log = (agent.steps // c.log_every + 1) * c.log_every
     next_ckpt = (agent.steps // c.checkpoint_every + 1) * c.checkpoint_every if c.checkpoint_every else None
     while agent.steps < c.total_steps:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         agent.env_step()
         if agent.steps >= c.learning_starts and len(agent.buffer) >= c.batch_size \
                 and agent.steps % c.train_every < c.num_envs:
             info = agent.update()
         train_seconds += time.perf_counter() - t0
+        train_cpu_seconds += time.process_time() - c0
         last = agent.steps >= c.total_steps
         evaluate_now = schedule.due(agent.steps) or last
         if agent.steps >= next_log or evaluate_now:
@@ -337,7 +341,8 @@ def run_rainbow(config: RainbowConfig, *, seed: int, run_dir: Path | None = None
         if run_dir is not None and next_ckpt is not None and (agent.steps >= next_ckpt or last):
             save_run_checkpoint(run_dir, agent.steps, c, {"agent": agent.state_dict(),
                                                           "schedule": schedule.state_dict(), "history": history,
-                                                          "train_seconds": train_seconds})
+                                                          "train_seconds": train_seconds,
+                                                          "train_cpu_seconds": train_cpu_seconds})
             next_ckpt = (agent.steps // c.checkpoint_every + 1) * c.checkpoint_every
     agent.env.close()
     final = schedule.returns[-1] if schedule.returns else float("nan")
@@ -346,4 +351,5 @@ def run_rainbow(config: RainbowConfig, *, seed: int, run_dir: Path | None = None
     return ParadigmResult(metrics=episode_metrics(final, schedule, agent.tracker, agent.steps, train_seconds),
                           history=history, extras={"algorithm": "rainbow", "env_id": c.env_id,
                                                    "components": components, "eval_seconds": schedule.seconds,
+                                                   "train_cpu_seconds": train_cpu_seconds,
                                                    "eval_returns": list(schedule.returns)})
