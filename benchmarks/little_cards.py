@@ -5,15 +5,15 @@ and metrics.svg):
 
 * ``selfsup``: SimCLR, MoCo v2 and BYOL pretraining without labels, scored by a linear probe and k-NN on the
   labelled training set, against a random-init backbone (the baseline of every paired difference) and a
-  supervised encoder (the upper bound). ``tricklab.transfer.run_selfsup.run_selfsup``.
+  supervised encoder (the upper bound). ``tricklab.paradigms.selfsup.run.run_selfsup``.
 * ``semisup``: 10 labels per class; pseudo-labelling, mean teacher and FixMatch against labelled-only training
-  (the baseline). ``tricklab.transfer.run_semisup.run_semisup``.
+  (the baseline). ``tricklab.paradigms.semisup.run.run_semisup``.
 * ``fewshot``: 5-way one-shot on unseen classes with a siamese network, and ESZSL zero-shot, each against its
-  reference in the same run (untrained encoder, raw inputs, chance). ``tricklab.transfer.run_fewshot``.
+  reference in the same run (untrained encoder, raw inputs, chance). ``tricklab.paradigms.fewshot.run``.
 * ``greedy``: greedy layer-wise pretraining (autoencoder, denoising autoencoder, RBM) against random init of a deep
-  sigmoid network at equal fine-tuning budget. ``tricklab.transfer.run_greedy``.
+  sigmoid network at equal fine-tuning budget. ``tricklab.paradigms.pretrain.run``.
 * ``dann``: DANN and self-training against source-only training on the mnist1d-noisy domain pair.
-  ``tricklab.transfer.run_dann``.
+  ``tricklab.paradigms.domain.run``.
 * ``transfer``: a backbone pretrained on 5 classes transferred to the other 5 with 10 labels per class: linear
   probe, fine-tuning, adapters and LoRA against training from scratch, with trained-parameter counts.
   ``tricklab.transfer.run_transfer``.
@@ -44,7 +44,7 @@ CARDS = ROOT / "docs" / "cards"
 
 STUDIES: dict[str, dict[str, Any]] = {
     "selfsup": {
-        "module": "tricklab.transfer.run_selfsup", "run": "run_selfsup", "config": "SelfSupConfig",
+        "module": "tricklab.paradigms.selfsup.run", "run": "run_selfsup", "config": "SelfSupConfig",
         "metrics": "SELFSUP_METRICS", "baseline": "random", "default_steps": 800,
         "variants": [("random", {"method": "random"}), ("simclr", {"method": "simclr"}),
                      ("moco", {"method": "moco"}), ("byol", {"method": "byol"}),
@@ -58,14 +58,14 @@ STUDIES: dict[str, dict[str, Any]] = {
                    "(cross-entropy, weak views), probed the same way",
     },
     "semisup": {
-        "module": "tricklab.transfer.run_semisup", "run": "run_semisup", "config": "SemiSupConfig",
+        "module": "tricklab.paradigms.semisup.run", "run": "run_semisup", "config": "SemiSupConfig",
         "metrics": "SEMISUP_METRICS", "baseline": "labelled_only", "default_steps": 800,
         "variants": [("labelled_only", {"method": "labelled_only"}), ("pseudo_label", {"method": "pseudo_label"}),
                      ("mean_teacher", {"method": "mean_teacher"}), ("fixmatch", {"method": "fixmatch"})],
         "title": "Semi-supervised learning with 10 labels per class",
         "setting": "10 labelled examples per class (stratified, drawn with the run's seed), the rest of the "
                    "training inputs unlabelled; encoder of tricklab.transfer.backbones + linear head, trained by the "
-                   "Trainer (tricklab.transfer.run_semisup) with AdamW lr 2e-3, weight decay 5e-4, batches of 16 "
+                   "Trainer (tricklab.paradigms.semisup.run) with AdamW lr 2e-3, weight decay 5e-4, batches of 16 "
                    "labelled + 112 unlabelled examples (mu 7), random_shift (1/8) on every batch; pseudo_label: "
                    "threshold 0.95, weight 1 ramped over the first 30% of steps; mean_teacher: weight 10 ramped "
                    "(sigmoid) over 30%, EMA decay 0.99; fixmatch: threshold 0.95, lambda_u 1. test_acc is on the "
@@ -73,7 +73,7 @@ STUDIES: dict[str, dict[str, Any]] = {
                    "training examples (confidence >= 0.95)",
     },
     "fewshot": {
-        "module": "tricklab.transfer.run_fewshot", "run": "run_fewshot", "config": "FewShotConfig",
+        "module": "tricklab.paradigms.fewshot.run", "run": "run_fewshot", "config": "FewShotConfig",
         "metrics": "FEWSHOT_METRICS", "baseline": "siamese", "default_steps": 600,
         "variants": [("siamese", {})],
         "within": [("oneshot_acc", "oneshot_random_acc"), ("oneshot_acc", "oneshot_raw_acc"),
@@ -89,7 +89,7 @@ STUDIES: dict[str, dict[str, Any]] = {
                    "predicting among the 5 unseen classes (chance 0.2)",
     },
     "greedy": {
-        "module": "tricklab.transfer.run_greedy", "run": "run_greedy", "config": "GreedyConfig",
+        "module": "tricklab.paradigms.pretrain.run", "run": "run_greedy", "config": "GreedyConfig",
         "metrics": "GREEDY_METRICS", "baseline": "random", "default_steps": 2000,
         "variants": [("random", {"method": "random"}), ("autoencoder", {"method": "autoencoder"}),
                      ("denoising", {"method": "denoising"}), ("rbm", {"method": "rbm"})],
@@ -101,7 +101,7 @@ STUDIES: dict[str, dict[str, Any]] = {
                    "on all 4000 labelled examples",
     },
     "dann": {
-        "module": "tricklab.transfer.run_dann", "run": "run_dann", "config": "DannConfig",
+        "module": "tricklab.paradigms.domain.run", "run": "run_dann", "config": "DannConfig",
         "metrics": "DANN_METRICS", "baseline": "source_only", "default_steps": 1000,
         "variants": [("source_only", {"method": "source_only"}), ("dann", {"method": "dann"}),
                      ("self_training", {"method": "self_training"})],
@@ -224,7 +224,7 @@ def summarize(study: str, results: dict[str, dict[int, Any]]) -> dict[str, Any]:
     from tricklab.lab import stats
 
     spec = STUDIES[study]
-    specs = getattr(importlib.import_module("tricklab.transfer.metrics"), spec["metrics"])
+    specs = getattr(importlib.import_module(spec["module"]), spec["metrics"])
     base = spec["baseline"]
     out: dict[str, Any] = {}
     for name, runs in results.items():

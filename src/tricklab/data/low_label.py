@@ -21,7 +21,7 @@ from torch import Tensor
 from tricklab.data.loader import InMemoryLoader
 from tricklab.errors import DataError
 
-__all__ = ["LowLabelSplit", "SemiSupervisedLoader", "UNLABELLED", "low_label_split"]
+__all__ = ["LowLabelSplit", "SemiSupervisedLoader", "UNLABELLED", "class_split", "low_label_split"]
 
 UNLABELLED = -100
 
@@ -96,3 +96,12 @@ class SemiSupervisedLoader:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.labelled.load_state_dict(state["labelled"])
         self.unlabelled.load_state_dict(state["unlabelled"])
+
+
+def class_split(num_classes: int, num_train: int, seed: int) -> tuple[list[int], list[int]]:
+    """A seeded split of the class ids ``0..num_classes-1`` into ``num_train`` training classes and the rest."""
+    if not 0 < num_train < num_classes:
+        raise DataError(f"num_train must be in [1, {num_classes - 1}] to leave classes for evaluation, "
+                        f"got {num_train}")
+    perm = torch.randperm(num_classes, generator=torch.Generator().manual_seed(seed)).tolist()
+    return sorted(perm[:num_train]), sorted(perm[num_train:])

@@ -20,15 +20,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tricklab.data.low_label import low_label_split
+from tricklab.data.low_label import class_split, low_label_split
 from tricklab.transfer.adapters import inject_adapters
 from tricklab.transfer.backbones import Classifier, make_encoder
 from tricklab.transfer.common import ParadigmResult, Progress, check, load_arrays, pos_int, pos_num
-from tricklab.transfer.fewshot import class_split
 from tricklab.transfer.finetune import count_parameters, freeze_except
 from tricklab.transfer.lora import inject_lora
+from tricklab.transfer.metrics import TRANSFER_METRICS
 
-__all__ = ["TRANSFER_METHODS", "TransferConfig", "run_transfer"]
+__all__ = ["TRANSFER_METHODS", "TRANSFER_METRICS", "TransferConfig", "run_transfer"]
 
 TRANSFER_METHODS = ("scratch", "linear_probe", "finetune", "adapters", "lora")
 

@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from tricklab.errors import ConfigError
-from tricklab.transfer.pretrain import deep_sigmoid_mlp, greedy_pretrain, to_unit_interval
-from tricklab.transfer.rbm import RBM, cd_statistics
+from tricklab.paradigms.pretrain.greedy import deep_sigmoid_mlp, greedy_pretrain, to_unit_interval
+from tricklab.paradigms.pretrain.rbm import RBM, cd_statistics
 
 
 def _sigmoid(a: np.ndarray) -> np.ndarray:

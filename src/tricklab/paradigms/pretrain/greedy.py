@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tricklab.errors import ConfigError
-from tricklab.transfer.rbm import RBM
+from tricklab.paradigms.pretrain.rbm import RBM
 
 __all__ = ["deep_sigmoid_mlp", "greedy_pretrain", "to_unit_interval"]
 

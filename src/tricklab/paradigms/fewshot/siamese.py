@@ -4,10 +4,10 @@ evaluation protocol.
 Koch, Zemel & Salakhutdinov, "Siamese Neural Networks for One-shot Image Recognition", ICML 2015 deep learning
 workshop, sec. 4.3: a network trained to tell whether two examples share a class (on the *training* classes) is
 evaluated on N-way one-shot tasks built from *other* classes: one support example for each of N new classes and a
-query; the prediction is the support class most similar to the query. :class:`FewShotEpisodeSampler` draws such episodes
-from a fixed set of evaluation classes only (``class_split`` keeps the two sets disjoint), so an episode can never
-contain a training class. With K > 1 shots the class score is the mean embedding of its K supports (the prototype
-of Snell et al. 2017).
+query; the prediction is the support class most similar to the query. :class:`FewShotEpisodeSampler` draws such
+episodes from a fixed set of evaluation classes only (:func:`tricklab.data.low_label.class_split` keeps the two sets
+disjoint), so an episode can never contain a training class. With K > 1 shots the class score is the mean embedding
+of its K supports (the prototype of Snell et al. 2017).
 """
 
 from __future__ import annotations
@@ -21,16 +21,7 @@ from torch import Tensor, nn
 
 from tricklab.errors import ConfigError
 
-__all__ = ["FewShotEpisode", "FewShotEpisodeSampler", "SiameseNet", "class_split", "episode_accuracy", "sample_pairs"]
-
-
-def class_split(num_classes: int, num_train: int, seed: int) -> tuple[list[int], list[int]]:
-    """A seeded split of the class ids ``0..num_classes-1`` into ``num_train`` training classes and the rest."""
-    if not 0 < num_train < num_classes:
-        raise ConfigError(f"num_train must be in [1, {num_classes - 1}] to leave classes for evaluation, "
-                          f"got {num_train}")
-    perm = torch.randperm(num_classes, generator=torch.Generator().manual_seed(seed)).tolist()
-    return sorted(perm[:num_train]), sorted(perm[num_train:])
+__all__ = ["FewShotEpisode", "FewShotEpisodeSampler", "SiameseNet", "episode_accuracy", "sample_pairs"]
 
 
 @dataclass(frozen=True)

@@ -18,14 +18,22 @@ import torch.nn.functional as F
 from torch import nn
 
 from tricklab.transfer.backbones import Classifier, make_encoder
+from tricklab.evaluate.declared import MetricSpec
 from tricklab.transfer.common import ParadigmResult, Progress, check, load_arrays, pos_int, pos_num
 from tricklab.transfer.probe import encode, knn_accuracy, linear_probe
-from tricklab.transfer.selfsup import BYOL, MoCo, SimCLR, byol_tau
+from tricklab.paradigms.selfsup.methods import BYOL, MoCo, SimCLR, byol_tau
 from tricklab.data.views import strong_view, weak_view
 
-__all__ = ["SELFSUP_METHODS", "SelfSupConfig", "run_selfsup"]
+__all__ = ["SELFSUP_METRICS", "SELFSUP_METHODS", "SelfSupConfig", "run_selfsup"]
 
 SELFSUP_METHODS = ("simclr", "moco", "byol", "random", "supervised")
+
+SELFSUP_METRICS: list[MetricSpec] = [
+    MetricSpec("probe_acc", "linear-probe test accuracy", True),
+    MetricSpec("knn_acc", "k-NN test accuracy (k=20, cosine)", True),
+    MetricSpec("pretrain_loss", "final pretraining loss", False, verdict=False),
+    MetricSpec("seconds", "training time (shared machine)", False, unit="s", verdict=False, fmt=".1f"),
+]
 
 
 @dataclass

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tricklab.transfer.selfsup import (BYOL, MoCo, SimCLR, byol_loss, byol_tau, enqueue_, moco_logits,
+from tricklab.paradigms.selfsup.methods import (BYOL, MoCo, SimCLR, byol_loss, byol_tau, enqueue_, moco_logits,
                                        momentum_update_)
 
 

@@ -19,12 +19,19 @@ import torch.nn.functional as F
 from tricklab.data.domains import DOMAINS, load_domains
 from tricklab.techniques.pseudo_label import linear_ramp, pseudo_label_loss
 from tricklab.transfer.backbones import Classifier, make_encoder
+from tricklab.evaluate.declared import MetricSpec
 from tricklab.transfer.common import ParadigmResult, Progress, check, pos_int, pos_num
-from tricklab.transfer.grl import DomainClassifier, dann_lambda, dann_loss
+from tricklab.paradigms.domain.grl import DomainClassifier, dann_lambda, dann_loss
 
-__all__ = ["DANN_METHODS", "DannConfig", "run_dann"]
+__all__ = ["DANN_METRICS", "DANN_METHODS", "DannConfig", "run_dann"]
 
 DANN_METHODS = ("source_only", "dann", "self_training")
+
+DANN_METRICS: list[MetricSpec] = [
+    MetricSpec("target_acc", "target-domain test accuracy", True),
+    MetricSpec("source_acc", "source-domain test accuracy", True),
+    MetricSpec("seconds", "training time (shared machine)", False, unit="s", verdict=False, fmt=".1f"),
+]
 
 
 @dataclass

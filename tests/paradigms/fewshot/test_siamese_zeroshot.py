@@ -13,8 +13,9 @@ import pytest
 import torch
 
 from tricklab.errors import ConfigError
-from tricklab.transfer.fewshot import FewShotEpisode, FewShotEpisodeSampler, class_split, episode_accuracy, sample_pairs
-from tricklab.transfer.zeroshot import (eszsl_fit, eszsl_predict, fashion_mnist_attributes,
+from tricklab.data.low_label import class_split
+from tricklab.paradigms.fewshot.siamese import FewShotEpisode, FewShotEpisodeSampler, episode_accuracy, sample_pairs
+from tricklab.paradigms.fewshot.zeroshot import (eszsl_fit, eszsl_predict, fashion_mnist_attributes,
                                         mnist1d_template_attributes)
 
 

@@ -18,12 +18,24 @@ import torch
 
 from tricklab.losses import contrastive_loss
 from tricklab.transfer.backbones import make_encoder
+from tricklab.evaluate.declared import MetricSpec
 from tricklab.transfer.common import ParadigmResult, Progress, check, load_arrays, pos_int, pos_num
-from tricklab.transfer.fewshot import FewShotEpisodeSampler, SiameseNet, class_split, episode_accuracy, sample_pairs
+from tricklab.data.low_label import class_split
+from tricklab.paradigms.fewshot.siamese import FewShotEpisodeSampler, SiameseNet, episode_accuracy, sample_pairs
 from tricklab.transfer.probe import encode
-from tricklab.transfer.zeroshot import eszsl_fit, eszsl_predict, fashion_mnist_attributes, mnist1d_template_attributes
+from tricklab.paradigms.fewshot.zeroshot import (eszsl_fit, eszsl_predict, fashion_mnist_attributes,
+                                                 mnist1d_template_attributes)
 
-__all__ = ["FewShotConfig", "run_fewshot"]
+__all__ = ["FEWSHOT_METRICS", "FewShotConfig", "run_fewshot"]
+
+FEWSHOT_METRICS: list[MetricSpec] = [
+    MetricSpec("oneshot_acc", "N-way K-shot accuracy on unseen classes (siamese)", True),
+    MetricSpec("oneshot_random_acc", "same episodes, untrained encoder", True, verdict=False),
+    MetricSpec("oneshot_raw_acc", "same episodes, raw inputs", True, verdict=False),
+    MetricSpec("zeroshot_acc", "zero-shot accuracy on unseen classes (ESZSL)", True),
+    MetricSpec("zeroshot_chance", "zero-shot chance level", True, verdict=False),
+    MetricSpec("seconds", "training time (shared machine)", False, unit="s", verdict=False, fmt=".1f"),
+]
 
 
 @dataclass

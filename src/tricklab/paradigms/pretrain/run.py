@@ -16,12 +16,20 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from tricklab.evaluate.declared import MetricSpec
 from tricklab.transfer.common import ParadigmResult, Progress, check, load_arrays, pos_int, pos_num
-from tricklab.transfer.pretrain import deep_sigmoid_mlp, greedy_pretrain, to_unit_interval
+from tricklab.paradigms.pretrain.greedy import deep_sigmoid_mlp, greedy_pretrain, to_unit_interval
 
-__all__ = ["GREEDY_METHODS", "GreedyConfig", "run_greedy"]
+__all__ = ["GREEDY_METRICS", "GREEDY_METHODS", "GreedyConfig", "run_greedy"]
 
 GREEDY_METHODS = ("random", "autoencoder", "denoising", "rbm")
+
+GREEDY_METRICS: list[MetricSpec] = [
+    MetricSpec("test_acc", "test accuracy after fine-tuning", True),
+    MetricSpec("train_loss", "training loss after fine-tuning", False),
+    MetricSpec("pretrain_seconds", "pretraining time (shared machine)", False, unit="s", verdict=False, fmt=".1f"),
+    MetricSpec("seconds", "total time (shared machine)", False, unit="s", verdict=False, fmt=".1f"),
+]
 
 
 @dataclass

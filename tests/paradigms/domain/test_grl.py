@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tricklab.errors import ConfigError
-from tricklab.transfer import DomainClassifier, GradientReversal, dann_lambda, dann_loss, grad_reverse
+from tricklab.paradigms.domain import DomainClassifier, GradientReversal, dann_lambda, dann_loss, grad_reverse
 
 
 @pytest.mark.parametrize("lambd", [0.0, 0.3, 1.0, 2.5])

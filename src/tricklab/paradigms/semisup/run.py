@@ -23,11 +23,19 @@ from tricklab.techniques.pseudo_label import PseudoLabel
 from tricklab.techniques.random_shift import RandomShift
 from tricklab.train import Technique, Trainer
 from tricklab.transfer.backbones import Classifier, make_encoder
+from tricklab.evaluate.declared import MetricSpec
 from tricklab.transfer.common import ParadigmResult, Progress, check, load_arrays, pos_int, pos_num
 
-__all__ = ["SEMISUP_METHODS", "SemiSupConfig", "run_semisup"]
+__all__ = ["SEMISUP_METRICS", "SEMISUP_METHODS", "SemiSupConfig", "run_semisup"]
 
 SEMISUP_METHODS = ("labelled_only", "pseudo_label", "mean_teacher", "fixmatch")
+
+SEMISUP_METRICS: list[MetricSpec] = [
+    MetricSpec("test_acc", "test accuracy", True),
+    MetricSpec("pseudo_label_acc", "accuracy of confident pseudo-labels", True, verdict=False),
+    MetricSpec("mask_rate", "fraction of unlabelled examples above the threshold", True, verdict=False),
+    MetricSpec("seconds", "training time (shared machine)", False, unit="s", verdict=False, fmt=".1f"),
+]
 
 
 @dataclass
