@@ -61,24 +61,56 @@ STUDIES: dict[str, dict[str, Any]] = {
         "module": "tricklab.paradigms.semisup.run", "run": "run_semisup", "config": "SemiSupConfig",
         "metrics": "SEMISUP_METRICS", "baseline": "labelled_only", "default_steps": 800,
         "variants": [("labelled_only", {"method": "labelled_only"}), ("pseudo_label", {"method": "pseudo_label"}),
-                     ("mean_teacher", {"method": "mean_teacher"}), ("fixmatch", {"method": "fixmatch"})],
+                     ("pi_model", {"method": "pi_model"}), ("mean_teacher", {"method": "mean_teacher"}),
+                     ("fixmatch", {"method": "fixmatch"})],
         "title": "Semi-supervised learning with 10 labels per class",
         "setting": "10 labelled examples per class (stratified, drawn with the run's seed), the rest of the "
                    "training inputs unlabelled; encoder of tricklab.transfer.backbones + linear head, trained by the "
                    "Trainer (tricklab.paradigms.semisup.run) with AdamW lr 2e-3, weight decay 5e-4, batches of 16 "
                    "labelled + 112 unlabelled examples (mu 7), random_shift (1/8) on every batch; pseudo_label: "
-                   "threshold 0.95, weight 1 ramped over the first 30% of steps; mean_teacher: weight 10 ramped "
-                   "(sigmoid) over 30%, EMA decay 0.99; fixmatch: threshold 0.95, lambda_u 1. test_acc is on the "
-                   "full test set; pseudo_label_acc and mask_rate are measured at the end on the unlabelled "
+                   "threshold 0.95, weight 1 ramped over the first 30% of steps; pi_model: a second pass on "
+                   "another weak view, weight 10 ramped (sigmoid) over 30%, gradient through both passes; "
+                   "mean_teacher: weight 10 ramped (sigmoid) over 30%, EMA decay 0.99; fixmatch: threshold 0.95, "
+                   "lambda_u 1. test_acc is on the full test set; pseudo_label_acc and mask_rate are measured at "
+                   "the end on the unlabelled "
                    "training examples (confidence >= 0.95)",
     },
     "fewshot": {
         "module": "tricklab.paradigms.fewshot.run", "run": "run_fewshot", "config": "FewShotConfig",
         "metrics": "FEWSHOT_METRICS", "baseline": "siamese", "default_steps": 600,
         "variants": [("siamese", {})],
+        # 40 classes made by code (Fashion-MNIST x 4 rotations), split by garment: 20 training classes (5 garments
+        # in every orientation) and 20 unseen ones, so 20-way one-shot is possible
+        # (one trained network per seed scored 5-way and 20-way; width 16 keeps the image runs short on the CPU)
+        "variants_by_dataset": {
+            "fashion-mnist-rot40": [("siamese", {"n_way": 5, "n_way_wide": 20, "num_train_classes": 20, "width": 16})],
+            "fashion-mnist": [("siamese", {"width": 16})]},
+        "setting_by_dataset": {"fashion-mnist-rot40": (
+            "fashion-mnist-rot40 (tricklab.data.datasets.fashion_rotations: every Fashion-MNIST image turned by a "
+            "seeded random multiple of 90 degrees, class = garment + 10 x quarter turns, 40 classes); classes split "
+            "by garment (split_seed 0): 5 garments x 4 orientations = 20 training classes, the other 5 garments x 4 "
+            "= 20 unseen classes, so no episode holds a garment seen in training in any orientation; a siamese "
+            "network (image encoder of tricklab.transfer.backbones, width 16, L2-normalised 64-d embedding) trained "
+            "with the contrastive loss (margin 1) on 128 pairs per step (half same-class) from the training classes "
+            "of the training set; the same trained network scored on 1000 5-way and 1000 20-way 1-shot episodes "
+            "(1 query per class; 'wide_' metrics are the 20-way ones) from the unseen classes of the test set, "
+            "nearest support by cosine (chance 1/5 and 1/20); the same episodes scored with the untrained encoder and "
+            "the raw pixels; zero-shot: ESZSL (gamma = lambda = 1, a bias attribute) on the siamese features of the "
+            "training classes, attributes = the garment table of tricklab.paradigms.fewshot.zeroshot (12) + a "
+            "one-hot of the orientation (4), predicting among the 20 unseen classes (chance 0.05)"),
+            "fashion-mnist": (
+            "Fashion-MNIST classes split once (split_seed 0) into 5 training classes and 5 unseen ones; a siamese "
+            "network (image encoder of tricklab.transfer.backbones, width 16, L2-normalised 64-d embedding) trained "
+            "with the contrastive loss (margin 1) on 128 pairs per step (half same-class) from the training classes "
+            "of the training set; 1000 5-way 1-shot episodes (1 query per class) from the unseen classes of the test "
+            "set, nearest support by cosine; the same episodes scored with the untrained encoder and the raw pixels; "
+            "zero-shot: ESZSL (gamma = lambda = 1, a bias attribute) fitted on the siamese features of the training "
+            "classes with the code-made garment attribute table (tricklab.paradigms.fewshot.zeroshot, 12 binary "
+            "attributes), predicting among the 5 unseen classes (chance 0.2)")},
         "within": [("oneshot_acc", "oneshot_random_acc"), ("oneshot_acc", "oneshot_raw_acc"),
+                   ("wide_oneshot_acc", "wide_oneshot_random_acc"), ("wide_oneshot_acc", "wide_oneshot_raw_acc"),
                    ("zeroshot_acc", "zeroshot_chance")],
-        "title": "5-way one-shot and zero-shot accuracy on classes unseen in training",
+        "title": "N-way one-shot and zero-shot accuracy on classes unseen in training",
         "setting": "classes split once (split_seed 0) into 5 training classes and 5 unseen ones; a siamese network "
                    "(encoder of tricklab.transfer.backbones, L2-normalised 64-d embedding) trained with the "
                    "contrastive loss (margin 1) on 128 pairs per step (half same-class) from the training classes "
@@ -118,15 +150,20 @@ STUDIES: dict[str, dict[str, Any]] = {
         "module": "tricklab.transfer.run_transfer", "run": "run_transfer", "config": "TransferConfig",
         "metrics": "TRANSFER_METRICS", "baseline": "transfer", "default_steps": 300,
         "variants": [("transfer", {})],
-        "within": [(f"{m}_acc", "scratch_acc") for m in ("linear_probe", "finetune", "adapters", "lora")],
-        "title": "Transfer to new classes with 10 labels per class: scratch, linear probe, fine-tuning, adapters, LoRA",
+        "within": [(f"{m}_acc", "scratch_acc")
+                   for m in ("linear_probe", "finetune", "gradual_unfreezing", "adapters", "lora")],
+        "title": "Transfer to new classes with 10 labels per class: scratch, linear probe, fine-tuning, gradual "
+                 "unfreezing, adapters, LoRA",
         "setting": "MNIST-1D classes split once (split_seed 0) into 5 source and 5 target classes; backbone "
                    "(tricklab.transfer.backbones) trained with labels on all source-class training examples (800 "
                    "AdamW steps, batch 64); then, from the same weights and with the same new head, each method "
                    "trains on 10 labelled examples per target class (AdamW 2e-3, batch 32) for the given steps and "
                    "is scored 5-way on the target classes of the test set (chance 0.2): scratch = a fresh encoder; "
-                   "linear_probe = frozen backbone; finetune = everything; adapters = bottleneck 16 after every "
-                   "conv/linear layer of the encoder; lora = rank 4, alpha 8 on every conv/linear layer of the "
+                   "linear_probe = frozen backbone; finetune = everything; gradual_unfreezing = "
+                   "ULMFiT's schedule over the 5 layer groups (3 conv+BN, the encoder's linear, the head), one more "
+                   "group every steps/5 steps from the head down, AdamW built once over all; adapters = "
+                   "bottleneck 16 after every conv/linear layer of the encoder; lora = rank 4, alpha 8 on every "
+                   "conv/linear layer of the "
                    "encoder (BatchNorm statistics still update in training mode; its affine parameters are frozen)",
     },
 }
@@ -169,7 +206,7 @@ def run_study(study: str, dataset: str, seeds: list[int], steps: int, jobs: int,
     folder = RESULTS / f"{study}-{dataset}"
     fields = {f.name for f in dataclasses.fields(getattr(importlib.import_module(spec["module"]), spec["config"]))}
     todo, results = [], {}
-    for name, overrides in spec["variants"]:
+    for name, overrides in spec.get("variants_by_dataset", {}).get(dataset, spec["variants"]):
         if only and name not in only:
             continue
         ov = dict(overrides, steps=steps, **({"dataset": dataset} if "dataset" in fields else {}))
@@ -285,18 +322,21 @@ def write_card(study: str, dataset: str, seeds: list[int], steps: int, results: 
     spec = STUDIES[study]
     summary = summarize(study, results)
     folder = CARDS / f"little-{study}-{dataset}"
-    keys = {"selfsup": ["probe_acc", "knn_acc"], "fewshot": ["oneshot_acc", "oneshot_random_acc", "zeroshot_acc"],
+    keys = {"selfsup": ["probe_acc", "knn_acc"], "fewshot": ["oneshot_acc", "oneshot_random_acc", "zeroshot_acc"]
+            + (["wide_oneshot_acc", "wide_oneshot_random_acc"] if dataset == "fashion-mnist-rot40" else []),
             "dann": ["target_acc", "source_acc"],
-            "transfer": [f"{m}_acc" for m in ("scratch", "linear_probe", "finetune", "adapters", "lora")]
+            "transfer": [f"{m}_acc" for m in ("scratch", "linear_probe", "finetune", "gradual_unfreezing",
+                                                "adapters", "lora")]
             }.get(study, ["test_acc"])
     plot(study, summary, folder / "metrics.svg", keys)
     machine = {"cpu": platform.machine(), "cpu_count": os.cpu_count(), "python": platform.python_version(),
                "torch": torch.__version__, "torch_threads": 1,
                "shared": "yes: other helpers ran on the same 2 cores; timings are indicative only"}
     base = spec["baseline"]
+    setting = spec.get("setting_by_dataset", {}).get(dataset, spec["setting"])
     lines = [f"# {spec['title']} ({dataset})", "", f"Command: `{command}`", "",
              f"Paired by seed against `{base}` at equal budget ({steps} steps).", "", "## Setting", "",
-             f"- **data**: {dataset}", f"- **setting**: {spec['setting']}", f"- **seeds**: {seeds}",
+             f"- **data**: {dataset}", f"- **setting**: {setting}", f"- **seeds**: {seeds}",
              f"- **machine**: {json.dumps(machine)}", "", "## Results", "",
              "| variant | metric | mean [95% CI] | difference vs " + base + " [95% CI] | p-value | verdict |",
              "|---|---|---|---|---|---|"]
@@ -317,6 +357,8 @@ def write_card(study: str, dataset: str, seeds: list[int], steps: int, results: 
         for name, runs in results.items():
             seeds_here = sorted(runs)
             for key, ref in within:
+                if not all(key in runs[sd]["metrics"] and ref in runs[sd]["metrics"] for sd in seeds_here):
+                    continue  # a metric this data set's runs do not report (the wide episodes)
                 a = [runs[sd]["metrics"][key] for sd in seeds_here]
                 b = [runs[sd]["metrics"][ref] for sd in seeds_here]
                 p = stats.paired(a, b, True).to_dict()
@@ -327,7 +369,7 @@ def write_card(study: str, dataset: str, seeds: list[int], steps: int, results: 
               "machine and carry no verdict.", ""]
     _write(folder / "card.md", "\n".join(lines))
     data = {"command": command, "study": study, "dataset": dataset, "seeds": seeds, "steps": steps,
-            "baseline": base, "setting": spec["setting"], "machine": machine, "summary": summary,
+            "baseline": base, "setting": setting, "machine": machine, "summary": summary,
             "runs": {n: {str(s): r["metrics"] for s, r in runs.items()} for n, runs in results.items()}}
     _write(folder / "card.json", json.dumps(data, indent=1))
     return folder / "card.md"
@@ -336,7 +378,7 @@ def write_card(study: str, dataset: str, seeds: list[int], steps: int, results: 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("study", choices=sorted(STUDIES))
-    ap.add_argument("--dataset", default="mnist1d", choices=["mnist1d", "fashion-mnist"])
+    ap.add_argument("--dataset", default="mnist1d", choices=["mnist1d", "fashion-mnist", "fashion-mnist-rot40"])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--jobs", type=int, default=1)

@@ -59,3 +59,4 @@ def test_transfer_run_reports_every_method_with_its_trained_parameters() -> None
     p = {m: a.metrics[f"{m}_trained_params"] for m in TRANSFER_METHODS}
     assert p["scratch"] == p["finetune"] and p["linear_probe"] == 8 * 5 + 5  # the new head only
     assert p["linear_probe"] < p["lora"] < p["finetune"] and p["linear_probe"] < p["adapters"] < p["finetune"]
+    assert p["gradual_unfreezing"] == p["finetune"]  # every group is unfrozen by the end

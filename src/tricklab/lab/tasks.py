@@ -305,18 +305,23 @@ for _t in (
              "dataset: mnist1d or fashion-mnist), linear probe and k-NN; docs/paradigms/simclr.md", run_selfsup,
              SELFSUP_METRICS, SelfSupConfig),
     LoopTask("semisup", "k labels per class (task_args.labels_per_class), the rest unlabelled; task_args.method: "
-             "labelled_only, pseudo_label, mean_teacher, fixmatch; docs/paradigms/semi-supervised.md", run_semisup,
+             "labelled_only, pseudo_label, pi_model, mean_teacher, fixmatch; docs/paradigms/semi-supervised.md",
+             run_semisup,
              # no pseudo-label passes the threshold in some runs: its accuracy is then undefined
              tuple(dataclasses.replace(as_metric_info(m), optional=True) if m.key == "pseudo_label_acc" else m
                    for m in SEMISUP_METRICS), SemiSupConfig),
     LoopTask("transfer-new-classes", "backbone pretrained on 5 classes, transferred to 5 others with few labels: "
-             "scratch, linear probe, fine-tuning, adapters, LoRA; docs/transfer/", run_transfer, TRANSFER_METRICS,
+             "scratch, linear probe, fine-tuning, gradual unfreezing, adapters, LoRA (task_args.backbone_run: "
+             "start from a saved run); docs/transfer/", run_transfer, TRANSFER_METRICS,
              TransferConfig),
     LoopTask("domain-adaptation", "source-only, DANN or self-training (task_args.method) on a domain pair "
              "(task_args.pair); docs/paradigms/dann.md", run_dann, DANN_METRICS, DannConfig),
     LoopTask("fewshot", "siamese network, N-way K-shot on unseen classes and ESZSL zero-shot; "
              "docs/paradigms/one-shot.md",
-             run_fewshot, FEWSHOT_METRICS, FewShotConfig),
+             run_fewshot,
+             # the wide (e.g. 20-way) episodes are scored only when task_args.n_way_wide is set
+             tuple(dataclasses.replace(as_metric_info(m), optional=True) if m.key.startswith("wide_") else m
+                   for m in FEWSHOT_METRICS), FewShotConfig),
     LoopTask("greedy-pretraining", "deep sigmoid MLP from random init or greedy autoencoder/denoising/RBM "
              "pretraining (task_args.method); docs/paradigms/greedy-pretraining.md", run_greedy, GREEDY_METRICS,
              GreedyConfig),

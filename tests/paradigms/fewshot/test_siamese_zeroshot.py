@@ -13,10 +13,10 @@ import pytest
 import torch
 
 from tricklab.errors import ConfigError
-from tricklab.data.low_label import class_split
+from tricklab.data.low_label import class_split, group_class_split
 from tricklab.paradigms.fewshot.siamese import FewShotEpisode, FewShotEpisodeSampler, episode_accuracy, sample_pairs
 from tricklab.paradigms.fewshot.zeroshot import (eszsl_fit, eszsl_predict, fashion_mnist_attributes,
-                                        mnist1d_template_attributes)
+                                        mnist1d_template_attributes, rotated_fashion_attributes)
 
 
 def test_episodes_never_contain_training_classes() -> None:
@@ -35,6 +35,23 @@ def test_episodes_never_contain_training_classes() -> None:
         assert [ep.classes[i] for i in ep.query_labels.tolist()] == y[ep.query].tolist()
     with pytest.raises(ConfigError, match="n_way"):
         FewShotEpisodeSampler(y, test, n_way=5)
+
+
+@pytest.mark.parametrize("n_way", [5, 20])
+def test_twenty_way_episodes_on_forty_grouped_classes_never_contain_training_classes_or_groups(n_way: int) -> None:
+    # the labels of fashion-mnist-rot40: class c is garment c % 10 turned by c // 10 quarter turns
+    y = torch.arange(40).repeat_interleave(3)
+    groups = [c % 10 for c in range(40)]
+    train, test = group_class_split(groups, 5, seed=0)
+    sampler = FewShotEpisodeSampler(y, test, n_way=n_way, k_shot=1, n_query=1, seed=1)
+    seen_groups = {groups[c] for c in train}
+    for _ in range(100):
+        ep = sampler.sample()
+        used = set(y[ep.support].tolist()) | set(y[ep.query].tolist())
+        assert len(set(ep.classes)) == n_way and used == set(ep.classes)
+        assert used <= set(test) and used.isdisjoint(train) and {groups[c] for c in used}.isdisjoint(seen_groups)
+    with pytest.raises(ConfigError, match="n_way"):
+        FewShotEpisodeSampler(y, test, n_way=21)
 
 
 def test_episode_accuracy_on_a_known_episode() -> None:
@@ -89,6 +106,9 @@ def test_eszsl_recognises_unseen_classes_when_features_follow_the_attributes(see
 def test_attribute_tables_separate_every_class() -> None:
     fa = fashion_mnist_attributes()
     assert fa.shape == (10, 12) and len({tuple(r) for r in fa.tolist()}) == 10
+    ra = rotated_fashion_attributes()  # garment g at k quarter turns is row g + 10 k
+    assert ra.shape == (40, 16) and len({tuple(r) for r in ra.tolist()}) == 40
+    assert torch.equal(ra[23, :12], fa[3]) and torch.equal(ra[23, 12:], torch.tensor([0.0, 0.0, 1.0, 0.0]))
     pytest.importorskip("mnist1d")
     ma = mnist1d_template_attributes()
     assert ma.shape == (10, 12) and torch.cdist(ma, ma).add(torch.eye(10)).min() > 0.1

@@ -18,6 +18,8 @@ Attribute tables (how they are made, both by code, nothing downloaded):
   (worn on the upper body / legs / feet, sleeves, long sleeves, a collar or fastening, soft fabric, carried, ...);
   every class has a distinct vector. The table is the ``FASHION_ATTRIBUTES`` literal below, so its content is
   stated in the code and the docs.
+* ``rotated_fashion_attributes()``: for the 40 classes of ``fashion-mnist-rot40`` (garment g turned by k quarter
+  turns is class g + 10 k): the garment's 12 attributes above followed by a one-hot of the 4 orientations (16).
 * ``mnist1d_template_attributes()``: each MNIST-1D digit's 12-point template from the ``mnist1d`` package
   (``get_templates()``), standardised: the class is described by the shape its signals are generated from.
 """
@@ -30,7 +32,7 @@ from torch import Tensor
 from tricklab.errors import ConfigError
 
 __all__ = ["FASHION_ATTRIBUTES", "FASHION_ATTRIBUTE_NAMES", "eszsl_fit", "eszsl_predict", "fashion_mnist_attributes",
-           "mnist1d_template_attributes"]
+           "mnist1d_template_attributes", "rotated_fashion_attributes"]
 
 FASHION_ATTRIBUTE_NAMES = ["upper_body", "legs", "feet", "has_sleeves", "long_sleeves", "fastening_or_collar",
                            "knitted_or_soft", "one_piece_full_body", "carried", "covers_ankle", "open_or_strappy",
@@ -53,6 +55,13 @@ FASHION_ATTRIBUTES: list[list[int]] = [
 def fashion_mnist_attributes() -> Tensor:
     """(10, 12) float attribute table of the Fashion-MNIST classes (rows in class-id order)."""
     return torch.tensor(FASHION_ATTRIBUTES, dtype=torch.float32)
+
+
+def rotated_fashion_attributes() -> Tensor:
+    """(40, 16) attributes of ``fashion-mnist-rot40``'s classes: row g + 10 k is the garment g's 12 attributes and
+    a one-hot of orientation k (0, 90, 180, 270 degrees)."""
+    garments = fashion_mnist_attributes()
+    return torch.cat([garments.repeat(4, 1), torch.eye(4).repeat_interleave(10, dim=0)], dim=1)
 
 
 def mnist1d_template_attributes() -> Tensor:

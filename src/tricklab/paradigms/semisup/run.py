@@ -1,5 +1,6 @@
 """``run_semisup``: k labels per class, the rest of the training set unlabelled; labelled-only training against
-pseudo-labelling, mean teacher and FixMatch, all through the one Trainer (the methods are techniques).
+pseudo-labelling, the Pi-model, mean teacher and FixMatch, all through the one Trainer (the methods are
+techniques).
 
 Every method sees the same batches (``SemiSupervisedLoader``: B labelled + mu B unlabelled examples, targets -100
 for the unlabelled ones, which the task's cross-entropy ignores) and the same weak augmentation of the batch
@@ -19,6 +20,7 @@ import torch
 from tricklab.data.low_label import SemiSupervisedLoader, low_label_split
 from tricklab.techniques.fixmatch import FixMatch
 from tricklab.techniques.mean_teacher import MeanTeacher
+from tricklab.techniques.pi_model import PiModel
 from tricklab.techniques.pseudo_label import PseudoLabel
 from tricklab.techniques.random_shift import RandomShift
 from tricklab.train import Technique, Trainer
@@ -28,7 +30,7 @@ from tricklab.transfer.common import ParadigmResult, Progress, check, load_array
 
 __all__ = ["SEMISUP_METRICS", "SEMISUP_METHODS", "SemiSupConfig", "run_semisup"]
 
-SEMISUP_METHODS = ("labelled_only", "pseudo_label", "mean_teacher", "fixmatch")
+SEMISUP_METHODS = ("labelled_only", "pseudo_label", "pi_model", "mean_teacher", "fixmatch")
 
 SEMISUP_METRICS: list[MetricSpec] = [
     MetricSpec("test_acc", "test accuracy", True),
@@ -81,6 +83,8 @@ def _techniques(cfg: SemiSupConfig, seed: int) -> list[Technique]:
     out: list[Technique] = [RandomShift(max_shift=0.125, seed=seed)]
     if cfg.method == "pseudo_label":
         out.append(PseudoLabel(cfg.unsup_weight, cfg.threshold, ramp_start=0, ramp_end=ramp))
+    elif cfg.method == "pi_model":  # the same weight and ramp as the mean teacher: the two differ by the teacher
+        out.append(PiModel(cfg.mt_weight, rampup_steps=ramp, seed=seed))
     elif cfg.method == "mean_teacher":
         out.append(MeanTeacher(cfg.mt_weight, cfg.mt_decay, rampup_steps=ramp, seed=seed))
     elif cfg.method == "fixmatch":
