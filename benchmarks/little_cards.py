@@ -401,11 +401,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--fresh", action="store_true")
+    ap.add_argument("--only", nargs="+", default=None, help="run and report only these variants")
     args = ap.parse_args(argv)
     steps = args.steps or STUDIES[args.study]["default_steps"]
     command = (f"PYTHONPATH=src python benchmarks/little_cards.py {args.study} --dataset {args.dataset} "
-               f"--seeds {' '.join(map(str, args.seeds))} --steps {steps}")
-    results = run_study(args.study, args.dataset, args.seeds, steps, args.jobs, args.fresh, None)
+               f"--seeds {' '.join(map(str, args.seeds))} --steps {steps}"
+               + (f" --only {' '.join(args.only)}" if args.only else ""))
+    results = run_study(args.study, args.dataset, args.seeds, steps, args.jobs, args.fresh, args.only)
     print(write_card(args.study, args.dataset, args.seeds, steps, results, command))
 
 
