@@ -165,7 +165,8 @@ STUDIES: dict[str, dict[str, Any]] = {
         "overrides_by_dataset": {"fashion-mnist": {"width": 16, "pretrain_steps": 400}},
         "variants": [("transfer", {})],
         "within": [(f"{m}_acc", "scratch_acc")
-                   for m in ("linear_probe", "finetune", "gradual_unfreezing", "adapters", "lora")],
+                   for m in ("linear_probe", "finetune", "gradual_unfreezing", "adapters", "lora")]
+        + [("gradual_unfreezing_acc", "finetune_acc")],
         "title": "Transfer to new classes with 10 labels per class: scratch, linear probe, fine-tuning, gradual "
                  "unfreezing, adapters, LoRA",
         "setting": "classes split once (split_seed 0) into 5 source and 5 target classes; backbone "
