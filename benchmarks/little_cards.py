@@ -5,15 +5,15 @@ and metrics.svg):
 
 * ``selfsup``: SimCLR, MoCo v2 and BYOL pretraining without labels, scored by a linear probe and k-NN on the
   labelled training set, against a random-init backbone (the baseline of every paired difference) and a
-  supervised encoder (the upper bound). ``tricklab.transfer.run_selfsup.run_selfsup``.
+  supervised encoder (the upper bound). ``tricklab.paradigms.selfsup.run.run_selfsup``.
 * ``semisup``: 10 labels per class; pseudo-labelling, mean teacher and FixMatch against labelled-only training
-  (the baseline). ``tricklab.transfer.run_semisup.run_semisup``.
+  (the baseline). ``tricklab.paradigms.semisup.run.run_semisup``.
 * ``fewshot``: 5-way one-shot on unseen classes with a siamese network, and ESZSL zero-shot, each against its
-  reference in the same run (untrained encoder, raw inputs, chance). ``tricklab.transfer.run_fewshot``.
+  reference in the same run (untrained encoder, raw inputs, chance). ``tricklab.paradigms.fewshot.run``.
 * ``greedy``: greedy layer-wise pretraining (autoencoder, denoising autoencoder, RBM) against random init of a deep
-  sigmoid network at equal fine-tuning budget. ``tricklab.transfer.run_greedy``.
+  sigmoid network at equal fine-tuning budget. ``tricklab.paradigms.pretrain.run``.
 * ``dann``: DANN and self-training against source-only training on the mnist1d-noisy domain pair.
-  ``tricklab.transfer.run_dann``.
+  ``tricklab.paradigms.domain.run``.
 * ``transfer``: a backbone pretrained on 5 classes transferred to the other 5 with 10 labels per class: linear
   probe, fine-tuning, adapters and LoRA against training from scratch, with trained-parameter counts.
   ``tricklab.transfer.run_transfer``.
@@ -44,8 +44,10 @@ CARDS = ROOT / "docs" / "cards"
 
 STUDIES: dict[str, dict[str, Any]] = {
     "selfsup": {
-        "module": "tricklab.transfer.run_selfsup", "run": "run_selfsup", "config": "SelfSupConfig",
+        "module": "tricklab.paradigms.selfsup.run", "run": "run_selfsup", "config": "SelfSupConfig",
         "metrics": "SELFSUP_METRICS", "baseline": "random", "default_steps": 800,
+        "overrides_by_dataset": {"fashion-mnist": {"width": 16, "batch_size": 128, "queue_size": 1024,
+                                                   "train_limit": 10000, "eval_every": 1000}},
         "variants": [("random", {"method": "random"}), ("simclr", {"method": "simclr"}),
                      ("moco", {"method": "moco"}), ("byol", {"method": "byol"}),
                      ("supervised", {"method": "supervised"})],
@@ -58,27 +60,60 @@ STUDIES: dict[str, dict[str, Any]] = {
                    "(cross-entropy, weak views), probed the same way",
     },
     "semisup": {
-        "module": "tricklab.transfer.run_semisup", "run": "run_semisup", "config": "SemiSupConfig",
+        "module": "tricklab.paradigms.semisup.run", "run": "run_semisup", "config": "SemiSupConfig",
         "metrics": "SEMISUP_METRICS", "baseline": "labelled_only", "default_steps": 800,
+        "overrides_by_dataset": {"fashion-mnist": {"width": 16, "train_limit": 20000, "eval_every": 1000}},
         "variants": [("labelled_only", {"method": "labelled_only"}), ("pseudo_label", {"method": "pseudo_label"}),
-                     ("mean_teacher", {"method": "mean_teacher"}), ("fixmatch", {"method": "fixmatch"})],
+                     ("pi_model", {"method": "pi_model"}), ("mean_teacher", {"method": "mean_teacher"}),
+                     ("fixmatch", {"method": "fixmatch"})],
         "title": "Semi-supervised learning with 10 labels per class",
         "setting": "10 labelled examples per class (stratified, drawn with the run's seed), the rest of the "
                    "training inputs unlabelled; encoder of tricklab.transfer.backbones + linear head, trained by the "
-                   "Trainer (tricklab.transfer.run_semisup) with AdamW lr 2e-3, weight decay 5e-4, batches of 16 "
+                   "Trainer (tricklab.paradigms.semisup.run) with AdamW lr 2e-3, weight decay 5e-4, batches of 16 "
                    "labelled + 112 unlabelled examples (mu 7), random_shift (1/8) on every batch; pseudo_label: "
-                   "threshold 0.95, weight 1 ramped over the first 30% of steps; mean_teacher: weight 10 ramped "
-                   "(sigmoid) over 30%, EMA decay 0.99; fixmatch: threshold 0.95, lambda_u 1. test_acc is on the "
-                   "full test set; pseudo_label_acc and mask_rate are measured at the end on the unlabelled "
+                   "threshold 0.95, weight 1 ramped over the first 30% of steps; pi_model: a second pass on "
+                   "another weak view, weight 10 ramped (sigmoid) over 30%, gradient through both passes; "
+                   "mean_teacher: weight 10 ramped (sigmoid) over 30%, EMA decay 0.99; fixmatch: threshold 0.95, "
+                   "lambda_u 1. test_acc is on the full test set; pseudo_label_acc and mask_rate are measured at "
+                   "the end on the unlabelled "
                    "training examples (confidence >= 0.95)",
     },
     "fewshot": {
-        "module": "tricklab.transfer.run_fewshot", "run": "run_fewshot", "config": "FewShotConfig",
+        "module": "tricklab.paradigms.fewshot.run", "run": "run_fewshot", "config": "FewShotConfig",
         "metrics": "FEWSHOT_METRICS", "baseline": "siamese", "default_steps": 600,
         "variants": [("siamese", {})],
+        # 40 classes made by code (Fashion-MNIST x 4 rotations), split by garment: 20 training classes (5 garments
+        # in every orientation) and 20 unseen ones, so 20-way one-shot is possible
+        # (one trained network per seed scored 5-way and 20-way; width 16 keeps the image runs short on the CPU)
+        "variants_by_dataset": {
+            "fashion-mnist-rot40": [("siamese", {"n_way": 5, "n_way_wide": 20, "num_train_classes": 20, "width": 16})],
+            "fashion-mnist": [("siamese", {"width": 16})]},
+        "setting_by_dataset": {"fashion-mnist-rot40": (
+            "fashion-mnist-rot40 (tricklab.data.datasets.fashion_rotations: every Fashion-MNIST image turned by a "
+            "seeded random multiple of 90 degrees, class = garment + 10 x quarter turns, 40 classes); classes split "
+            "by garment (split_seed 0): 5 garments x 4 orientations = 20 training classes, the other 5 garments x 4 "
+            "= 20 unseen classes, so no episode holds a garment seen in training in any orientation; a siamese "
+            "network (image encoder of tricklab.transfer.backbones, width 16, L2-normalised 64-d embedding) trained "
+            "with the contrastive loss (margin 1) on 128 pairs per step (half same-class) from the training classes "
+            "of the training set; the same trained network scored on 1000 5-way and 1000 20-way 1-shot episodes "
+            "(1 query per class; 'wide_' metrics are the 20-way ones) from the unseen classes of the test set, "
+            "nearest support by cosine (chance 1/5 and 1/20); the same episodes scored with the untrained encoder and "
+            "the raw pixels; zero-shot: ESZSL (gamma = lambda = 1, a bias attribute) on the siamese features of the "
+            "training classes, attributes = the garment table of tricklab.paradigms.fewshot.zeroshot (12) + a "
+            "one-hot of the orientation (4), predicting among the 20 unseen classes (chance 0.05)"),
+            "fashion-mnist": (
+            "Fashion-MNIST classes split once (split_seed 0) into 5 training classes and 5 unseen ones; a siamese "
+            "network (image encoder of tricklab.transfer.backbones, width 16, L2-normalised 64-d embedding) trained "
+            "with the contrastive loss (margin 1) on 128 pairs per step (half same-class) from the training classes "
+            "of the training set; 1000 5-way 1-shot episodes (1 query per class) from the unseen classes of the test "
+            "set, nearest support by cosine; the same episodes scored with the untrained encoder and the raw pixels; "
+            "zero-shot: ESZSL (gamma = lambda = 1, a bias attribute) fitted on the siamese features of the training "
+            "classes with the code-made garment attribute table (tricklab.paradigms.fewshot.zeroshot, 12 binary "
+            "attributes), predicting among the 5 unseen classes (chance 0.2)")},
         "within": [("oneshot_acc", "oneshot_random_acc"), ("oneshot_acc", "oneshot_raw_acc"),
+                   ("wide_oneshot_acc", "wide_oneshot_random_acc"), ("wide_oneshot_acc", "wide_oneshot_raw_acc"),
                    ("zeroshot_acc", "zeroshot_chance")],
-        "title": "5-way one-shot and zero-shot accuracy on classes unseen in training",
+        "title": "N-way one-shot and zero-shot accuracy on classes unseen in training",
         "setting": "classes split once (split_seed 0) into 5 training classes and 5 unseen ones; a siamese network "
                    "(encoder of tricklab.transfer.backbones, L2-normalised 64-d embedding) trained with the "
                    "contrastive loss (margin 1) on 128 pairs per step (half same-class) from the training classes "
@@ -89,7 +124,7 @@ STUDIES: dict[str, dict[str, Any]] = {
                    "predicting among the 5 unseen classes (chance 0.2)",
     },
     "greedy": {
-        "module": "tricklab.transfer.run_greedy", "run": "run_greedy", "config": "GreedyConfig",
+        "module": "tricklab.paradigms.pretrain.run", "run": "run_greedy", "config": "GreedyConfig",
         "metrics": "GREEDY_METRICS", "baseline": "random", "default_steps": 2000,
         "variants": [("random", {"method": "random"}), ("autoencoder", {"method": "autoencoder"}),
                      ("denoising", {"method": "denoising"}), ("rbm", {"method": "rbm"})],
@@ -101,11 +136,21 @@ STUDIES: dict[str, dict[str, Any]] = {
                    "on all 4000 labelled examples",
     },
     "dann": {
-        "module": "tricklab.transfer.run_dann", "run": "run_dann", "config": "DannConfig",
+        "module": "tricklab.paradigms.domain.run", "run": "run_dann", "config": "DannConfig",
         "metrics": "DANN_METRICS", "baseline": "source_only", "default_steps": 1000,
+        "overrides_by_dataset": {"fashion-mnist": {"pair": "fashion-mnist-inverted", "width": 16,
+                                                   "eval_every": 1000}},
         "variants": [("source_only", {"method": "source_only"}), ("dann", {"method": "dann"}),
                      ("self_training", {"method": "self_training"})],
-        "title": "Domain adaptation (DANN, self-training) on MNIST-1D -> noisier, weaker MNIST-1D",
+        "title": "Domain adaptation (DANN, self-training) against source-only on a shifted domain made by code",
+        "setting_by_dataset": {"fashion-mnist": (
+            "domain pair fashion-mnist-inverted (tricklab.data.domains: source = the first 30,000 Fashion-MNIST "
+            "training images; target = the other 30,000 with inverted intensities 1 - x, without labels; target test "
+            "= the inverted test set); image encoder of tricklab.transfer.backbones + linear head, AdamW 2e-3, "
+            "batches of 64 source (labelled) + 64 target (unlabelled) examples; DANN: domain classifier (128-64-1) "
+            "behind a gradient reversal layer with lambda_p = 2/(1+exp(-10 p)) - 1; self_training: cross-entropy of "
+            "the target batch's confident (>= 0.95) pseudo-labels added with a weight ramped 0 -> 1 over the first "
+            "30% of steps; scored on the target and source test sets")},
         "setting": "domain pair mnist1d-noisy (tricklab.data.domains: target generated with seed 7, correlated noise "
                    "0.4, i.i.d. noise 0.05, scaled by 0.75); encoder of tricklab.transfer.backbones + linear head, "
                    "AdamW 2e-3, batches of 64 source (labelled) + 64 target (unlabelled) examples; DANN: domain "
@@ -117,16 +162,23 @@ STUDIES: dict[str, dict[str, Any]] = {
     "transfer": {
         "module": "tricklab.transfer.run_transfer", "run": "run_transfer", "config": "TransferConfig",
         "metrics": "TRANSFER_METRICS", "baseline": "transfer", "default_steps": 300,
+        "overrides_by_dataset": {"fashion-mnist": {"width": 16, "pretrain_steps": 400}},
         "variants": [("transfer", {})],
-        "within": [(f"{m}_acc", "scratch_acc") for m in ("linear_probe", "finetune", "adapters", "lora")],
-        "title": "Transfer to new classes with 10 labels per class: scratch, linear probe, fine-tuning, adapters, LoRA",
-        "setting": "MNIST-1D classes split once (split_seed 0) into 5 source and 5 target classes; backbone "
+        "within": [(f"{m}_acc", "scratch_acc")
+                   for m in ("linear_probe", "finetune", "gradual_unfreezing", "adapters", "lora")]
+        + [("gradual_unfreezing_acc", "finetune_acc")],
+        "title": "Transfer to new classes with 10 labels per class: scratch, linear probe, fine-tuning, gradual "
+                 "unfreezing, adapters, LoRA",
+        "setting": "classes split once (split_seed 0) into 5 source and 5 target classes; backbone "
                    "(tricklab.transfer.backbones) trained with labels on all source-class training examples (800 "
                    "AdamW steps, batch 64); then, from the same weights and with the same new head, each method "
                    "trains on 10 labelled examples per target class (AdamW 2e-3, batch 32) for the given steps and "
                    "is scored 5-way on the target classes of the test set (chance 0.2): scratch = a fresh encoder; "
-                   "linear_probe = frozen backbone; finetune = everything; adapters = bottleneck 16 after every "
-                   "conv/linear layer of the encoder; lora = rank 4, alpha 8 on every conv/linear layer of the "
+                   "linear_probe = frozen backbone; finetune = everything; gradual_unfreezing = "
+                   "ULMFiT's schedule over the 5 layer groups (3 conv+BN, the encoder's linear, the head), one more "
+                   "group every steps/5 steps from the head down, AdamW built once over all; adapters = "
+                   "bottleneck 16 after every conv/linear layer of the encoder; lora = rank 4, alpha 8 on every "
+                   "conv/linear layer of the "
                    "encoder (BatchNorm statistics still update in training mode; its affine parameters are frozen)",
     },
 }
@@ -169,10 +221,11 @@ def run_study(study: str, dataset: str, seeds: list[int], steps: int, jobs: int,
     folder = RESULTS / f"{study}-{dataset}"
     fields = {f.name for f in dataclasses.fields(getattr(importlib.import_module(spec["module"]), spec["config"]))}
     todo, results = [], {}
-    for name, overrides in spec["variants"]:
+    for name, overrides in spec.get("variants_by_dataset", {}).get(dataset, spec["variants"]):
         if only and name not in only:
             continue
-        ov = dict(overrides, steps=steps, **({"dataset": dataset} if "dataset" in fields else {}))
+        ov = dict(overrides, steps=steps, **({"dataset": dataset} if "dataset" in fields else {}),
+                  **spec.get("overrides_by_dataset", {}).get(dataset, {}))
         results[name] = {}
         for seed in seeds:
             path = folder / f"{name}-seed{seed}.json"
@@ -224,7 +277,7 @@ def summarize(study: str, results: dict[str, dict[int, Any]]) -> dict[str, Any]:
     from tricklab.lab import stats
 
     spec = STUDIES[study]
-    specs = getattr(importlib.import_module("tricklab.transfer.metrics"), spec["metrics"])
+    specs = getattr(importlib.import_module(spec["module"]), spec["metrics"])
     base = spec["baseline"]
     out: dict[str, Any] = {}
     for name, runs in results.items():
@@ -285,18 +338,24 @@ def write_card(study: str, dataset: str, seeds: list[int], steps: int, results: 
     spec = STUDIES[study]
     summary = summarize(study, results)
     folder = CARDS / f"little-{study}-{dataset}"
-    keys = {"selfsup": ["probe_acc", "knn_acc"], "fewshot": ["oneshot_acc", "oneshot_random_acc", "zeroshot_acc"],
+    keys = {"selfsup": ["probe_acc", "knn_acc"], "fewshot": ["oneshot_acc", "oneshot_random_acc", "zeroshot_acc"]
+            + (["wide_oneshot_acc", "wide_oneshot_random_acc"] if dataset == "fashion-mnist-rot40" else []),
             "dann": ["target_acc", "source_acc"],
-            "transfer": [f"{m}_acc" for m in ("scratch", "linear_probe", "finetune", "adapters", "lora")]
+            "transfer": [f"{m}_acc" for m in ("scratch", "linear_probe", "finetune", "gradual_unfreezing",
+                                                "adapters", "lora")]
             }.get(study, ["test_acc"])
     plot(study, summary, folder / "metrics.svg", keys)
     machine = {"cpu": platform.machine(), "cpu_count": os.cpu_count(), "python": platform.python_version(),
                "torch": torch.__version__, "torch_threads": 1,
                "shared": "yes: other helpers ran on the same 2 cores; timings are indicative only"}
     base = spec["baseline"]
+    setting = spec.get("setting_by_dataset", {}).get(dataset, spec["setting"])
     lines = [f"# {spec['title']} ({dataset})", "", f"Command: `{command}`", "",
              f"Paired by seed against `{base}` at equal budget ({steps} steps).", "", "## Setting", "",
-             f"- **data**: {dataset}", f"- **setting**: {spec['setting']}", f"- **seeds**: {seeds}",
+             f"- **data**: {dataset}", f"- **setting**: {setting}", f"- **seeds**: {seeds}",
+             *([f"- **changed for {dataset}** (small budgets for the shared CPU): "
+                f"{json.dumps(spec['overrides_by_dataset'][dataset])}"] if dataset in spec.get("overrides_by_dataset",
+                                                                                              {}) else []),
              f"- **machine**: {json.dumps(machine)}", "", "## Results", "",
              "| variant | metric | mean [95% CI] | difference vs " + base + " [95% CI] | p-value | verdict |",
              "|---|---|---|---|---|---|"]
@@ -317,6 +376,8 @@ def write_card(study: str, dataset: str, seeds: list[int], steps: int, results: 
         for name, runs in results.items():
             seeds_here = sorted(runs)
             for key, ref in within:
+                if not all(key in runs[sd]["metrics"] and ref in runs[sd]["metrics"] for sd in seeds_here):
+                    continue  # a metric this data set's runs do not report (the wide episodes)
                 a = [runs[sd]["metrics"][key] for sd in seeds_here]
                 b = [runs[sd]["metrics"][ref] for sd in seeds_here]
                 p = stats.paired(a, b, True).to_dict()
@@ -327,7 +388,7 @@ def write_card(study: str, dataset: str, seeds: list[int], steps: int, results: 
               "machine and carry no verdict.", ""]
     _write(folder / "card.md", "\n".join(lines))
     data = {"command": command, "study": study, "dataset": dataset, "seeds": seeds, "steps": steps,
-            "baseline": base, "setting": spec["setting"], "machine": machine, "summary": summary,
+            "baseline": base, "setting": setting, "machine": machine, "summary": summary,
             "runs": {n: {str(s): r["metrics"] for s, r in runs.items()} for n, runs in results.items()}}
     _write(folder / "card.json", json.dumps(data, indent=1))
     return folder / "card.md"
@@ -336,16 +397,18 @@ def write_card(study: str, dataset: str, seeds: list[int], steps: int, results: 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("study", choices=sorted(STUDIES))
-    ap.add_argument("--dataset", default="mnist1d", choices=["mnist1d", "fashion-mnist"])
+    ap.add_argument("--dataset", default="mnist1d", choices=["mnist1d", "fashion-mnist", "fashion-mnist-rot40"])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--fresh", action="store_true")
+    ap.add_argument("--only", nargs="+", default=None, help="run and report only these variants")
     args = ap.parse_args(argv)
     steps = args.steps or STUDIES[args.study]["default_steps"]
     command = (f"PYTHONPATH=src python benchmarks/little_cards.py {args.study} --dataset {args.dataset} "
-               f"--seeds {' '.join(map(str, args.seeds))} --steps {steps}")
-    results = run_study(args.study, args.dataset, args.seeds, steps, args.jobs, args.fresh, None)
+               f"--seeds {' '.join(map(str, args.seeds))} --steps {steps}"
+               + (f" --only {' '.join(args.only)}" if args.only else ""))
+    results = run_study(args.study, args.dataset, args.seeds, steps, args.jobs, args.fresh, args.only)
     print(write_card(args.study, args.dataset, args.seeds, steps, results, command))
 
 

@@ -12,6 +12,7 @@ labels however few there are; an epoch is one pass over the unlabelled examples,
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +22,7 @@ from torch import Tensor
 from tricklab.data.loader import InMemoryLoader
 from tricklab.errors import DataError
 
-__all__ = ["LowLabelSplit", "SemiSupervisedLoader", "UNLABELLED", "low_label_split"]
+__all__ = ["LowLabelSplit", "SemiSupervisedLoader", "UNLABELLED", "class_split", "group_class_split", "low_label_split"]
 
 UNLABELLED = -100
 
@@ -96,3 +97,24 @@ class SemiSupervisedLoader:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.labelled.load_state_dict(state["labelled"])
         self.unlabelled.load_state_dict(state["unlabelled"])
+
+
+def class_split(num_classes: int, num_train: int, seed: int) -> tuple[list[int], list[int]]:
+    """A seeded split of the class ids ``0..num_classes-1`` into ``num_train`` training classes and the rest."""
+    if not 0 < num_train < num_classes:
+        raise DataError(f"num_train must be in [1, {num_classes - 1}] to leave classes for evaluation, "
+                        f"got {num_train}")
+    perm = torch.randperm(num_classes, generator=torch.Generator().manual_seed(seed)).tolist()
+    return sorted(perm[:num_train]), sorted(perm[num_train:])
+
+
+def group_class_split(groups: Sequence[int], num_train_groups: int, seed: int) -> tuple[list[int], list[int]]:
+    """Split classes by group: ``groups[c]`` is the group of class c (e.g. the garment of a rotated Fashion-MNIST
+    class); ``num_train_groups`` groups, drawn by :func:`class_split` with ``seed``, give all their classes to the
+    training side, the other groups all theirs to the evaluation side, so no group is on both sides."""
+    ids = sorted(set(int(gr) for gr in groups))
+    if ids != list(range(len(ids))):
+        raise DataError(f"groups must be numbered 0..G-1, got {ids}")
+    train_groups, _ = class_split(len(ids), num_train_groups, seed)
+    train = [c for c, gr in enumerate(groups) if int(gr) in train_groups]
+    return train, [c for c, gr in enumerate(groups) if int(gr) not in train_groups]

@@ -19,6 +19,7 @@ from tricklab.errors import ConfigError
 from tricklab.data.datasets.collage import DetectionDataset, load_fashion_collage
 from tricklab.data.datasets.fairness import load_breast_cancer_groups, load_fair_synthetic
 from tricklab.data.datasets.fashion_mnist import load_fashion_mnist, read_idx
+from tricklab.data.datasets.fashion_rotations import load_fashion_mnist_rot40
 from tricklab.data.datasets.files import load_files_dataset
 from tricklab.data.datasets.graphs import GraphDataset, load_karate, load_synthetic_graphs
 from tricklab.data.datasets.mnist1d import load_mnist1d, load_mnist1d_shuffled
@@ -39,6 +40,7 @@ __all__ = [
     "load_fair_synthetic",
     "load_fashion_collage",
     "load_fashion_mnist",
+    "load_fashion_mnist_rot40",
     "load_files_dataset",
     "load_induction_heads",
     "load_karate",
