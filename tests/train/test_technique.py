@@ -202,14 +202,16 @@ def test_explicit_order_wins_over_the_data_flow() -> None:
 
 
 def test_builtin_order_needs_no_names() -> None:
-    """Only three built-in techniques still name another (checkpointing before early_stopping at fit_end; swa after
+    """Only four built-in techniques still name another (checkpointing before early_stopping at fit_end; swa after
     lr_schedule, two owners of lr; multi_scale after the geometric augmentations, which all write the same
-    stage and whose arguments are written for the native size): every other order comes from the slots."""
+    stage and whose arguments are written for the native size; qat after checkpointing at fit_end, so the last
+    checkpoint holds the trainable fake-quant model, and checkpointing declares no slot to order it by): every
+    other order comes from the slots."""
     from tricklab.techniques import TECHNIQUES
 
     named = {n: (sorted(c.after), sorted(c.before)) for n, c in TECHNIQUES.items() if c.after or c.before}
     assert named == {"checkpointing": ([], ["early_stopping"]), "swa": (["lr_schedule"], []),
-                     "multi_scale": (["random_flip", "random_shift"], [])}
+                     "multi_scale": (["random_flip", "random_shift"], []), "qat": (["checkpointing"], [])}
 
 
 # ------------------------------------------------------------------------------- declarations (issue 11)

@@ -377,8 +377,11 @@ def _attention_maps(setup: RunSetup, n: int = 6) -> AttentionMaps | None:
     models without full-sequence attention (everything but ViT-like models) and for non-image inputs."""
     model = _evaluation_model(setup)
     shape = getattr(model, "image_shape", None)  # (C, H, W) the vision models were built for
-    x, y = setup.data.test_data
-    if not hasattr(model, "forward_with_attention") or shape is None or y.dim() != 1:
+    test = setup.data.test_data
+    if not hasattr(model, "forward_with_attention") or shape is None or not isinstance(test, tuple):
+        return None  # graph tasks keep their test split in a Graph, not (inputs, targets)
+    x, y = test
+    if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor) or y.dim() != 1:
         return None
     images = to_images(x[:n], shape)
     out = image_rollout(model, images.to(setup.device))
