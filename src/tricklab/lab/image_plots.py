@@ -14,15 +14,15 @@ from collections.abc import Sequence
 from typing import Any
 
 from tricklab.lab.plots import mpl_text, new_figure, svg
+from tricklab.models.vision.plots import draw_detection
 
 __all__ = ["detections_svg", "image_rows_svg"]
 
 
 def detections_svg(examples: Sequence[dict[str, Any]], class_names: Sequence[str] | None = None,
                    limit: int = 8) -> str | None:
-    """Up to ``limit`` examples in rows of four."""
-    from matplotlib.patches import Rectangle
-
+    """Up to ``limit`` examples in rows of four, each drawn by
+    :func:`tricklab.models.vision.plots.draw_detection`."""
     shown = list(examples)[:limit]
     if not shown:
         return None
@@ -32,19 +32,8 @@ def detections_svg(examples: Sequence[dict[str, Any]], class_names: Sequence[str
     axes = fig.subplots(rows, cols, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-
-    def name(c: Any) -> str:
-        c = int(c)
-        return class_names[c][:8] if class_names is not None and 0 <= c < len(class_names) else str(c)
-
     for ax, e in zip(axes.flat, shown):
-        ax.imshow(e["image"], cmap="gray", vmin=0, vmax=1)
-        for x0, y0, x1, y1 in e["true_boxes"]:
-            ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, edgecolor="lime", lw=1.2))
-        for (x0, y0, x1, y1), lab, s in zip(e["pred_boxes"], e["pred_labels"], e["pred_scores"]):
-            ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, edgecolor="red", lw=1.0,
-                                   ls="--"))
-            ax.text(x0, y0 - 1, mpl_text(f"{name(lab)} {float(s):.2f}"), color="red", fontsize=6)
+        draw_detection(ax, e, class_names)
     return svg(fig)
 
 

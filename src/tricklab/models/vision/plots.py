@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["plot_attention_rollout", "plot_detections"]
+__all__ = ["draw_detection", "plot_attention_rollout", "plot_detections"]
 
 
 def _pyplot() -> Any:
@@ -58,29 +58,34 @@ def plot_detections(examples: Sequence[dict[str, Any]], path: str | Path, class_
     """Images with boxes: each example a dict with "image" (H, W), "true_boxes" / "pred_boxes" (xyxy pixels),
     "true_labels" / "pred_labels" and "pred_scores" (lists or tensors)."""
     plt = _pyplot()
-    import matplotlib.patches as patches
-
     n = len(examples)
     cols = (n + 1) // 2 if n > 1 else 1
     fig, axes = plt.subplots(2 if n > 1 else 1, cols, figsize=(2.6 * cols, 5.4 if n > 1 else 2.8), squeeze=False)
     for a in axes.flat:
         a.axis("off")
     for a, e in zip(axes.flat, examples):
-        img = torch.as_tensor(e["image"], dtype=torch.float32)
-        a.imshow(img, cmap="gray", vmin=0, vmax=1)
-        for b in e["true_boxes"]:
-            x0, y0, x1, y1 = (float(v) for v in b)
-            a.add_patch(patches.Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, edgecolor="lime",
-                                          lw=1.2))
-        for b, lab, s in zip(e["pred_boxes"], e["pred_labels"], e["pred_scores"]):
-            x0, y0, x1, y1 = (float(v) for v in b)
-            a.add_patch(patches.Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, edgecolor="red",
-                                          lw=1.0, ls="--"))
-            name = class_names[int(lab)][:7] if class_names is not None else str(int(lab))
-            a.text(x0, y0 - 1, f"{name} {float(s):.2f}", color="red", fontsize=6)
+        draw_detection(a, e, class_names)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def draw_detection(ax: Any, example: dict[str, Any], class_names: Sequence[str] | None = None) -> None:
+    """One example on a matplotlib Axes: the image, true boxes (green) and predictions (red, dashed, class and
+    score). Boxes are xyxy in pixels with pixel centres at integer coordinates, so an edge is drawn half a pixel
+    outside. Shared by :func:`plot_detections` and the lab report's detection figure."""
+    from matplotlib.patches import Rectangle
+
+    ax.imshow(torch.as_tensor(example["image"], dtype=torch.float32), cmap="gray", vmin=0, vmax=1)
+    for b in example["true_boxes"]:
+        x0, y0, x1, y1 = (float(v) for v in b)
+        ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, edgecolor="lime", lw=1.2))
+    for b, lab, s in zip(example["pred_boxes"], example["pred_labels"], example["pred_scores"]):
+        x0, y0, x1, y1 = (float(v) for v in b)
+        ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, edgecolor="red", lw=1.0,
+                               ls="--"))
+        name = class_names[int(lab)][:7] if class_names is not None else str(int(lab))
+        ax.text(x0, y0 - 1, f"{name} {float(s):.2f}".replace("$", r"\$"), color="red", fontsize=6)
