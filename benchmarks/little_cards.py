@@ -8,6 +8,9 @@ and metrics.svg):
   supervised encoder (the upper bound). ``tricklab.paradigms.selfsup.run.run_selfsup``.
 * ``semisup``: 10 labels per class; pseudo-labelling, mean teacher and FixMatch against labelled-only training
   (the baseline). ``tricklab.paradigms.semisup.run.run_semisup``.
+* ``teacher``: why the mean teacher does not help where the Pi-model does: the Pi-model with and without the
+  gradient through its second pass, the mean teacher with EMA decay 0.99, 0.9 and 0.5, against labelled-only
+  training and against each other.
 * ``fewshot``: 5-way one-shot on unseen classes with a siamese network, and ESZSL zero-shot, each against its
   reference in the same run (untrained encoder, raw inputs, chance). ``tricklab.paradigms.fewshot.run``.
 * ``greedy``: greedy layer-wise pretraining (autoencoder, denoising autoencoder, RBM) against random init of a deep
@@ -20,8 +23,8 @@ and metrics.svg):
 
 Finished runs are kept under benchmarks/results/little/<study>-<dataset>/ and reused unless ``--fresh``.
 
-    PYTHONPATH=src python benchmarks/little_cards.py {selfsup,semisup,fewshot,greedy,dann,transfer} [--dataset mnist1d]
-        [--seeds 0 1 2] [--steps N] [--jobs 1] [--fresh]
+    PYTHONPATH=src python benchmarks/little_cards.py {selfsup,semisup,teacher,fewshot,greedy,dann,transfer}
+        [--dataset mnist1d] [--seeds 0 1 2] [--steps N] [--jobs 1] [--fresh] [--machine-note TEXT]
 """
 
 from __future__ import annotations
@@ -41,6 +44,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 RESULTS = ROOT / "benchmarks" / "results" / "little"
 CARDS = ROOT / "docs" / "cards"
+
+#: What the card says about the machine's load unless ``--machine-note`` says otherwise (the cards of stop 26).
+SHARED_NOTE = "yes: other helpers ran on the same 2 cores; timings are indicative only"
 
 STUDIES: dict[str, dict[str, Any]] = {
     "selfsup": {
@@ -77,6 +83,29 @@ STUDIES: dict[str, dict[str, Any]] = {
                    "lambda_u 1. test_acc is on the full test set; pseudo_label_acc and mask_rate are measured at "
                    "the end on the unlabelled "
                    "training examples (confidence >= 0.95)",
+    },
+    "teacher": {
+        "module": "tricklab.paradigms.semisup.run", "run": "run_semisup", "config": "SemiSupConfig",
+        "metrics": "SEMISUP_METRICS", "baseline": "labelled_only", "default_steps": 800,
+        "variants": [("labelled_only", {"method": "labelled_only"}), ("pi_model", {"method": "pi_model"}),
+                     ("pi_model_stopgrad", {"method": "pi_model", "pi_stop_gradient": True}),
+                     ("pi_model_stopgrad_weight_20", {"method": "pi_model", "pi_stop_gradient": True,
+                                                      "mt_weight": 20.0}),
+                     ("mean_teacher", {"method": "mean_teacher"}),
+                     ("mean_teacher_decay_0.9", {"method": "mean_teacher", "mt_decay": 0.9}),
+                     ("mean_teacher_decay_0.5", {"method": "mean_teacher", "mt_decay": 0.5})],
+        "pairs": [("pi_model_stopgrad", "pi_model"), ("pi_model_stopgrad_weight_20", "pi_model_stopgrad"),
+                  ("mean_teacher", "pi_model_stopgrad"),
+                  ("mean_teacher_decay_0.9", "mean_teacher"), ("mean_teacher_decay_0.5", "mean_teacher")],
+        "title": "Why the mean teacher does not help where the Pi-model does: the gradient through the second pass "
+                 "and the teacher's lag",
+        "setting": "the semisup study's setting (10 labels per class, batches of 16 labelled + 112 unlabelled, "
+                   "consistency weight 10 ramped (sigmoid) over 30% of steps, the same weak views): pi_model = "
+                   "gradient through both passes (Laine & Aila's Algorithm 1); pi_model_stopgrad = the same with "
+                   "the second pass a constant target (a mean teacher whose teacher is the current student, decay "
+                   "0), at weight 10 and 20 (a constant target drops one of the two gradient paths of the term); "
+                   "mean_teacher with EMA decay 0.99 (the semisup card), 0.9 and 0.5 (a teacher that lags "
+                   "about 100, 10 and 2 steps behind)",
     },
     "fewshot": {
         "module": "tricklab.paradigms.fewshot.run", "run": "run_fewshot", "config": "FewShotConfig",
@@ -126,6 +155,12 @@ STUDIES: dict[str, dict[str, Any]] = {
     "greedy": {
         "module": "tricklab.paradigms.pretrain.run", "run": "run_greedy", "config": "GreedyConfig",
         "metrics": "GREEDY_METRICS", "baseline": "random", "default_steps": 2000,
+        "setting_by_dataset": {"fashion-mnist": (
+            "a 784-100-100-100-100-10 sigmoid MLP on Fashion-MNIST pixels scaled to [0, 1]; pretraining 1000 steps "
+            "per layer (batch 64; autoencoders Adam 1e-3 with cross-entropy reconstruction, denoising: 25% of inputs "
+            "zeroed; RBM: CD-1, lr 0.05), each layer on the frozen output of the ones below; then fine-tuning of the "
+            "whole network with SGD (lr 0.1, momentum 0.9, batch 100) for the given steps on all 60,000 labelled "
+            "training examples; scored on the 10,000 test images")},
         "variants": [("random", {"method": "random"}), ("autoencoder", {"method": "autoencoder"}),
                      ("denoising", {"method": "denoising"}), ("rbm", {"method": "rbm"})],
         "title": "Greedy layer-wise pretraining of a deep sigmoid network",
@@ -214,11 +249,11 @@ def _write(path: Path, text: str) -> None:
 
 
 def run_study(study: str, dataset: str, seeds: list[int], steps: int, jobs: int, fresh: bool,
-              only: list[str] | None) -> dict[str, dict[int, Any]]:
+              only: list[str] | None, suffix: str = "") -> dict[str, dict[int, Any]]:
     import importlib
 
     spec = STUDIES[study]
-    folder = RESULTS / f"{study}-{dataset}"
+    folder = RESULTS / f"{study}-{dataset}{suffix}"
     fields = {f.name for f in dataclasses.fields(getattr(importlib.import_module(spec["module"]), spec["config"]))}
     todo, results = [], {}
     for name, overrides in spec.get("variants_by_dataset", {}).get(dataset, spec["variants"]):
@@ -332,12 +367,12 @@ def plot(study: str, summary: dict[str, Any], path: Path, keys: list[str]) -> No
 
 
 def write_card(study: str, dataset: str, seeds: list[int], steps: int, results: dict[str, dict[int, Any]],
-               command: str) -> Path:
+               command: str, machine_note: str = SHARED_NOTE, suffix: str = "") -> Path:
     import torch
 
     spec = STUDIES[study]
     summary = summarize(study, results)
-    folder = CARDS / f"little-{study}-{dataset}"
+    folder = CARDS / f"little-{study}-{dataset}{suffix}"
     keys = {"selfsup": ["probe_acc", "knn_acc"], "fewshot": ["oneshot_acc", "oneshot_random_acc", "zeroshot_acc"]
             + (["wide_oneshot_acc", "wide_oneshot_random_acc"] if dataset == "fashion-mnist-rot40" else []),
             "dann": ["target_acc", "source_acc"],
@@ -347,7 +382,7 @@ def write_card(study: str, dataset: str, seeds: list[int], steps: int, results: 
     plot(study, summary, folder / "metrics.svg", keys)
     machine = {"cpu": platform.machine(), "cpu_count": os.cpu_count(), "python": platform.python_version(),
                "torch": torch.__version__, "torch_threads": 1,
-               "shared": "yes: other helpers ran on the same 2 cores; timings are indicative only"}
+               "shared": machine_note}
     base = spec["baseline"]
     setting = spec.get("setting_by_dataset", {}).get(dataset, spec["setting"])
     lines = [f"# {spec['title']} ({dataset})", "", f"Command: `{command}`", "",
@@ -384,6 +419,18 @@ def write_card(study: str, dataset: str, seeds: list[int], steps: int, results: 
                 summary[name].setdefault("within", {})[f"{key}-{ref}"] = p
                 lines.append(f"| {name} | {key} | {ref} | {_diff(p)} | {_fmt(p.get('p_value'), '.3g')} | "
                              f"{p['verdict']} |")
+    pairs = [(a, b) for a, b in spec.get("pairs", []) if a in results and b in results]
+    if pairs:
+        from tricklab.lab import stats
+
+        lines += ["", "## Variant against variant (test accuracy, paired by seed)", "",
+                  "| variant | against | difference [95% CI] | p-value | verdict |", "|---|---|---|---|---|"]
+        for a, b in pairs:
+            seeds_here = sorted(set(results[a]) & set(results[b]))
+            p = stats.paired([results[a][sd]["metrics"]["test_acc"] for sd in seeds_here],
+                             [results[b][sd]["metrics"]["test_acc"] for sd in seeds_here], True).to_dict()
+            summary[a].setdefault("pairs", {})[b] = p
+            lines.append(f"| {a} | {b} | {_diff(p)} | {_fmt(p.get('p_value'), '.3g')} | {p['verdict']} |")
     lines += ["", "![metrics](metrics.svg)", "", "Per-seed values are in card.json. Timings were taken on a shared "
               "machine and carry no verdict.", ""]
     _write(folder / "card.md", "\n".join(lines))
@@ -403,13 +450,18 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--fresh", action="store_true")
     ap.add_argument("--only", nargs="+", default=None, help="run and report only these variants")
+    ap.add_argument("--suffix", default="", help="appended to the results and card folders' names (a second "
+                    "budget beside the first, e.g. -long)")
+    ap.add_argument("--machine-note", default=SHARED_NOTE, help="what else ran on the machine meanwhile (the card's "
+                    "'shared' field)")
     args = ap.parse_args(argv)
     steps = args.steps or STUDIES[args.study]["default_steps"]
     command = (f"PYTHONPATH=src python benchmarks/little_cards.py {args.study} --dataset {args.dataset} "
                f"--seeds {' '.join(map(str, args.seeds))} --steps {steps}"
-               + (f" --only {' '.join(args.only)}" if args.only else ""))
-    results = run_study(args.study, args.dataset, args.seeds, steps, args.jobs, args.fresh, args.only)
-    print(write_card(args.study, args.dataset, args.seeds, steps, results, command))
+               + (f" --only {' '.join(args.only)}" if args.only else "")
+               + (f" --suffix={args.suffix}" if args.suffix else ""))
+    results = run_study(args.study, args.dataset, args.seeds, steps, args.jobs, args.fresh, args.only, args.suffix)
+    print(write_card(args.study, args.dataset, args.seeds, steps, results, command, args.machine_note, args.suffix))
 
 
 if __name__ == "__main__":

@@ -56,6 +56,7 @@ class SemiSupConfig:
     unsup_weight: float = 1.0
     mt_weight: float = 10.0
     mt_decay: float = 0.99
+    pi_stop_gradient: bool = False
     ramp_fraction: float = 0.3
     width: int = 32
     feature_dim: int = 128
@@ -73,6 +74,7 @@ class SemiSupConfig:
         check(0 <= self.weight_decay, "weight_decay", ">= 0", self.weight_decay)
         check(0 <= self.threshold <= 1, "threshold", "in [0, 1]", self.threshold)
         check(0 < self.mt_decay < 1, "mt_decay", "in (0, 1)", self.mt_decay)
+        check(isinstance(self.pi_stop_gradient, bool), "pi_stop_gradient", "true or false", self.pi_stop_gradient)
         check(0 <= self.ramp_fraction <= 1, "ramp_fraction", "in [0, 1]", self.ramp_fraction)
         check(self.train_limit is None or pos_int(self.train_limit), "train_limit", "None or a positive integer",
               self.train_limit)
@@ -84,7 +86,7 @@ def _techniques(cfg: SemiSupConfig, seed: int) -> list[Technique]:
     if cfg.method == "pseudo_label":
         out.append(PseudoLabel(cfg.unsup_weight, cfg.threshold, ramp_start=0, ramp_end=ramp))
     elif cfg.method == "pi_model":  # the same weight and ramp as the mean teacher: the two differ by the teacher
-        out.append(PiModel(cfg.mt_weight, rampup_steps=ramp, seed=seed))
+        out.append(PiModel(cfg.mt_weight, rampup_steps=ramp, stop_gradient=cfg.pi_stop_gradient, seed=seed))
     elif cfg.method == "mean_teacher":
         out.append(MeanTeacher(cfg.mt_weight, cfg.mt_decay, rampup_steps=ramp, seed=seed))
     elif cfg.method == "fixmatch":
