@@ -42,6 +42,16 @@ def test_plan_has_baseline_then_each_technique_and_combos() -> None:
     assert len({v.recipe.hash() for v in plan.variants}) == 4
 
 
+def test_control_runs_only_where_a_timing_difference_is_judged() -> None:
+    """The baseline runs a second time per seed (the training-time noise floor) when variants are compared at a
+    step or epoch budget; not at a wall-clock budget, nor for the baseline alone (several seeds of one recipe)."""
+    base = load_base(None, [])
+    assert plan_ablation(base, ["grad_clip"], [], [0, 1], "200").control
+    assert not plan_ablation(base, ["grad_clip"], [], [0, 1], "5s").control
+    alone = plan_ablation(base, [], [], [0, 1, 2], "200")
+    assert [v.name for v in alone.variants] == ["baseline"] and not alone.control
+
+
 @pytest.mark.parametrize(("text", "expected"), [("6000", {"steps": 6000}), ("10epochs", {"epochs": 10}),
                                                 ("90s", {"seconds": 90.0}), ("2.5s", {"seconds": 2.5})])
 def test_parse_budget(text: str, expected: dict) -> None:

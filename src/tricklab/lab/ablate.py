@@ -151,8 +151,10 @@ def make_plan(base: Recipe, techniques: Sequence[TechniqueSpec], combos: Sequenc
         planned.append(_checked(name, _with_overrides(base_dict, name, overrides), planned))
     for v in planned:  # the user's files are read (hashed) now: a missing file is refused before any run
         v.data_version = data_version(v.recipe)
-    # with a wall-clock budget every run trains for the same seconds: no training-time floor to measure
-    return AblationPlan(baseline, planned, list(seeds), control=baseline.budget.seconds is None)
+    # with a wall-clock budget every run trains for the same seconds: no training-time floor to measure; with the
+    # baseline alone (`--techniques ""`, several seeds of one recipe) there is no difference for a floor to judge
+    return AblationPlan(baseline, planned, list(seeds),
+                        control=baseline.budget.seconds is None and len(planned) > 1)
 
 
 # ------------------------------------------------------------------------------------------------- driving
