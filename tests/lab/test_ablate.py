@@ -241,3 +241,23 @@ def test_existing_folder_message_names_what_differs(tmp_path: Path) -> None:
         _todo(plan, old, old / "store.sqlite")
     assert "variant 'ema'" in str(err.value) and "technique defaults" in str(err.value)
     assert "techniques.ema.decay: (not set) (in the store) vs 0.999 (now)" in str(err.value)
+
+
+def test_a_loop_tasks_setting_shows_the_loops_own_length(tmp_path: Path) -> None:
+    """A loop task gets its length from task_args (with its config's defaults), not from the recipe's budget: the
+    report's setting must say what the runs did (reference: the config dataclass built by hand)."""
+    from tricklab.lab.ablate import _setting
+    from tricklab.lab.store import Store
+    from tricklab.paradigms.selfsup.run import SelfSupConfig
+
+    with Store(tmp_path / "store.sqlite") as store:
+        store.set_meta("baseline_recipe", {"task": "selfsup", "task_args": {"steps": 7}, "budget": {"steps": 6000},
+                                           "eval_every": 123})
+        setting = _setting(store, [])
+    assert setting.budget == {"steps": 7} and setting.eval_every == SelfSupConfig().eval_every
+    assert setting.model is None and setting.where() == "selfsup"
+    with Store(tmp_path / "plain.sqlite") as store:  # a trainer task keeps the recipe's own budget
+        store.set_meta("baseline_recipe", {"task": "mnist1d", "model": {"name": "mlp"}, "budget": {"steps": 50},
+                                           "eval_every": 25})
+        plain = _setting(store, [])
+    assert plain.budget == {"steps": 50} and plain.eval_every == 25 and plain.where() == "mnist1d/mlp"

@@ -339,20 +339,41 @@ def contention(envs: Sequence[dict[str, Any]], latency: dict[str, Any] | None) -
     return out
 
 
+#: A loop's config fields that say how long it trains (shown as the setting's budget).
+_LOOP_LENGTH_KEYS = ("steps", "epochs", "episodes", "rounds", "total_steps", "timesteps", "iterations")
+
+
+def _loop_length(task: LoopTask, base: dict[str, Any]) -> tuple[dict[str, Any] | None, int | None]:
+    """(budget, eval_every) of a loop task's runs, read from the config its loop gets (``task_args`` with the
+    config's defaults): the recipe's own ``budget`` and ``eval_every`` do not reach such a loop."""
+    try:
+        config = task.make_config(recipe_from_dict(base))
+    except (UserError, ValueError, TypeError):
+        return None, None  # an old store whose task_args no longer build: say nothing rather than guess
+    if task.config is None:  # the loop takes the recipe itself, budget included
+        return base.get("budget"), base.get("eval_every")
+    length = {k: getattr(config, k) for k in _LOOP_LENGTH_KEYS if isinstance(getattr(config, k, None), int)}
+    every = getattr(config, "eval_every", None)
+    return (length or None), (every if isinstance(every, int) else None)
+
+
 def _setting(store: Store, runs: Sequence[StoredRun]) -> AblationSetting:
     base = store.get_meta("baseline_recipe") or {}
     env = runs[0].env if runs and runs[0].env else {}
     model = (base.get("model") or {}).get("name")
-    if base.get("task") in TASKS and isinstance(TASKS.get(base["task"]), LoopTask):
+    budget, eval_every = base.get("budget"), base.get("eval_every")
+    task = TASKS.get(base["task"]) if base.get("task") in TASKS else None
+    if isinstance(task, LoopTask):
         model = None  # a loop task trains no recipe model
+        budget, eval_every = _loop_length(task, base)
     return AblationSetting(
-        task=base.get("task"), model=model, budget=base.get("budget"),
+        task=base.get("task"), model=model, budget=budget,
         seeds=store.get_meta("seeds") or [],
         machine={k: env.get(k) for k in ("cpu", "cpu_count", "torch_threads", "torch", "python", "gpu")},
         recipe_hash=recipe_from_dict(base).hash() if base else None, baseline_recipe=base,
         runs_done=len(runs), runs_total=len(store.runs()),
         contention=contention([r.env for r in runs if r.env], store.get_meta(LATENCY_PASS)),
-        eval_every=base.get("eval_every"),
+        eval_every=eval_every,
     )
 
 

@@ -219,7 +219,7 @@ def render_report(summary: AblationSummary, curves: dict[str, Any] | None, setti
     if not summary.variants:
         raise ValueError("the ablation summary has no variants: nothing to report")
     n_seeds = max((len(s or []) for s in summary.seeds.values()), default=0)
-    title = (f"tricklab ablation: {setting.task or '?'}/{setting.model or '?'}, {len(summary.techniques)} "
+    title = (f"tricklab ablation: {setting.where()}, {len(summary.techniques)} "
              f"techniques, {n_seeds} seeds")
     head = summary.primary
     averaging_metrics = [m for m in summary.metrics if any(m.key in a for a in summary.averaging.values())]
